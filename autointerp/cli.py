@@ -1,0 +1,112 @@
+"""The command line: parse arguments, load the config, call the pipeline. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from autointerp import __version__
+from autointerp.errors import AutointerpError
+
+COMMANDS = {
+    "run": "all stages in order: mine, explain, score, taxonomy, report, export",
+    "mine": "encode the corpus through the SAE; store per-feature statistics and examples",
+    "explain": "label every live feature (LLM or the offline tag labeler)",
+    "score": "detection-score every label on held-out examples",
+    "taxonomy": "assign semantic groups and bins",
+    "report": "write the static HTML atlas from the database",
+    "export": "write annotations.json, group_assignments.json, feature_labels.jsonl, feature_data.json",
+    "status": "per stage: done, failed, left; LLM tokens and cost",
+}
+STAGE_OF_COMMAND = {"run": ["mine", "explain", "score", "taxonomy", "report", "export"]}
+
+
+def demo_config() -> Path:
+    from autointerp import demo
+    return Path(demo.__file__).parent / "demo.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autointerp", description="Label, validate and publish the features of a sparse autoencoder. "
+        "With no config, commands use the bundled offline demo.")
+    parser.add_argument("--version", action="version", version=f"autointerp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        p.add_argument("--db", help="database: a SQLite file path or any SQLAlchemy URL")
+        p.add_argument("--out", type=Path, help="output folder (atlas in OUT/atlas, exports in OUT/export)")
+        if name == "status":
+            continue
+        p.add_argument("--llm", choices=["offline", "mock", "openai", "gemini"], help="LLM provider")
+        p.add_argument("--model", help="model name for the provider")
+        p.add_argument("--base-url", help="OpenAI-compatible server URL")
+        p.add_argument("--features", help='feature subset, e.g. "0-99,200"')
+        p.add_argument("--limit", type=int, help="at most this many features per stage")
+        p.add_argument("--max-cost", type=float, help="stop before spending more than this many USD")
+        p.add_argument("--device", help="torch device for mining: auto, cpu, cuda")
+        p.add_argument("--prompts", type=Path, help="folder of prompt templates overriding the bundled ones")
+        p.add_argument("--redo", action="append", default=[], choices=list(STAGE_OF_COMMAND["run"]),
+                       help="forget this stage's output (and what depends on it) and do it again; repeatable")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    return {"llm.provider": get("llm"), "llm.model": get("model"), "llm.base_url": get("base_url"),
+            "llm.max_cost": get("max_cost"), "output.db": get("db"),
+            "output.dir": str(args.out.resolve()) if get("out") else None,
+            "select.features": get("features"), "select.limit": get("limit"), "sae.device": get("device"),
+            "explain.prompts_dir": str(args.prompts.resolve()) if get("prompts") else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return _main(args)
+    except AutointerpError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"autointerp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autointerp: interrupted; finished work is saved, run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    from autointerp.config import load_config
+    from autointerp.pipeline import Pipeline
+    from autointerp.store import Store
+
+    overrides = _overrides(args)
+    config_path = args.config
+    if config_path is None:
+        config_path = demo_config()
+        if overrides["output.dir"] is None:
+            overrides["output.dir"] = str(Path.cwd() / "autointerp-demo")
+        print(f"autointerp: no config given, using the bundled offline demo ({config_path})", file=sys.stderr)
+    config = load_config(config_path, overrides)
+    store = Store(config.db_url)
+    try:
+        if args.command == "status":
+            from autointerp.status import render_status
+            print(render_status(store))
+            return 0
+        pipeline = Pipeline(config, store)
+        stages = STAGE_OF_COMMAND.get(args.command, [args.command])
+        pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))
+        if "report" in stages:
+            print(f"atlas: {(pipeline.atlas_dir / 'index.html').resolve().as_uri()}")
+        if "export" in stages:
+            print(f"exports: {pipeline.export_dir.resolve()}")
+        return 0
+    finally:
+        store.close()

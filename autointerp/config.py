@@ -1,0 +1,229 @@
+"""The run configuration: a TOML file validated on load, plus command-line overrides.
+
+Every section is a pydantic model that forbids unknown keys, so a typo is reported with the key's
+name and the keys that are allowed. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from autointerp.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SAEConfig(Section):
+    path: Path
+    """The checkpoint: a folder (Majestrino layout: model/config.json + model/state_dict.pth) or a file."""
+    format: Literal["auto", "majestrino"] = "auto"
+    """Checkpoint layout; `auto` detects it from the files."""
+    device: str = "auto"
+    """Torch device for encoding: auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..."""
+
+
+class CorpusConfig(Section):
+    vectors: Path
+    """A .npy file of float vectors, one row per item (read memory-mapped)."""
+    items: Path
+    """A CSV or JSONL table, one row per vector, in the same order: id, audio, start, end, text, then tags."""
+    audio_root: Path | None = None
+    """Folder that relative audio paths are resolved against (default: the items file's folder)."""
+
+
+class MineConfig(Section):
+    n_top: int = Field(10, ge=1, le=1000)
+    """Top-activating examples kept per feature and shown to the explainer."""
+    n_bottom: int = Field(5, ge=0, le=1000)
+    """Lowest pre-activation examples kept per feature (what the feature is most against)."""
+    n_holdout: int = Field(10, ge=0, le=1000)
+    """Held-out activating examples per feature for scoring, spread over activation quantiles, never shown to the explainer."""
+    n_negative: int = Field(10, ge=0, le=1000)
+    """Random non-firing examples per feature, the scorer's negatives."""
+    batch_size: int = Field(4096, ge=1)
+    """Rows encoded per batch."""
+    seed: int = 0
+    """Seed of the hash that draws the random samples (deterministic and shard-mergeable)."""
+
+
+class LLMConfig(Section):
+    provider: Literal["offline", "mock", "openai", "gemini"] = "offline"
+    """offline: the statistical tag labeler (no LLM); mock: deterministic fake LLM; openai: any OpenAI-compatible server; gemini."""
+    model: str = ""
+    """Model name, e.g. gpt-4.1-mini or gemini-2.5-flash (required for openai and gemini)."""
+    base_url: str = ""
+    """OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter) or a Gemini endpoint override."""
+    api_key_env: str = ""
+    """Environment variable holding the API key (default OPENAI_API_KEY or GEMINI_API_KEY). Keys never go in the config."""
+    concurrency: int = Field(4, ge=1, le=256)
+    """Requests in flight at once."""
+    max_attempts: int = Field(5, ge=1, le=50)
+    """Attempts per request on transient errors (429, 5xx, timeouts, dropped connections)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Per-request timeout in seconds."""
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_output_tokens: int = Field(1200, ge=16)
+    retry_base_s: float = Field(1.0, ge=0)
+    """First back-off between retries (grows exponentially with jitter); a server's Retry-After wins."""
+    max_cost: float | None = Field(None, ge=0)
+    """Stop cleanly before spending more than this many USD in one run."""
+
+
+class ExplainConfig(Section):
+    prompts_dir: Path | None = None
+    """A folder of your own Jinja2 prompt templates; files there override the bundled ones by name."""
+    n_examples: int = Field(10, ge=1)
+    """Top examples shown in the prompt (at most mine.n_top)."""
+    n_contrast: int = Field(5, ge=0)
+    """Bottom examples shown as contrast (at most mine.n_bottom)."""
+
+
+class ScoreConfig(Section):
+    per_prompt: int = Field(10, ge=2, le=100)
+    """Held-out examples shown to the judge per request."""
+
+
+class GroupConfig(Section):
+    name: str
+    description: str = ""
+    tags: list[str] = []
+    """Tag columns whose labels belong to this group (used by the offline labeler)."""
+
+
+class TaxonomyConfig(Section):
+    groups: list[GroupConfig] = []
+    """Semantic groups; features are assigned to at most max_groups_per_feature of them."""
+    max_groups_per_feature: int = Field(2, ge=1, le=10)
+    n_bins: int = Field(0, ge=0)
+    """Number of bins (finer clusters of labels); 0 picks about sqrt(labeled features)."""
+    batch_size: int = Field(40, ge=1)
+    """Features per group-assignment request."""
+
+
+class OutputConfig(Section):
+    dir: Path = Path("autointerp-out")
+    """Folder for the atlas (dir/atlas) and the exports (dir/export)."""
+    db: str = ""
+    """SQLAlchemy URL or SQLite file path; default: dir/autointerp.db."""
+
+
+class SelectConfig(Section):
+    features: str = ""
+    """Feature subset, e.g. "0-99,200,305"; empty means all."""
+    limit: int = Field(0, ge=0)
+    """Process at most this many features per stage (0: no limit)."""
+
+    @field_validator("features")
+    @classmethod
+    def _check_features(cls, value: str) -> str:
+        parse_feature_spec(value)
+        return value
+
+
+class Config(Section):
+    sae: SAEConfig
+    corpus: CorpusConfig
+    mine: MineConfig = MineConfig()
+    llm: LLMConfig = LLMConfig()
+    explain: ExplainConfig = ExplainConfig()
+    score: ScoreConfig = ScoreConfig()
+    taxonomy: TaxonomyConfig = TaxonomyConfig()
+    output: OutputConfig = OutputConfig()
+    select: SelectConfig = SelectConfig()
+
+    @property
+    def db_url(self) -> str:
+        if not self.output.db:
+            return f"sqlite:///{self.output.dir / 'autointerp.db'}"
+        if "://" in self.output.db:
+            return self.output.db
+        return f"sqlite:///{Path(self.output.db)}"
+
+    def feature_subset(self) -> set[int] | None:
+        return parse_feature_spec(self.select.features)
+
+
+def parse_feature_spec(spec: str) -> set[int] | None:
+    """Parse "0-99,200" into a set of feature indices; empty means all (None)."""
+    if not spec.strip():
+        return None
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo or lo < 0:
+                    raise ValueError
+                out.update(range(lo, hi + 1))
+            else:
+                if int(part) < 0:
+                    raise ValueError
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(f"bad feature range {part!r}: use indices and ranges like 0-99,200") from None
+    return out
+
+
+_PATH_FIELDS = {("sae", "path"), ("corpus", "vectors"), ("corpus", "items"), ("corpus", "audio_root"),
+                ("explain", "prompts_dir"), ("output", "dir")}
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    section = f"[{loc[0]}]" if loc else "the top level"
+    key = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "")
+    if error["type"] == "extra_forbidden":
+        model = Config.model_fields.get(loc[0]) if len(loc) > 1 else None
+        allowed = sorted(model.annotation.model_fields) if model and hasattr(model.annotation, "model_fields") else sorted(Config.model_fields)
+        where = section if len(loc) > 1 else "the top level"
+        return f"unknown key {loc[-1]!r} in {where} (expected one of: {', '.join(allowed)})"
+    if error["type"] == "missing":
+        if len(loc) == 1:
+            return f"missing section [{loc[0]}]"
+        return f"missing key {key!r} in {section}"
+    value = error.get("input")
+    return f"{section} {key} = {value!r}: {error['msg']}"
+
+
+def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None) -> Config:
+    """Read and validate a TOML config, apply overrides ({"llm.provider": "mock", ...}), resolve paths."""
+    data: dict[str, Any] = {}
+    root = Path.cwd()
+    if base is not None:
+        data = base
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found: pass the path of an existing TOML file")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML ({exc}): fix the syntax") from None
+        root = path.resolve().parent
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        data.setdefault(section, {})[key] = value
+    for section, key in _PATH_FIELDS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = str((root / Path(value).expanduser()))
+    if isinstance(data.get("output"), dict) and isinstance(data["output"].get("db"), str):
+        db = data["output"]["db"]
+        if db and "://" not in db:
+            data["output"]["db"] = str(root / Path(db).expanduser())
+    where = f"config file {path}" if path is not None else "config"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{where}: {_describe(first, data)}") from None

@@ -1,0 +1,132 @@
+"""The stages in order, each reading its input from the database and writing its output there."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import delete
+
+from autointerp import __version__
+from autointerp.config import Config
+from autointerp.corpus import Corpus, load_corpus
+from autointerp.llm.base import Model
+from autointerp.sae import Encoder, load_sae
+from autointerp.schema import Bin, Feature, Group, Label, Placement, Run, Score, utcnow
+from autointerp.stage import StageResult
+from autointerp.store import Store
+
+STAGES = ("mine", "explain", "score", "taxonomy", "report", "export")
+
+
+@dataclass
+class Pipeline:
+    config: Config
+    store: Store
+    _encoder: Encoder | None = field(default=None, repr=False)
+    _corpus: Corpus | None = field(default=None, repr=False)
+    _model: Model | None = field(default=None, repr=False)
+
+    @property
+    def atlas_dir(self) -> Path:
+        return self.config.output.dir / "atlas"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.config.output.dir / "export"
+
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = load_sae(self.config.sae.path, self.config.sae.format)
+        return self._encoder
+
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            self._corpus = load_corpus(self.config.corpus, self.encoder().d_in)
+        return self._corpus
+
+    def model(self) -> Model | None:
+        """The LLM for explain/score/taxonomy; None for the offline labeler."""
+        if self.config.llm.provider == "offline":
+            return None
+        if self._model is None:
+            from autointerp.llm import make_model
+            self._model = make_model(self.config.llm)
+        return self._model
+
+    def redo(self, stage: str) -> None:
+        """Forget a stage's output, and what was derived from it, so the next run does it again."""
+        with self.store.session() as s:
+            if stage == "mine":
+                s.execute(delete(Placement))
+                s.execute(delete(Bin))
+                s.execute(delete(Score))
+                s.execute(delete(Label))
+                s.execute(delete(Feature))
+            elif stage == "explain":
+                s.execute(delete(Placement))
+                s.execute(delete(Bin))
+                s.execute(delete(Score))
+                s.execute(delete(Label))
+            elif stage == "score":
+                s.execute(delete(Score))
+            elif stage == "taxonomy":
+                s.execute(delete(Placement))
+                s.execute(delete(Bin))
+                s.execute(delete(Group))
+        if stage == "report" and self.atlas_dir.exists():
+            shutil.rmtree(self.atlas_dir)
+
+    def run_stage(self, stage: str) -> StageResult:
+        if stage == "mine":
+            from autointerp.mine import mine
+            result = mine(self.store, self.encoder(), self.corpus(), self.config.mine, self.config.sae.device)
+            return StageResult("mine", done=result.written, note=(
+                f"{result.features} features, {result.dead} dead, {result.rows} rows, FVE {result.fve:.4f}"))
+        if stage == "explain":
+            from autointerp.explain import explain
+            return explain(self.store, self.config, self.model())
+        if stage == "score":
+            from autointerp.score import score
+            return score(self.store, self.config, self.model())
+        if stage == "taxonomy":
+            from autointerp.taxonomy import taxonomy
+            return taxonomy(self.store, self.config, self.model())
+        if stage == "report":
+            from autointerp.report import write_atlas
+            audio_root = self.config.corpus.audio_root or self.config.corpus.items.parent
+            atlas = write_atlas(self.store, self.atlas_dir, audio_root)
+            return StageResult("report", done=atlas.pages_written, note=f"{atlas.pages_unchanged} unchanged, {atlas.index}")
+        if stage == "export":
+            from autointerp.export import export
+            files = export(self.store, self.export_dir)
+            return StageResult("export", done=len(files), note=str(self.export_dir))
+        raise ValueError(stage)
+
+    def run(self, command: str, stages: list[str], redo: list[str], report=print) -> list[StageResult]:
+        with self.store.session() as s:
+            run = Run(command=command, config=self.config.model_dump(mode="json"), version=__version__)
+            s.add(run)
+        results = []
+        try:
+            for stage in redo:
+                self.redo(stage)
+            for stage in stages:
+                result = self.run_stage(stage)
+                report(result.summary())
+                results.append(result)
+        except BaseException as exc:
+            self._finish(run.id, "failed" if isinstance(exc, Exception) else "interrupted", str(exc) or type(exc).__name__)
+            raise
+        self._finish(run.id, "done", None)
+        return results
+
+    def _finish(self, run_id: int, status: str, error: str | None) -> None:
+        with self.store.session() as s:
+            row = s.get(Run, run_id)
+            row.status, row.error, row.finished_at = status, error, utcnow()
+
+    def close(self) -> None:
+        self.store.close()
+

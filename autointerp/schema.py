@@ -1,0 +1,207 @@
+"""The database tables, as SQLAlchemy 2 typed models. db/schema.sql is the reviewed DDL snapshot of these.
+
+One database holds one run over one SAE: its config, the corpus items, per-feature statistics and
+examples (mine), labels (explain), scores (score), groups and bins (taxonomy), and every LLM call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    """One invocation of the CLI: what was asked, with which config, and how it ended."""
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]]
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SAE(Base):
+    """The checkpoint being labeled (one per database)."""
+    __tablename__ = "saes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(32))
+    d_in: Mapped[int]
+    d_sae: Mapped[int]
+    activation: Mapped[str] = mapped_column(String(32))
+    k: Mapped[int | None]
+    threshold: Mapped[float | None]
+    dtype: Mapped[str] = mapped_column(String(16))
+    n_params: Mapped[int]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """sha256 of the checkpoint's tensors: a different SAE cannot be mined into this database."""
+    corpus_rows: Mapped[int | None]
+    fve: Mapped[float | None]
+    """Fraction of variance explained on the corpus."""
+    normalized_l2: Mapped[float | None]
+
+
+class Item(Base):
+    """One corpus item (a clip or a text), in the order of the vectors file."""
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    audio: Mapped[str | None] = mapped_column(Text)
+    start: Mapped[float | None] = mapped_column(Float)
+    end: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Feature(Base):
+    """Per-feature statistics from the mining pass."""
+    __tablename__ = "features"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    fire_count: Mapped[int]
+    density: Mapped[float]
+    max_act: Mapped[float]
+    mean_act: Mapped[float]
+    """Mean activation over the rows where the feature fires."""
+    dead: Mapped[bool] = mapped_column(Boolean)
+    x: Mapped[float | None]
+    """2-D map coordinates of the decoder direction."""
+    y: Mapped[float | None]
+    x3: Mapped[float | None]
+    """3-D map coordinates of the decoder direction."""
+    y3: Mapped[float | None]
+    z3: Mapped[float | None]
+
+
+class Example(Base):
+    """A mined example: top (highest activation), bottom (lowest pre-activation), quantile (held-out
+    activating sample) or random (a non-firing negative)."""
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("feature_id", "kind", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    rank: Mapped[int]
+    activation: Mapped[float]
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    position: Mapped[int | None]
+    start: Mapped[float | None]
+    end: Mapped[float | None]
+    trace: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class Label(Base):
+    """The explainer's answer for a feature, or why there is none (status failed)."""
+    __tablename__ = "labels"
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[str | None] = mapped_column(String(16))
+    """The explainer's own confidence: high, medium or low (Majestrino's "consistency")."""
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Labeler-specific structure, e.g. the offline labeler's tag rule with precision and recall."""
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    prompt_template: Mapped[str | None] = mapped_column(String(128))
+    prompt_hash: Mapped[str | None] = mapped_column(String(64))
+    raw_response: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    cost: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Score(Base):
+    """Detection score of a feature's label on held-out examples."""
+    __tablename__ = "scores"
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    balanced_accuracy: Mapped[float | None]
+    precision: Mapped[float | None]
+    recall: Mapped[float | None]
+    f1: Mapped[float | None]
+    n_pos: Mapped[int] = mapped_column(default=0)
+    n_neg: Mapped[int] = mapped_column(default=0)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Group(Base):
+    """A semantic group (Majestrino has 14); ids are 1-based as in group_assignments.json."""
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """Tag columns whose offline labels belong here."""
+
+
+class Bin(Base):
+    """A fine cluster of labels, named after what its labels share."""
+    __tablename__ = "bins"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(Text)
+    size: Mapped[int]
+
+
+class Placement(Base):
+    """A labeled feature's place in the taxonomy: its semantic groups and its bin."""
+    __tablename__ = "placements"
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    groups: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    bin_id: Mapped[int | None] = mapped_column(ForeignKey("bins.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class LLMCall(Base):
+    """Every request sent to an LLM provider and what came back; also the cache that stops a repeated
+    request from being paid twice (looked up by request_hash)."""
+    __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_request_hash", "request_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    feature_id: Mapped[int | None]
+    prompt_template: Mapped[str] = mapped_column(String(128))
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    response: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    cost: Mapped[float] = mapped_column(default=0.0)
+    latency_s: Mapped[float] = mapped_column(default=0.0)
+    attempts: Mapped[int] = mapped_column(default=1)

@@ -1,0 +1,187 @@
+"""The taxonomy stage: semantic groups (from the config, proposed by the LLM, or, offline, one per tag
+column) with each labeled feature assigned to at most `max_groups_per_feature` of them, and bins:
+finer clusters of labels (TF-IDF + k-means over titles and descriptions) named by their top terms."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from pydantic import BaseModel
+from sqlalchemy import delete, select
+
+from autointerp.config import Config
+from autointerp.errors import ProviderError
+from autointerp.llm.base import Model, Request
+from autointerp.llm.client import LLMClient
+from autointerp.progress import Progress
+from autointerp.prompting import Prompts
+from autointerp.schema import Bin, Group, Label, Placement
+from autointerp.stage import StageResult, pending
+from autointerp.store import Store
+
+
+class Assignment(BaseModel):
+    feature: int
+    groups: list[int]
+
+
+class GroupAnswer(BaseModel):
+    assignments: list[Assignment]
+
+
+class ProposedGroup(BaseModel):
+    name: str
+    description: str
+
+
+class GroupProposal(BaseModel):
+    groups: list[ProposedGroup]
+
+
+def _set_groups(store: Store, wanted: list[tuple[str, str, list[str]]]) -> None:
+    """Make the groups table hold `wanted`; when that changes the groups, earlier placements are dropped."""
+    with store.session() as s:
+        current = [(g.name, g.description, list(g.tags or [])) for g in s.scalars(select(Group).order_by(Group.id))]
+        if current == wanted:
+            return
+        s.execute(delete(Placement))
+        s.execute(delete(Group))
+        s.add_all(Group(id=i, name=name, description=desc, tags=tags) for i, (name, desc, tags) in enumerate(wanted, 1))
+
+
+def _labels(store: Store, ids: list[int] | None = None) -> list[Label]:
+    with store.session() as s:
+        query = select(Label).where(Label.status == "done").order_by(Label.feature_id)
+        if ids is not None:
+            query = query.where(Label.feature_id.in_(ids))
+        return list(s.scalars(query))
+
+
+async def _propose(store: Store, config: Config, client: LLMClient, prompts: Prompts) -> list[tuple[str, str, list[str]]]:
+    labels = _labels(store)[:400]
+    prompt = prompts.render("propose_groups", features=labels, min_groups=3, max_groups=14)
+    answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
+                                       user=prompt.user, schema=GroupProposal,
+                                       max_output_tokens=config.llm.max_output_tokens))
+    if answer.value is None or not answer.value.groups:
+        raise ProviderError(f"the LLM proposed no usable groups ({answer.error or 'empty list'}): "
+                            f"list your groups under [[taxonomy.groups]] in the config")
+    return [(g.name.strip(), g.description.strip(), []) for g in answer.value.groups[:14]]
+
+
+def taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
+    return asyncio.run(_taxonomy(store, config, model))
+
+
+async def _taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
+    result = StageResult("taxonomy")
+    client = LLMClient(model, store, config.llm) if model is not None else None
+    prompts = Prompts(config.explain.prompts_dir)
+    try:
+        if config.taxonomy.groups:
+            _set_groups(store, [(g.name, g.description, list(g.tags)) for g in config.taxonomy.groups])
+        else:
+            with store.session() as s:
+                have = s.scalars(select(Group)).first() is not None
+            if not have and client is None:
+                keys = sorted({key for label in _labels(store) for key, _ in (label.evidence or {}).get("rule", [])})
+                _set_groups(store, [(key.replace("_", " ").title(), f"Features named by the {key!r} tag", [key]) for key in keys])
+            elif not have:
+                _set_groups(store, await _propose(store, config, client, prompts))
+        with store.session() as s:
+            groups = list(s.scalars(select(Group).order_by(Group.id)))
+            todo = [fid for fid in pending(s, Placement, config.feature_subset(), config.select.limit)
+                    if (label := s.get(Label, fid)) is not None and label.status == "done"]
+        limit = config.taxonomy.max_groups_per_feature
+        with Progress("taxonomy groups", len(todo), "features") as bar:
+            if client is None:
+                for label in _labels(store, todo):
+                    keys = [key for key, _ in (label.evidence or {}).get("rule", [])]
+                    chosen = [g.id for g in groups if set(g.tags or []) & set(keys)][:limit]
+                    with store.session() as s:
+                        s.merge(Placement(feature_id=label.feature_id, status="done", groups=chosen, error=None))
+                    result.done += 1
+                    bar.update()
+            else:
+                size = config.taxonomy.batch_size
+                for begin in range(0, len(todo), size):
+                    batch = _labels(store, todo[begin:begin + size])
+                    done, failed = await _assign(store, config, client, prompts, groups, batch)
+                    result.done += done
+                    result.failed += failed
+                    bar.update(len(batch))
+        result.note = f"{assign_bins(store, config.taxonomy.n_bins)} bins"
+    finally:
+        if client is not None:
+            await client.aclose()
+    return result
+
+
+async def _assign(store: Store, config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
+                  batch: list[Label]) -> tuple[int, int]:
+    prompt = prompts.render("groups", groups=groups, features=[
+        {"id": label.feature_id, "title": label.title, "description": label.description} for label in batch],
+        max_groups=config.taxonomy.max_groups_per_feature)
+    answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
+                                       user=prompt.user, schema=GroupAnswer, temperature=config.llm.temperature,
+                                       max_output_tokens=max(config.llm.max_output_tokens, 40 * len(batch))))
+    valid = {g.id for g in groups}
+    given = {a.feature: a.groups for a in answer.value.assignments} if answer.value else {}
+    done = failed = 0
+    with store.session() as s:
+        for label in batch:
+            chosen = given.get(label.feature_id)
+            if chosen is None:
+                reason = answer.error or "the answer left this feature out"
+                s.merge(Placement(feature_id=label.feature_id, status="failed", groups=[], error=reason))
+                failed += 1
+                continue
+            kept = [g for g in dict.fromkeys(chosen) if g in valid][:config.taxonomy.max_groups_per_feature]
+            s.merge(Placement(feature_id=label.feature_id, status="done", groups=kept, error=None))
+            done += 1
+    return done, failed
+
+
+def assign_bins(store: Store, n_bins: int) -> int:
+    """Cluster all done labels into bins when any placement lacks one; returns the number of bins."""
+    with store.session() as s:
+        missing = s.scalars(select(Placement.feature_id).where(Placement.bin_id.is_(None))).first()
+        count = len(s.scalars(select(Bin.id)).all())
+    if missing is None:
+        return count
+    labels = [label for label in _labels(store)]
+    with store.session() as s:
+        placed = set(s.scalars(select(Placement.feature_id)))
+    labels = [label for label in labels if label.feature_id in placed]
+    if not labels:
+        return 0
+    from sklearn.cluster import KMeans
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = [f"{label.title}. {label.title}. {label.description}" for label in labels]
+    vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w-]+\b", min_df=1)
+    try:
+        matrix = vectorizer.fit_transform(texts)
+    except ValueError:  # only stop words
+        matrix = None
+    k = n_bins or max(1, round(math.sqrt(len(labels))))
+    k = min(k, len(labels))
+    if matrix is None or k == 1:
+        assignments, names = [0] * len(labels), ["All labels"]
+    else:
+        km = KMeans(n_clusters=k, n_init=4, random_state=0).fit(matrix)
+        assignments = km.labels_.tolist()
+        terms = vectorizer.get_feature_names_out()
+        names = [", ".join(terms[i] for i in centroid.argsort()[::-1][:3]).title() for centroid in km.cluster_centers_]
+    sizes = [assignments.count(b) for b in range(len(names))]
+    with store.session() as s:
+        for placement in s.scalars(select(Placement)):
+            placement.bin_id = None
+        s.flush()
+        s.execute(delete(Bin))
+        s.add_all(Bin(id=b, name=name, size=size) for b, (name, size) in enumerate(zip(names, sizes)))
+        s.flush()
+        for label, b in zip(labels, assignments):
+            s.get(Placement, label.feature_id).bin_id = b
+    return len([n for n in sizes if n])

@@ -1,0 +1,123 @@
+"""Builders for tiny, fully known corpora and SAEs in the published layouts, made on the fly."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+COLORS = ["red", "green", "blue"]
+SHAPES = ["circle", "square", "star", "cross"]
+
+
+@dataclass
+class Planted:
+    root: Path
+    config: Path
+    vectors: np.ndarray
+    tags: list[dict[str, str]]
+    W_enc: np.ndarray  # [F, d] (Majestrino encoder.weight)
+    latent_bias: np.ndarray
+    pre_bias: np.ndarray
+    W_dec: np.ndarray  # [d, F] (Majestrino decoder.weight)
+    k: int
+    truth: dict[int, tuple[str, str]]
+    """Feature index -> the (tag, value) it was planted to detect."""
+    dead: list[int]
+
+
+def write_majestrino(folder: Path, W_enc: np.ndarray, latent_bias: np.ndarray, pre_bias: np.ndarray,
+                     W_dec: np.ndarray, k: int) -> Path:
+    model = folder / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    F, d = W_enc.shape
+    (model / "config.json").write_text(json.dumps({"n_dirs_local": F, "d_model": d, "k": k, "auxk": 8,
+                                                   "dead_steps_threshold": 256}))
+    torch.save({"pre_bias": torch.tensor(pre_bias, dtype=torch.float32),
+                "encoder.weight": torch.tensor(W_enc, dtype=torch.float32),
+                "latent_bias": torch.tensor(latent_bias, dtype=torch.float32),
+                "decoder.weight": torch.tensor(W_dec, dtype=torch.float32),
+                "stats_last_nonzero": torch.zeros(F, dtype=torch.int64)}, model / "state_dict.pth")
+    return folder
+
+
+def planted_corpus(root: Path, n: int = 240, d: int = 16, extra_features: int = 13, k: int = 2,
+                   seed: int = 0, audio: bool = False, config_text: str = "") -> Planted:
+    """Items tagged color x shape; each vector = color direction + shape direction + noise. The SAE has
+    one feature per tag value (encoder row = that direction), random weak features, and 3 dead ones."""
+    rng = np.random.default_rng(seed)
+    values = [("color", c) for c in COLORS] + [("shape", s) for s in SHAPES]
+    directions = np.linalg.qr(rng.normal(size=(d, d)))[0][: len(values)]
+    tags, rows = [], []
+    for i in range(n):
+        color, shape = COLORS[i % 3], SHAPES[(i // 3) % 4]
+        tags.append({"color": color, "shape": shape})
+        rows.append(directions[COLORS.index(color)] * 1.0 + directions[3 + SHAPES.index(shape)] * 0.9
+                    + rng.normal(scale=0.05, size=d))
+    vectors = np.asarray(rows, dtype=np.float32)
+    F = len(values) + extra_features
+    W_enc = np.concatenate([directions, rng.normal(scale=0.15, size=(extra_features, d))]).astype(np.float32)
+    latent_bias = np.zeros(F, dtype=np.float32)
+    dead = [F - 3, F - 2, F - 1]
+    latent_bias[dead] = -50.0
+    W_dec = W_enc.T.copy()
+    pre_bias = np.zeros(d, dtype=np.float32)
+    root.mkdir(parents=True, exist_ok=True)
+    write_majestrino(root / "sae", W_enc, latent_bias, pre_bias, W_dec, k)
+    np.save(root / "vectors.npy", vectors)
+    with (root / "items.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "audio", "start", "end", "text", "color", "shape"])
+        for i, t in enumerate(tags):
+            clip = f"clips/{i % 4}.wav" if audio else ""
+            writer.writerow([f"item{i:04d}", clip, "", "", f"a {t['color']} {t['shape']}", t["color"], t["shape"]])
+    if audio:
+        make_wavs(root / "clips", 4)
+    config = root / "config.toml"
+    config.write_text(f"""
+[sae]
+path = "sae"
+
+[corpus]
+vectors = "vectors.npy"
+items = "items.csv"
+
+[mine]
+n_top = 8
+n_bottom = 4
+n_holdout = 8
+n_negative = 8
+batch_size = 50
+
+[output]
+dir = "out"
+{config_text}
+""")
+    return Planted(root, config, vectors, tags, W_enc, latent_bias, pre_bias, W_dec, k,
+                   {i: v for i, v in enumerate(values)}, dead)
+
+
+def make_wavs(folder: Path, count: int, seconds: float = 0.4, rate: int = 16000) -> None:
+    import wave
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    for i in range(count):
+        samples = (0.3 * np.sin(2 * np.pi * (220 * (i + 1)) * t) * 32767).astype("<i2")
+        with wave.open(str(folder / f"{i}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(samples.tobytes())
+
+
+def brute_force(p: Planted) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-activations, activations) [n, F] computed densely in numpy: the independent reference."""
+    pre = (p.vectors.astype(np.float64) - p.pre_bias) @ p.W_enc.T.astype(np.float64) + p.latent_bias
+    acts = np.zeros_like(pre)
+    top = np.argsort(-pre, axis=1)[:, : p.k]
+    np.put_along_axis(acts, top, np.maximum(np.take_along_axis(pre, top, axis=1), 0), axis=1)
+    return pre, acts
