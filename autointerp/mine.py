@@ -149,7 +149,7 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
     batch = _batch_rows(config.batch_size, enc.d_sae)
     with torch.inference_mode(), Progress("mine", corpus.rows, "rows") as bar:
         for start in range(0, corpus.rows, batch):
-            chunk = np.asarray(corpus.vectors[start:start + batch], dtype=np.float32)
+            chunk = np.array(corpus.vectors[start:start + batch], dtype=np.float32)
             bad = ~np.isfinite(chunk).all(axis=1)
             if bad.any():
                 row = start + int(np.argmax(bad))

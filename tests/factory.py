@@ -45,7 +45,7 @@ def write_majestrino(folder: Path, W_enc: np.ndarray, latent_bias: np.ndarray, p
     return folder
 
 
-def planted_corpus(root: Path, n: int = 240, d: int = 16, extra_features: int = 13, k: int = 2,
+def planted_corpus(root: Path, n: int = 240, d: int = 16, extra_features: int = 13, k: int = 3,
                    seed: int = 0, audio: bool = False, config_text: str = "") -> Planted:
     """Items tagged color x shape; each vector = color direction + shape direction + noise. The SAE has
     one feature per tag value (encoder row = that direction), random weak features, and 3 dead ones."""

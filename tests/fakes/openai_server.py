@@ -1,0 +1,278 @@
+"""A scripted HTTP server for provider tests, and its OpenAI-compatible Chat Completions flavour.
+
+`FakeServer` is real HTTP on 127.0.0.1 (an ephemeral port, a background thread). Each request takes
+the next entry of `queue` (a `Reply`, or a callable from the `Received` request to a `Reply`); when
+the queue is empty it gets `default_reply`. Every request is recorded in `requests`, and `ok_count`
+counts the 200s sent. Replies can be delayed (for timeouts), dropped (the socket closed unanswered)
+and carry any headers (Retry-After). `FakeOpenAIServer` answers POST [/v1]/chat/completions with a
+valid answer built from the request's JSON schema, or with the fixed `answer` a test sets.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    """One request as the server saw it."""
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    raw: bytes
+    body: Any
+    """The JSON body, or None if it was not JSON."""
+
+
+@dataclass
+class Reply:
+    """What to answer. body: a dict/list (sent as JSON), str or bytes (sent as is)."""
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds to wait before answering (longer than the client's timeout: a timeout)."""
+    drop: bool = False
+    """Close the connection without answering."""
+
+
+Script = Reply | Callable[[Received], Reply]
+
+
+class FakeServer:
+    """Base scripted server; subclasses implement `default_reply` and may override `handles`."""
+
+    def __init__(self) -> None:
+        self.queue: deque[Script] = deque()
+        self.requests: list[Received] = []
+        self.ok_count = 0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._httpd.handle_error = lambda request, address: None  # clients that hung up: not our business
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=type(self).__name__, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # scripting -----------------------------------------------------------------------------------
+    def enqueue(self, *replies: Script) -> None:
+        self.queue.extend(replies)
+
+    def fail(self, status: int, message: str = "scripted failure", *, retry_after: float | str | None = None,
+             headers: dict[str, str] | None = None) -> None:
+        """Queue an error reply in the provider's error format."""
+        headers = dict(headers or {})
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        self.queue.append(Reply(status, self.error_body(status, message), headers))
+
+    def drop(self) -> None:
+        """Queue a dropped connection."""
+        self.queue.append(Reply(drop=True))
+
+    def slow(self, delay: float, reply: Reply | None = None) -> None:
+        """Queue a reply (default: the normal answer) sent only after `delay` seconds."""
+        if reply is None:
+            self.queue.append(lambda received: _delayed(self.default_reply(received), delay))
+        else:
+            self.queue.append(_delayed(reply, delay))
+
+    # to override ---------------------------------------------------------------------------------
+    def handles(self, method: str, path: str) -> bool:
+        return True
+
+    def default_reply(self, received: Received) -> Reply:
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str) -> Any:
+        return {"error": {"code": status, "message": message}}
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._closing.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _answer(self, received: Received) -> Reply:
+        with self._lock:
+            self.requests.append(received)
+            script = self.queue.popleft() if self.queue else None
+        if not self.handles(received.method, received.path):
+            return Reply(404, self.error_body(404, f"no route {received.method} {received.path}"))
+        if script is None:
+            return self.default_reply(received)
+        return script(received) if callable(script) else script
+
+
+def _delayed(reply: Reply, delay: float) -> Reply:
+    return Reply(reply.status, reply.body, reply.headers, delay, reply.drop)
+
+
+def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
+            pass
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw, body)
+            reply = server._answer(received)
+            if reply.delay and server._closing.wait(reply.delay):
+                reply = Reply(drop=True)
+            if reply.drop:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            if isinstance(reply.body, (dict, list)):
+                data, ctype = json.dumps(reply.body).encode(), "application/json"
+            elif isinstance(reply.body, str):
+                data, ctype = reply.body.encode(), "application/json"
+            else:
+                data, ctype = reply.body or b"", "application/json"
+            self.send_response(reply.status)
+            headers = {"Content-Type": ctype, **reply.headers}
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            if reply.status == 200:
+                with server._lock:
+                    server.ok_count += 1
+
+        do_POST = do_GET = _serve
+
+    return Handler
+
+
+def example_for_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """A value that validates against a JSON schema (OpenAI/pydantic or Gemini's upper-case types)."""
+    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        return example_for_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "any_of"):
+        if schema.get(key):
+            options = [s for s in schema[key] if str(s.get("type", "")).lower() != "null"] or schema[key]
+            return example_for_schema(options[0], defs)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    kind = str(kind).lower()
+    if kind == "object":
+        return {name: example_for_schema(sub, defs) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        count = max(1, int(schema.get("minItems", schema.get("min_items", 1)) or 1))
+        return [example_for_schema(schema.get("items", {}), defs) for _ in range(count)]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 0.5))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "example"
+
+
+def schema_in_text(text: str) -> dict[str, Any] | None:
+    """The last JSON schema object embedded in a prompt (how json_object fallbacks carry the schema)."""
+    decoder = json.JSONDecoder()
+    for start in (i for i in range(len(text) - 1, -1, -1) if text[i] == "{"):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and ("properties" in value or "$defs" in value):
+            return value
+    return None
+
+
+class FakeOpenAIServer(FakeServer):
+    """OpenAI-compatible Chat Completions. `url` ends in /v1, as OpenAI-compatible base URLs do."""
+
+    def __init__(self, answer: dict[str, Any] | str | None = None, *, model: str = "fake-model",
+                 prompt_tokens: int = 11, completion_tokens: int = 7) -> None:
+        self.answer = answer
+        """Fixed answer content (a dict is sent as JSON text); None builds one from the request's schema."""
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"{self.root}/v1"
+
+    def handles(self, method: str, path: str) -> bool:
+        return method == "POST" and path.split("?")[0] in ("/v1/chat/completions", "/chat/completions")
+
+    def error_body(self, status: int, message: str) -> Any:
+        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+    def content_for(self, received: Received) -> str:
+        if self.answer is not None:
+            return self.answer if isinstance(self.answer, str) else json.dumps(self.answer)
+        body = received.body or {}
+        fmt = body.get("response_format") or {}
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if schema is None:
+            system = next((m.get("content", "") for m in body.get("messages", []) if m.get("role") == "system"), "")
+            schema = schema_in_text(system if isinstance(system, str) else "")
+        return json.dumps(example_for_schema(schema) if schema else {"answer": "example"})
+
+    def completion(self, content: str | None = None, *, finish_reason: str = "stop", refusal: str | None = None,
+                   usage: bool = True) -> dict[str, Any]:
+        """A chat.completion body; use with Reply(body=...) to script unusual answers."""
+        body: dict[str, Any] = {
+            "id": f"chatcmpl-fake-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
+                         "message": {"role": "assistant", "content": content, "refusal": refusal}}]}
+        if usage:
+            body["usage"] = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                             "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return body
+
+    def default_reply(self, received: Received) -> Reply:
+        return Reply(200, self.completion(self.content_for(received)))
