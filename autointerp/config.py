@@ -108,7 +108,7 @@ class TaxonomyConfig(Section):
 
 class OutputConfig(Section):
     dir: Path = Path("autointerp-out")
-    """Folder for the atlas (dir/atlas) and the exports (dir/export)."""
+    """Folder for the atlas (dir/atlas) and the exports (dir/export); default autointerp-out beside the config."""
     db: str = ""
     """SQLAlchemy URL or SQLite file path; default: dir/autointerp.db."""
 
@@ -213,6 +213,8 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
             continue
         section, key = dotted.split(".", 1)
         data.setdefault(section, {})[key] = value
+    if isinstance(data.get("output", {}), dict) and not data.get("output", {}).get("dir"):
+        data.setdefault("output", {})["dir"] = "autointerp-out"
     for section, key in _PATH_FIELDS:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value:

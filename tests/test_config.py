@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from autointerp.config import load_config, parse_feature_spec
+from autointerp.errors import ConfigError
+
+MINIMAL = '[sae]\npath = "sae"\n[corpus]\nvectors = "v.npy"\nitems = "i.csv"\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_paths_resolve_against_the_config_folder(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.sae.path == tmp_path / "sae"
+    assert config.corpus.items == tmp_path / "i.csv"
+    assert config.db_url == f"sqlite:///{tmp_path / 'autointerp-out' / 'autointerp.db'}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (MINIMAL + "[llm]\nprovder = 'openai'\n", "unknown key 'provder' in [llm] (expected one of: api_key_env,"),
+    (MINIMAL + "[mine]\nn_top = 'ten'\n", "[mine] n_top = 'ten': Input should be a valid integer"),
+    (MINIMAL + "[llm]\nprovider = 'claude'\n", "[llm] provider = 'claude': Input should be 'offline', 'mock', 'openai' or 'gemini'"),
+    ('[corpus]\nvectors = "v.npy"\nitems = "i.csv"\n', "missing section [sae]"),
+    ('[sae]\nformat = "auto"\n[corpus]\nvectors = "v.npy"\nitems = "i.csv"\n', "missing key 'path' in [sae]"),
+    (MINIMAL + "[extra]\n", "unknown key 'extra' in the top level"),
+    (MINIMAL + "[select]\nfeatures = '5-2'\n", "bad feature range '5-2'"),
+    ("[sae\n", "is not valid TOML"),
+])
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(tmp_path / "c.toml") in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*nope.toml not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_overrides_win_and_are_validated(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), {"llm.provider": "mock", "select.limit": 3, "llm.model": None})
+    assert config.llm.provider == "mock" and config.select.limit == 3
+    with pytest.raises(ConfigError, match=r"\[select\] limit = -1"):
+        load_config(write(tmp_path, MINIMAL), {"select.limit": -1})
+
+
+def test_feature_spec():
+    assert parse_feature_spec("") is None
+    assert parse_feature_spec("0-3, 7") == {0, 1, 2, 3, 7}
+
+
+def test_example_configs_are_valid():
+    examples = Path(__file__).parent.parent / "examples"
+    files = sorted(examples.glob("*.toml"))
+    assert {f.stem for f in files} >= {"demo", "openai", "gemini", "local_server"}
+    for path in files:
+        config = load_config(path)
+        assert config.sae.path.is_absolute()
