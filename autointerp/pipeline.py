@@ -26,7 +26,6 @@ class Pipeline:
     store: Store
     _encoder: Encoder | None = field(default=None, repr=False)
     _corpus: Corpus | None = field(default=None, repr=False)
-    _model: Model | None = field(default=None, repr=False)
 
     @property
     def atlas_dir(self) -> Path:
@@ -47,13 +46,12 @@ class Pipeline:
         return self._corpus
 
     def model(self) -> Model | None:
-        """The LLM for explain/score/taxonomy; None for the offline labeler."""
+        """A fresh LLM for one stage (each stage runs its own event loop and closes its model at the
+        end); None for the offline labeler."""
         if self.config.llm.provider == "offline":
             return None
-        if self._model is None:
-            from autointerp.llm import make_model
-            self._model = make_model(self.config.llm)
-        return self._model
+        from autointerp.llm import make_model
+        return make_model(self.config.llm)
 
     def redo(self, stage: str) -> None:
         """Forget a stage's output, and what was derived from it, so the next run does it again."""
@@ -110,6 +108,8 @@ class Pipeline:
             s.add(run)
         results = []
         try:
+            if {"explain", "score", "taxonomy"} & set(stages):
+                self.model()  # a missing key or model fails now, not after an hour of mining
             for stage in redo:
                 self.redo(stage)
             for stage in stages:

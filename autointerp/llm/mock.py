@@ -67,7 +67,7 @@ def _fake(annotation: Any, seed: bytes, path: str) -> Any:
     if annotation is bool:
         return bool(digest[0] % 2)
     if annotation is int:
-        return digest[0] % 10
+        return digest[0] % 3 + 1
     if annotation is float:
         return round(digest[0] / 255, 3)
     return f"mock {path.strip('.').split('.')[-1]} {digest[:3].hex()}"

@@ -1,0 +1,132 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from autointerp.cli import main
+from autointerp.schema import Feature, Label, LLMCall, Placement, Score
+from autointerp.store import Store
+from tests.fakes.openai_server import FakeOpenAIServer, Reply
+
+
+def counts(db_url):
+    store = Store(db_url)
+    with store.session() as s:
+        out = {"live": s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(False))),
+               "labels": s.scalar(select(func.count()).select_from(Label).where(Label.status == "done")),
+               "scores": s.scalar(select(func.count()).select_from(Score).where(Score.status == "done")),
+               "placements": s.scalar(select(func.count()).select_from(Placement)),
+               "unscorable": s.scalar(select(func.count()).select_from(Score).where(Score.error.like("too few held-out%"))),
+               "calls": s.scalar(select(func.count()).select_from(LLMCall)),
+               "explain_calls": s.scalar(select(func.count()).select_from(LLMCall).where(LLMCall.purpose == "explain"))}
+    store.close()
+    return out
+
+
+def test_run_with_the_mock_llm_then_rerun_does_nothing(planted, config, capsys):
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    first = counts(config.db_url)
+    assert first["labels"] == first["live"] == first["placements"] == first["explain_calls"]
+    assert first["scores"] + first["unscorable"] == first["live"] and first["scores"] > first["live"] / 2
+    out = capsys.readouterr().out
+    assert "atlas: file://" in out
+    index = (config.output.dir / "atlas" / "index.html").read_text()
+    assert "<meta http-equiv=\"Content-Security-Policy\"" in index
+    for name in ("annotations.json", "group_assignments.json", "feature_labels.jsonl", "feature_data.json"):
+        assert (config.output.dir / "export" / name).is_file()
+    # The second run only retries what failed (the mock's group answers name random features).
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    second = counts(config.db_url)
+    assert {k: v for k, v in second.items() if k != "calls"} == {k: v for k, v in first.items() if k != "calls"}
+    assert main(["status", str(planted.config)]) == 0
+    status = capsys.readouterr().out
+    assert "explain" in status and f"LLM calls: {second['calls']}" in status
+
+
+def test_redo_forgets_a_stage_and_its_dependents(planted, config):
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    before = counts(config.db_url)
+    assert main(["score", str(planted.config), "--llm", "mock", "--redo", "explain"]) == 0
+    after = counts(config.db_url)
+    # explain was forgotten and, with it, scores and placements; score ran; identical prompts came from the log.
+    assert after["labels"] == 0 and after["placements"] == 0 and after["scores"] == 0
+    assert after["explain_calls"] == before["explain_calls"]
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    again = counts(config.db_url)
+    assert again["labels"] == before["labels"] and again["explain_calls"] == before["explain_calls"]
+
+
+def test_subset_and_limit(planted, config):
+    assert main(["run", str(planted.config), "--llm", "mock", "--features", "0-5", "--limit", "2"]) == 0
+    store = Store(config.db_url)
+    with store.session() as s:
+        assert sorted(s.scalars(select(Label.feature_id))) == [0, 1]
+    store.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--llm", "openai", "--model", "gpt-4.1-mini"], "no API key for openai: set the OPENAI_API_KEY environment variable"),
+    (["--llm", "openai"], "[llm] model is required for provider 'openai'"),
+    (["--features", "x"], "bad feature range 'x'"),
+])
+def test_bad_input_is_one_line_and_nonzero(planted, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["run", str(planted.config), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("autointerp: error: ") and message in err[-1]
+
+
+def test_killed_run_resumes_without_redoing_finished_features(planted, config):
+    """kill -9 in the middle of explain; the second run finishes and never re-asks a finished feature."""
+    class SlowServer(FakeOpenAIServer):
+        delay = 0.15
+
+        def default_reply(self, received):
+            reply = super().default_reply(received)
+            return Reply(reply.status, reply.body, reply.headers, delay=self.delay)
+
+    with SlowServer() as server:
+        env = dict(os.environ, OPENAI_API_KEY="sk-test-kill")
+        cmd = [sys.executable, "-m", "autointerp", "run", str(planted.config), "--llm", "openai",
+               "--model", "gpt-4.1-mini", "--base-url", server.url]
+        config.llm.concurrency = 1
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        db = config.output.dir / "autointerp.db"
+        deadline = time.monotonic() + 60
+        done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            if db.exists():
+                try:
+                    with sqlite3.connect(db, timeout=5) as conn:
+                        done = conn.execute("SELECT count(*) FROM labels WHERE status='done'").fetchone()[0]
+                except sqlite3.OperationalError:
+                    continue
+            if done >= 3:
+                break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with sqlite3.connect(db) as conn:
+            finished = dict(conn.execute("SELECT feature_id, created_at FROM labels WHERE status='done'").fetchall())
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        live = counts(config.db_url)["live"]
+        assert 3 <= len(finished) < live
+        server.delay = 0.0
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        with sqlite3.connect(db) as conn:
+            after = dict(conn.execute("SELECT feature_id, created_at FROM labels WHERE status='done'").fetchall())
+            per_feature = conn.execute("SELECT feature_id, count(*) FROM llm_calls WHERE purpose='explain' "
+                                       "AND status='ok' GROUP BY feature_id").fetchall()
+        assert len(after) == live
+        assert all(after[f] == created for f, created in finished.items())  # finished labels untouched
+        assert all(n == 1 for _, n in per_feature)  # no feature paid for twice in the log
+        explain_posts = [r for r in server.requests if "interpretability researcher" in str(r.body)]
+        assert len(explain_posts) <= live + 4  # at most the requests in flight at the kill were repeated
+        assert "sk-test-kill" not in db.read_bytes().decode("latin-1")
