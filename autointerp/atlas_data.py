@@ -4,9 +4,11 @@ bottom examples of the live features with their corpus items. Reads only; never 
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from statistics import mean, median
 from typing import Any
 
@@ -35,7 +37,7 @@ class FeatureView:
     groups: list[int] = field(default_factory=list)
     bin_id: int | None = None
 
-    @property
+    @cached_property
     def status(self) -> str:
         """dead, done (labeled), failed or unlabeled."""
         if self.dead:
@@ -44,14 +46,15 @@ class FeatureView:
             return self.label.status
         return "unlabeled"
 
-    @property
+    @cached_property
     def title(self) -> str:
         """What the index shows in the title column."""
         status = self.status
         if status == "dead":
             return "dead"
         if status == "failed":
-            return f"failed: {self.label.error or 'no reason recorded'}"
+            reason = (self.label.error or "no reason recorded").strip()
+            return f"failed: {reason if len(reason) <= 160 else reason[:159] + '…'}"
         if status == "done" and self.label.title:
             return self.label.title
         return "—"
@@ -157,7 +160,7 @@ def iter_examples(store: Store, feature_ids: Sequence[int], chunk: int = 200) ->
 def index_data(atlas: Atlas) -> dict[str, Any]:
     """The index page's table as compact JSON: one array per feature, columns named in `fields`."""
     rows = [[f.id, f.status, f.title, (f.label.description or "") if f.status == "done" else "",
-             f.groups, f.bin_id, f.confidence, _round(f.balanced_accuracy), f.density, f.max_act]
+             f.groups, f.bin_id, f.confidence, _round(f.balanced_accuracy), _finite(f.density), _finite(f.max_act)]
             for f in atlas.features]
     return {"fields": ["id", "status", "title", "description", "groups", "bin", "confidence", "score",
                        "density", "max_act"],
@@ -167,7 +170,12 @@ def index_data(atlas: Atlas) -> dict[str, Any]:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+    return None if value is None or not math.isfinite(value) else round(value, 4)
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: JSON.parse would reject the whole index."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def grouped(atlas: Atlas) -> list[dict[str, Any]]:

@@ -14,9 +14,9 @@ and work from file:// with no network.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from autointerp.atlas_data import Atlas, ExampleView, FeatureView, grouped, index_data, iter_examples, load_atlas, summary
 from autointerp.errors import InputError
+from autointerp.progress import Progress
 from autointerp.resources import resource_dir
 from autointerp.store import Store
 
@@ -52,9 +53,8 @@ class AtlasResult:
     """Stale feature pages deleted (features no longer live)."""
 
 
-def write_atlas(store: Store, out_dir: Path, audio_root: Path | None,
-                progress: Callable[[int, int], None] | None = None) -> AtlasResult:
-    """Write (or update) the atlas in out_dir from the database. progress(done, total) is called per feature page."""
+def write_atlas(store: Store, out_dir: Path, audio_root: Path | None) -> AtlasResult:
+    """Write (or update) the atlas in out_dir from the database; audio paths are resolved against audio_root."""
     out_dir = Path(out_dir)
     _prepare(out_dir)
     result = AtlasResult(index=out_dir / "index.html")
@@ -65,19 +65,19 @@ def write_atlas(store: Store, out_dir: Path, audio_root: Path | None,
 
     live = atlas.live
     page = env.get_template("feature.html")
-    for i, (fid, examples) in enumerate(iter_examples(store, [f.id for f in live])):
-        feature = live[i]
-        for example in examples:
-            example.audio_src = audio.src(example)
-        html = page.render(root="../", title=f"#{fid} {feature.title}", f=feature, atlas=atlas,
-                           prev=live[i - 1].id if i > 0 else None,
-                           next=live[i + 1].id if i + 1 < len(live) else None,
-                           top=[e for e in examples if e.kind == "top"],
-                           bottom=[e for e in examples if e.kind == "bottom"],
-                           offline=_offline_evidence(feature))
-        _write(out_dir / "features" / f"{fid}.html", html, result)
-        if progress is not None:
-            progress(i + 1, len(live))
+    with Progress("report", len(live), "pages") as bar:
+        for i, (fid, examples) in enumerate(iter_examples(store, [f.id for f in live])):
+            feature = live[i]
+            for example in examples:
+                example.audio_src = audio.src(example)
+            html = page.render(root="../", title=f"#{fid} {feature.title}", f=feature, atlas=atlas,
+                               prev=live[i - 1].id if i > 0 else None,
+                               next=live[i + 1].id if i + 1 < len(live) else None,
+                               top=[e for e in examples if e.kind == "top"],
+                               bottom=[e for e in examples if e.kind == "bottom"],
+                               offline=_offline_evidence(feature))
+            _write(out_dir / "features" / f"{fid}.html", html, result)
+            bar.update()
     _remove_stale(out_dir / "features", {f.id for f in live}, result)
 
     name = _sae_name(atlas)
@@ -122,9 +122,14 @@ def _seconds(value: float | None) -> str:
 
 
 def _sparkline(trace: Any, width: int = 240, height: int = 28) -> str:
-    """SVG polyline points for a numeric trace ("" when the trace is not a list of numbers)."""
-    if not isinstance(trace, list) or len(trace) < 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in trace):
+    """SVG polyline points for a numeric trace, max-pooled to at most `width` points ("" if not plottable)."""
+    if not isinstance(trace, list) or len(trace) < 2:
         return ""
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in trace):
+        return ""
+    if len(trace) > width:
+        edges = [round(i * len(trace) / width) for i in range(width + 1)]
+        trace = [max(trace[a:b]) for a, b in zip(edges, edges[1:])]
     lo, hi = min(trace), max(trace)
     span = (hi - lo) or 1.0
     step = width / (len(trace) - 1)
@@ -132,14 +137,27 @@ def _sparkline(trace: Any, width: int = 240, height: int = 28) -> str:
 
 
 def _offline_evidence(feature: FeatureView) -> dict[str, Any] | None:
-    """For labels from the statistical tag labeler: what to show of its evidence (else None)."""
+    """For labels of the statistical tag labeler (provider "offline"): what to show of its evidence, else None.
+
+    The offline labeler (autointerp/offline.py) stores {"rule": [[key, value], ...], "hits", "shown",
+    "in_corpus", "precision", "recall", "p_value", ...}; anything missing is simply not shown."""
     label = feature.label
     if label is None or label.provider != "offline" or feature.status != "done":
         return None
     evidence = label.evidence if isinstance(label.evidence, dict) else {}
-    shown = {k: evidence.get(k) for k in ("precision", "recall") if isinstance(evidence.get(k), int | float)}
-    rule = evidence.get("rule") or evidence.get("tags") or evidence.get("tag")
-    return {"metrics": shown, "rule": rule if isinstance(rule, str) else ", ".join(map(str, rule)) if isinstance(rule, list | dict) else None}
+
+    def number(key: str) -> float | None:
+        value = evidence.get(key)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
+
+    rule = evidence.get("rule")
+    if isinstance(rule, list):
+        rule = " and ".join(f"{p[0]}={p[1]}" if isinstance(p, list | tuple) and len(p) == 2 else str(p) for p in rule)
+    elif isinstance(rule, dict):
+        rule = " and ".join(f"{k}={v}" for k, v in rule.items())
+    return {"rule": rule if isinstance(rule, str) and rule else None,
+            "metrics": {k: v for k in ("precision", "recall") if (v := number(k)) is not None},
+            "hits": number("hits"), "shown": number("shown"), "p_value": number("p_value")}
 
 
 def _sae_name(atlas: Atlas) -> str:
