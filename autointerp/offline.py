@@ -84,9 +84,12 @@ def findings(top_tags: list[dict[str, str]], stats: TagStats) -> list[Finding]:
 
 
 def title_of(rule: Rule, stats: TagStats) -> str:
-    """"French · whispered"; a value used by several tag columns keeps its column name ("speed: fast")."""
-    words = [value if len(stats.keys_of_value.get(value, ())) <= 1 else f"{key}: {value}" for key, value in rule]
-    return " · ".join(words)
+    """"French · voice: male". A value names itself when it is a phrase or a proper noun used by one tag
+    column ("French", "440 Hz tone"); a bare lowercase word keeps its column name ("pitch: high")."""
+    def word(key: str, value: str) -> str:
+        speaks_for_itself = len(stats.keys_of_value.get(value, ())) <= 1 and (" " in value.strip() or value[:1].isupper())
+        return value if speaks_for_itself else f"{key}: {value}"
+    return " · ".join(word(key, value) for key, value in rule)
 
 
 @dataclass

@@ -35,7 +35,7 @@ def test_labels_name_the_planted_tags(planted, config, store):
     for feature, (key, value) in planted.truth.items():
         label = labels[feature]
         assert label.status == "done" and label.provider == "offline"
-        assert label.title == value.capitalize()
+        assert label.title == f"{key.capitalize()}: {value}"
         assert label.evidence["rule"] == [[key, value]]
         assert label.evidence["precision"] == 1.0
         assert f"{key}={value}" in label.description
@@ -48,6 +48,8 @@ def test_no_enriched_tag_is_a_failure_not_a_label():
     assert isinstance(result, str) and "no corpus tag is enriched" in result
 
 
-def test_value_shared_by_columns_keeps_the_column_name():
-    stats = offline.TagStats.from_items([{"speed": "normal", "pitch": "normal", "lang": "fr"}])
-    assert offline.title_of((("speed", "normal"), ("lang", "fr")), stats) == "speed: normal · fr"
+def test_titles_keep_the_column_name_unless_the_value_speaks_for_itself():
+    stats = offline.TagStats.from_items([{"speed": "Normal", "pitch": "Normal", "lang": "French", "sound": "pink noise",
+                                          "voice": "male"}])
+    assert offline.title_of((("speed", "Normal"), ("lang", "French")), stats) == "speed: Normal · French"
+    assert offline.title_of((("sound", "pink noise"), ("voice", "male")), stats) == "pink noise · voice: male"

@@ -79,7 +79,7 @@ def test_exports_follow_the_seed_schemas(planted, config, store, tmp_path):
     assert set(annotations) == {str(f) for f, l in labels.items() if l.status == "done"}
     first = annotations["0"]
     assert set(first) == {"bin", "bin_name", "title", "description", "consistency", "reasoning"}
-    assert first["title"] == "Red" and isinstance(first["bin"], int)
+    assert first["title"] == "Color: red" and isinstance(first["bin"], int)
     groups = json.loads((out / "group_assignments.json").read_text())
     names = json.loads((out / "groups.json").read_text())
     assert names[str(groups["0"][0])]["name"] == "Color"
