@@ -5,6 +5,7 @@ feature's label is committed as soon as it is known; a failure is stored as such
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from typing import Literal
 
 from pydantic import BaseModel
@@ -18,7 +19,7 @@ from autointerp.llm.client import CallResult, LLMClient
 from autointerp.progress import Progress
 from autointerp.prompting import Prompts
 from autointerp.schema import Feature, Item, Label
-from autointerp.stage import StageResult, pending
+from autointerp.stage import StageResult, as_they_finish, pending
 from autointerp.store import Store
 
 
@@ -96,10 +97,8 @@ async def _explain_llm(store: Store, config: Config, model: Model, todo: list[in
 
     try:
         with Progress(f"explain ({model.provider}:{model.model_id})", len(todo), "features") as bar:
-            tasks = [asyncio.ensure_future(one(fid)) for fid in todo]
-            try:
-                for next_done in asyncio.as_completed(tasks):
-                    fid, request, template_hash, answer = await next_done
+            async with aclosing(as_they_finish(one(fid) for fid in todo)) as finished:
+                async for fid, request, template_hash, answer in finished:
                     common = dict(feature_id=fid, provider=model.provider, model=model.model_id,
                                   prompt_template=request.template, prompt_hash=template_hash,
                                   raw_response=answer.text, input_tokens=answer.input_tokens,
@@ -113,14 +112,11 @@ async def _explain_llm(store: Store, config: Config, model: Model, todo: list[in
                                            confidence=value.confidence, reasoning=value.reasoning.strip(),
                                            error=None, **common))
                         result.done += 1
-                    result.tokens += 0 if answer.cached else answer.input_tokens + answer.output_tokens
-                    result.cost += 0.0 if answer.cached else answer.cost
-                    bar.update(tokens=0 if answer.cached else answer.input_tokens + answer.output_tokens,
-                               cost=0.0 if answer.cached else answer.cost)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                    paid_tokens = 0 if answer.cached else answer.input_tokens + answer.output_tokens
+                    paid = 0.0 if answer.cached else answer.cost
+                    result.tokens += paid_tokens
+                    result.cost += paid
+                    bar.update(tokens=paid_tokens, cost=paid)
     finally:
         await client.aclose()
     return result

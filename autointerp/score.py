@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -20,7 +21,7 @@ from autointerp.llm.client import LLMClient
 from autointerp.progress import Progress
 from autointerp.prompting import Prompts
 from autointerp.schema import Feature, Label, Score
-from autointerp.stage import StageResult, pending
+from autointerp.stage import StageResult, as_they_finish, pending
 from autointerp.store import Store
 
 METHOD = "detection"
@@ -143,18 +144,11 @@ async def _score_all(store: Store, config: Config, model: Model | None, todo: li
 
     try:
         with Progress(f"score ({provider}:{model_id})", len(todo), "features") as bar:
-            tasks = [asyncio.ensure_future(one(fid)) for fid in todo]
-            try:
-                for next_done in asyncio.as_completed(tasks):
-                    if await next_done:
-                        result.done += 1
-                    else:
-                        result.failed += 1
-                    bar.update(tokens=0, cost=None)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            async with aclosing(as_they_finish(one(fid) for fid in todo)) as finished:
+                async for ok in finished:
+                    result.done += ok
+                    result.failed += not ok
+                    bar.update(cost=None)
     finally:
         if client is not None:
             await client.aclose()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autointerp.schema import Feature
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,3 +38,27 @@ def pending(session: Session, output, subset: set[int] | None, limit: int = 0, *
     query = select(Feature.id).where(Feature.dead.is_(False), Feature.id.not_in(done)).order_by(Feature.id)
     ids = [fid for fid in session.scalars(query) if subset is None or fid in subset]
     return ids[:limit] if limit else ids
+
+
+async def as_they_finish(work: Iterable[Awaitable[T]]) -> AsyncIterator[T]:
+    """Run all of `work` concurrently (the LLM client bounds how many requests are in flight) and yield
+    results in completion order, so each feature is committed as soon as it is known. When one item
+    raises (a cost limit, a rejected key), the others still finish, so answers already paid for are
+    stored (the client then refuses new requests at once), and the first error is raised at the end.
+    If the consumer stops, whatever is still running is cancelled. Use with contextlib.aclosing."""
+    tasks = [asyncio.ensure_future(item) for item in work]
+    first_error: BaseException | None = None
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            try:
+                result = await next_done
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest has landed
+                first_error = first_error or exc
+                continue
+            yield result
+        if first_error is not None:
+            raise first_error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -130,3 +130,36 @@ def test_killed_run_resumes_without_redoing_finished_features(planted, config):
         explain_posts = [r for r in server.requests if "interpretability researcher" in str(r.body)]
         assert len(explain_posts) <= live + 4  # at most the requests in flight at the kill were repeated
         assert "sk-test-kill" not in db.read_bytes().decode("latin-1")
+
+
+def test_max_cost_stops_cleanly_and_keeps_what_was_paid_for(planted, config, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-cost")
+    assert main(["mine", str(planted.config)]) == 0
+    with FakeOpenAIServer() as server:
+        code = main(["explain", str(planted.config), "--llm", "openai", "--model", "gpt-4.1", "--base-url", server.url,
+                     "--max-cost", "0.0000001"])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "raise --max-cost to continue" in err
+    store = Store(config.db_url)
+    with store.session() as s:
+        paid = s.scalar(select(func.count()).select_from(LLMCall).where(LLMCall.status == "ok"))
+        labels = s.scalar(select(func.count()).select_from(Label).where(Label.status == "done"))
+    store.close()
+    assert paid == server.ok_count and 1 <= paid <= config.llm.concurrency
+    assert labels == paid  # every paid answer was stored
+
+
+def test_a_rejected_key_stops_the_stage_at_once(planted, config, capsys, monkeypatch):
+    class Rejecting(FakeOpenAIServer):
+        def default_reply(self, received):
+            return Reply(401, self.error_body(401, "Incorrect API key provided"))
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-rejected-key")
+    assert main(["mine", str(planted.config)]) == 0
+    with Rejecting() as server:
+        code = main(["explain", str(planted.config), "--llm", "openai", "--model", "gpt-4.1", "--base-url", server.url])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        sent = len(server.requests)
+    assert code == 2 and "rejected the API key" in err and "OPENAI_API_KEY" in err
+    assert "sk-test-rejected-key" not in err
+    assert sent <= config.llm.concurrency  # not one 401 per feature

@@ -15,15 +15,24 @@ What it makes, under ``autointerp/demo/data/``:
   columns ``id, audio, start, end, text`` followed by free tag columns
   ``kind, language, voice, style, speed, pitch, sound, gloss``.
 * ``vectors.npy`` -- float32 [N, 64] embeddings from a small deterministic
-  hand-written demo encoder (numpy only): log-mel spectrogram (hand-built
-  40-band mel filterbank, 25 ms / 10 ms frames) summary statistics, MFCC
-  spread and dynamics, spectral centroid / flatness / roll-off, zero-crossing
-  rate, autocorrelation pitch and voicing, duration / energy / rhythm
-  measures, plus a random-Fourier-feature "phonetic texture" embedding of
-  short MFCC windows.  Each dimension is standardised over the corpus,
-  reduced to 64 dimensions (top principal subspace, partially whitened, then
-  a fixed random orthogonal rotation) and L2-normalised per row, like the
-  Majestrino audio encoder whose outputs are L2-normalised.
+  demo encoder written here (numpy feature extraction):
+    - log-mel spectrogram (hand-built 40-band mel filterbank, 25 ms / 10 ms
+      frames) summary statistics, MFCC spread and dynamics, spectral
+      centroid / flatness / roll-off, zero-crossing rate, autocorrelation
+      pitch and voicing, duration / energy / rhythm measures;
+    - a random-Fourier-feature "phonetic texture" embedding of short MFCC
+      windows;
+    - language posteriors from a tiny frame-level language-ID MLP (torch,
+      CPU) trained on ~770 *separate* espeak-ng reference clips that are
+      synthesised into a temporary folder and not shipped (the corpus
+      sentences in other random voices/speeds/pitches, plus random word
+      strings).  It stands in for what a pretrained audio encoder knows about
+      languages; it never sees the corpus clips or their tags.
+  Each dimension is standardised over the corpus, the groups are weighted,
+  the result is reduced to 64 dimensions (top principal subspace, partially
+  whitened, then a fixed random orthogonal rotation) and each row is
+  L2-normalised, like the Majestrino audio encoder whose outputs are
+  L2-normalised.
 * ``sae/model/config.json`` + ``sae/model/state_dict.pth`` -- a TopK sparse
   autoencoder (k=4, 128 latents) fitted to ``vectors.npy`` with torch on CPU,
   saved in the exact layout of LAION's Majestrino SAE (OpenAI
@@ -288,6 +297,65 @@ def plan_corpus() -> list[dict]:
     return items
 
 
+# Words for the language-ID head's extra reference speech (random word
+# strings, so the head hears each language beyond the corpus sentences).
+VOCAB: dict[str, str] = {
+    "en": "the a house water green morning we they go see small city friend "
+          "tomorrow always bread river window happy quickly night under with "
+          "yellow garden children play music old train",
+    "fr": "le la maison eau vert matin nous ils aller voir petit ville ami "
+          "demain toujours pain rivière fenêtre heureux vite nuit sous avec "
+          "jaune jardin enfants jouer musique vieux train",
+    "de": "das die Haus Wasser grün Morgen wir sie gehen sehen klein Stadt "
+          "Freund morgen immer Brot Fluss Fenster glücklich schnell Nacht "
+          "unter mit gelb Garten Kinder spielen Musik alt Zug",
+    "es": "el la casa agua verde mañana nosotros ellos ir ver pequeño ciudad "
+          "amigo siempre pan río ventana feliz rápido noche bajo con amarillo "
+          "jardín niños jugar música viejo tren calle",
+    "it": "il la casa acqua verde mattina noi loro andare vedere piccolo città "
+          "amico domani sempre pane fiume finestra felice veloce notte sotto "
+          "con giallo giardino bambini giocare musica vecchio treno",
+    "pt": "o a casa água verde manhã nós eles ir ver pequeno cidade amigo "
+          "amanhã sempre pão rio janela feliz rápido noite sob com amarelo "
+          "jardim crianças brincar música velho comboio",
+    "ru": "дом вода зелёный утро мы они идти видеть маленький город друг "
+          "завтра всегда хлеб река окно счастливый быстро ночь под с жёлтый "
+          "сад дети играть музыка старый поезд улица книга",
+}
+LANG_CODES = [code for code, _ in SENTENCES.values()]
+
+
+def plan_reference(renditions: int = 5, word_strings: int = 60) -> list[dict]:
+    """Extra espeak-ng speech (not shipped) that the encoder's language-ID
+    head is trained on: every corpus sentence in `renditions` fresh random
+    voice/speed/pitch/whisper settings, plus random word strings."""
+    rng = np.random.default_rng(SEED + 10)
+    out: list[dict] = []
+
+    def spec(code: str, text: str) -> dict:
+        whisper = bool(rng.random() < 0.25)
+        return dict(kind="speech", code=code, text=text,
+                    voice=["male", "female"][int(rng.integers(2))],
+                    style="whispered" if whisper else "normal",
+                    speed=["slow", "normal", "fast"][int(rng.integers(3))],
+                    pitch="" if whisper else
+                    ["low", "normal", "high"][int(rng.integers(3))],
+                    variant_idx=int(rng.integers(1000)),
+                    gain_db=float(rng.uniform(-6.0, -1.0)))
+
+    for code, sents in SENTENCES.values():
+        for _ in range(renditions):
+            for text, _gloss in sents:
+                out.append(spec(code, text))
+        words = VOCAB[code].split()
+        for _ in range(word_strings):
+            n = int(rng.integers(2, 5))
+            out.append(spec(code, " ".join(rng.choice(words, n, replace=False))))
+    for i, it in enumerate(out, 1):
+        it["id"] = f"ref_{i:04d}"
+    return out
+
+
 # --------------------------------------------------------------------------
 # Audio synthesis
 # --------------------------------------------------------------------------
@@ -329,8 +397,8 @@ def _speech_wav(it: dict, tmp: Path) -> Path:
     return out
 
 
-def make_clip(it: dict, tmp: Path) -> None:
-    dest = CLIPS / f"{it['id']}.ogg"
+def make_clip(it: dict, tmp: Path, dest_dir: Path = CLIPS) -> None:
+    dest = dest_dir / f"{it['id']}.ogg"
     kind = it["kind"]
     if kind == "speech":
         wav = _speech_wav(it, tmp)
@@ -374,15 +442,15 @@ def make_clip(it: dict, tmp: Path) -> None:
         raise ValueError(kind)
 
 
-def make_audio(items: list[dict]) -> None:
-    if CLIPS.exists():
-        shutil.rmtree(CLIPS)
-    CLIPS.mkdir(parents=True)
+def make_audio(items: list[dict], dest_dir: Path = CLIPS) -> None:
+    if dest_dir.exists():
+        shutil.rmtree(dest_dir)
+    dest_dir.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as ex:
-            list(ex.map(lambda it: make_clip(it, tmp), items))
+            list(ex.map(lambda it: make_clip(it, tmp, dest_dir), items))
 
 
 def write_items_csv(items: list[dict]) -> None:
@@ -526,9 +594,10 @@ def _peak_rate(env: np.ndarray, width: int, prominence: float,
 F0_BINS = np.log2(np.geomspace(70.0, 360.0, 8))
 
 
-def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                               np.ndarray]:
     """Fixed-length summary vector of one clip (171 numbers), plus the
-    clip's MFCC frames (active frames only) for the texture embedding."""
+    clip's MFCC and log-mel frames (active frames only)."""
     fa = frame_analysis(x)
     act = fa["active"]
     if act.sum() < 3:
@@ -607,37 +676,105 @@ def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spectral,              # 11
         pitch, hist, voicing,  # 21
         rhythm,                # 11
-    ]), mf
+    ]), mf, lm
 
 
-def _context(mf: np.ndarray, c: int = 4) -> np.ndarray:
-    """Stack frames t-c, t-c/2, t, t+c/2, t+c (edge-padded)."""
-    p = np.pad(mf, ((c, c), (0, 0)), mode="edge")
-    return np.concatenate([p[i:i + len(mf)] for i in range(0, 2 * c + 1,
-                                                           max(1, c // 2))], 1)
+def _context(m: np.ndarray, c: int, stride: int) -> np.ndarray:
+    """Stack frames t-c, t-c+stride, ..., t+c (edge-padded) per frame."""
+    p = np.pad(m, ((c, c), (0, 0)), mode="edge")
+    return np.concatenate([p[i:i + len(m)] for i in range(0, 2 * c + 1,
+                                                           stride)], 1)
 
 
-def encode_corpus(items: list[dict]) -> np.ndarray:
+def _active_logmel(x: np.ndarray) -> np.ndarray:
+    fa = frame_analysis(x)
+    act = fa["active"] if fa["active"].sum() >= 3 else np.ones_like(fa["active"])
+    return fa["logmel"][act]
+
+
+def _lid_frames(lm_active: np.ndarray) -> np.ndarray:
+    """Language-ID head input: 170 ms windows of per-clip-normalised log-mel."""
+    m = (lm_active - lm_active.mean(0)) / 10.0
+    return _context(m, 8, 2).astype(np.float32)
+
+
+def train_language_head(ref_items: list[dict], ref_dir: Path, epochs: int = 8):
+    """Train a small frame-level language-ID MLP on the reference speech.
+
+    It stands in for what a pretrained audio encoder knows about languages;
+    it never sees the corpus clips or their tags.  Returns a function mapping
+    a clip's active log-mel frames to the mean frame log-posterior over the
+    corpus languages.
+    """
+    import torch
+
+    torch.manual_seed(SEED + 20)
+    torch.set_num_threads(1)
+    frames, labels = [], []
+    for it in ref_items:
+        f = _lid_frames(_active_logmel(load_audio(ref_dir / f"{it['id']}.ogg")))
+        frames.append(f)
+        labels.append(np.full(len(f), LANG_CODES.index(it["code"])))
+    X = np.concatenate(frames)
+    mu, sd = X.mean(0), X.std(0) + 1e-6
+    Xt = torch.from_numpy((X - mu) / sd)
+    yt = torch.from_numpy(np.concatenate(labels))
+    h = 256
+    net = torch.nn.Sequential(
+        torch.nn.Linear(X.shape[1], h), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+        torch.nn.Linear(h, h), torch.nn.ReLU(),
+        torch.nn.Linear(h, len(LANG_CODES)))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(SEED + 21)
+    for _epoch in range(epochs):
+        perm = torch.randperm(len(Xt), generator=g)
+        for k in range(0, len(Xt), 256):
+            idx = perm[k:k + 256]
+            loss = torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    print(f"  language-ID head: {len(ref_items)} reference clips, "
+          f"{len(X)} frames, final batch loss {float(loss.detach()):.3f}")
+
+    def head(lm_active: np.ndarray) -> np.ndarray:
+        f = torch.from_numpy((_lid_frames(lm_active) - mu) / sd)
+        with torch.no_grad():
+            return torch.log_softmax(net(f), -1).mean(0).numpy()
+
+    return head
+
+
+GROUP_WEIGHTS = {"texture": 0.5, "language": 2.0}
+
+
+def encode_corpus(items: list[dict], lang_head) -> np.ndarray:
     """Demo encoder: clip features -> standardise -> 64-d -> L2-normalise.
 
-    Two feature groups per clip:
+    Three feature groups per clip:
       * 171 hand-made summary statistics (see ``summary_features``);
       * a 256-d "phonetic texture" embedding: random Fourier features of
         short MFCC context windows (per-clip mean removed, so it reflects
         which sound sequences occur rather than the voice), averaged over the
-        clip -- a kernel mean embedding, which helps separate languages.
-    Every dimension is standardised over the corpus (texture group weighted
-    0.5).  The 64-d map is the corpus's top-64 principal subspace (components
-    scaled by 1/sqrt of their singular value, i.e. partially whitened)
-    followed by a fixed random orthogonal rotation, so the output axes carry
-    no meaning by themselves -- like a real encoder's embedding.
+        clip -- a kernel mean embedding;
+      * 7 language posteriors from the language-ID head (trained on separate
+        reference speech, see ``train_language_head``).
+    Every dimension is standardised over the corpus and the groups are
+    weighted (texture 0.5, language 2.0).  The 64-d map is the corpus's
+    top-64 principal subspace (components scaled by 1/sqrt of their singular
+    value, i.e. partially whitened) followed by a fixed random orthogonal
+    rotation, so the output axes carry no meaning by themselves -- like a real
+    encoder's embedding.
     """
-    summaries, ctx_frames = [], []
+    summaries, ctx_frames, lang = [], [], []
     for it in items:
-        s, mf = summary_features(load_audio(DATA / it["audio"]))
+        s, mf, lm = summary_features(load_audio(DATA / it["audio"]))
         summaries.append(s)
-        ctx_frames.append(_context(mf[:, 1:] - mf[:, 1:].mean(0)))
-    S = np.stack(summaries)
+        ctx_frames.append(_context(mf[:, 1:] - mf[:, 1:].mean(0), 4, 2))
+        lp = lang_head(lm)
+        lang.append(np.exp(lp - lp.max()) / np.exp(lp - lp.max()).sum())
+    S, P = np.stack(summaries), np.stack(lang)
 
     rng = np.random.default_rng(SEED + 1)
     allf = np.concatenate(ctx_frames)
@@ -649,7 +786,9 @@ def encode_corpus(items: list[dict]) -> np.ndarray:
     def standardise(A):
         return (A - A.mean(0)) / (A.std(0) + 1e-8)
 
-    F = np.concatenate([standardise(S), 0.5 * standardise(T)], axis=1)
+    F = np.concatenate([standardise(S),
+                        GROUP_WEIGHTS["texture"] * standardise(T),
+                        GROUP_WEIGHTS["language"] * standardise(P)], axis=1)
     _, s, vt = np.linalg.svd(F - F.mean(0), full_matrices=False)
     vt = vt * np.sign(vt[:, :1] + 1e-12)  # deterministic component signs
     Z = (F @ vt[:D_MODEL].T) / np.sqrt(s[:D_MODEL])
@@ -658,8 +797,8 @@ def encode_corpus(items: list[dict]) -> np.ndarray:
     Q = Q * np.sign(np.diag(R))[None, :]
     V = Z @ Q
     V /= np.linalg.norm(V, axis=1, keepdims=True)
-    print(f"encoder: {S.shape[1]} summary + {T.shape[1]} texture dims "
-          f"-> {D_MODEL}")
+    print(f"encoder: {S.shape[1]} summary + {T.shape[1]} texture + "
+          f"{P.shape[1]} language dims -> {D_MODEL}")
     return V.astype(np.float32)
 
 
@@ -764,7 +903,14 @@ def main() -> None:
     print(f"  audio done in {time.time() - t0:.1f}s")
 
     t1 = time.time()
-    V = encode_corpus(items)
+    ref_items = plan_reference()
+    with tempfile.TemporaryDirectory() as td:
+        ref_dir = Path(td) / "reference"
+        print(f"synthesising {len(ref_items)} reference clips for the "
+              f"language-ID head ...")
+        make_audio(ref_items, ref_dir)
+        head = train_language_head(ref_items, ref_dir)
+    V = encode_corpus(items, head)
     np.save(DATA / "vectors.npy", V)
     print(f"  vectors {V.shape} done in {time.time() - t1:.1f}s")
 

@@ -70,6 +70,8 @@ class LLMClient:
         self.max_cost = config.max_cost
         self.prices = prices
         self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._stopped: Exception | None = None
+        """Set by a cost limit or a fatal provider error: every later request is refused without being sent."""
         self.spent = 0.0
         self.tokens = 0
         self.calls = 0
@@ -96,9 +98,13 @@ class LLMClient:
             value = schema.model_validate_json(_unfence(previous.response or ""))
             return CallResult(value, None, previous.response, previous.input_tokens, previous.output_tokens,
                               previous.cost, cached=True)
-        if self.max_cost is not None and self.spent >= self.max_cost:
-            raise CostLimitReached(f"spent ${self.spent:.4f} of --max-cost ${self.max_cost:.4f}: raise --max-cost to continue")
         async with self._semaphore:
+            # Checked once a slot is free, so at most `concurrency` requests are in flight past the limit.
+            if self._stopped is None and self.max_cost is not None and self.spent >= self.max_cost:
+                self._stopped = CostLimitReached(f"spent ${self.spent:.4f} of --max-cost ${self.max_cost:.4f}: "
+                                                 f"finished work is saved; raise --max-cost to continue")
+            if self._stopped is not None:
+                raise self._stopped
             started = time.monotonic()
             attempts = 0
             try:
@@ -112,7 +118,8 @@ class LLMClient:
             except FatalError as exc:
                 self._log(request, request_hash, status="fatal", error=str(exc), attempts=attempts,
                           latency_s=time.monotonic() - started)
-                raise ProviderError(f"{self.model.provider} model {self.model.model_id!r}: {exc}") from None
+                self._stopped = ProviderError(f"{self.model.provider} model {self.model.model_id!r}: {exc}")
+                raise self._stopped from None
             except TransientError as exc:
                 message = f"gave up after {attempts} attempts: {exc}"
                 self._log(request, request_hash, status="error", error=message, attempts=attempts,
