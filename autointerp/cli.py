@@ -13,6 +13,7 @@ from autointerp.errors import AutointerpError
 COMMANDS = {
     "run": "all stages in order: mine, explain, score, taxonomy, report, export",
     "mine": "encode the corpus through the SAE; store per-feature statistics and examples",
+    "merge": "combine the shard files of `mine --shard i/n` runs into the database",
     "explain": "label every live feature (LLM or the offline tag labeler)",
     "score": "detection-score every label on held-out examples",
     "taxonomy": "assign semantic groups and bins",
@@ -49,10 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--limit", type=int, help="at most this many features per stage")
         p.add_argument("--max-cost", type=float, help="stop before spending more than this many USD")
         p.add_argument("--device", help="torch device for mining: auto, cpu, cuda")
+        if name == "mine":
+            p.add_argument("--shard", help="mine only shard i of n (e.g. 0/4) into OUT/shards; then run merge")
+        _add_sae_options(p)
         p.add_argument("--prompts", type=Path, help="folder of prompt templates overriding the bundled ones")
         p.add_argument("--redo", action="append", default=[], choices=list(STAGE_OF_COMMAND["run"]),
                        help="forget this stage's output (and what depends on it) and do it again; repeatable")
+    p = sub.add_parser("inspect-sae", help="describe an SAE checkpoint: format, shapes, activation rule, dtype, "
+                       "parameters, dead-looking features", description="Load an SAE checkpoint (local files only) "
+                       "and describe it as autointerp understands it.")
+    p.add_argument("path", type=Path, help="checkpoint folder or file, or a folder of several (see --sae-layer)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_sae_options(p)
     return parser
+
+
+def _add_sae_options(p: argparse.ArgumentParser) -> None:
+    from typing import get_args
+
+    from autointerp.config import SAEConfig
+
+    fields = SAEConfig.model_fields
+    p.add_argument("--sae-format", choices=get_args(fields["format"].annotation),
+                   help="checkpoint layout (default: detected from the files)")
+    p.add_argument("--sae-layer", help="which SAE of a folder of several: sub-folder name or layer number")
+    p.add_argument("--trust-pickle", action="store_true", default=None,
+                   help="allow full unpickling of .pt files a safe load refuses (runs code from the file)")
+    p.add_argument("--sae-precision", choices=get_args(fields["precision"].annotation),
+                   help="dtype to hold and multiply the SAE weights in (default float32)")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -61,6 +86,8 @@ def _overrides(args: argparse.Namespace) -> dict:
             "llm.max_cost": get("max_cost"), "output.db": get("db"),
             "output.dir": str(args.out.resolve()) if get("out") else None,
             "select.features": get("features"), "select.limit": get("limit"), "sae.device": get("device"),
+            "sae.format": get("sae_format"), "sae.layer": get("sae_layer"), "sae.trust_pickle": get("trust_pickle"),
+            "sae.precision": get("sae_precision"),
             "explain.prompts_dir": str(args.prompts.resolve()) if get("prompts") else None}
 
 
@@ -82,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "inspect-sae":
+        from autointerp.sae.inspect import inspect_sae
+        print(inspect_sae(args.path, args.sae_format or "auto", args.sae_layer, bool(args.trust_pickle),
+                          args.sae_precision or "float32"))
+        return 0
     from autointerp.config import load_config
     from autointerp.pipeline import Pipeline
     from autointerp.store import Store
@@ -100,7 +132,7 @@ def _main(args: argparse.Namespace) -> int:
             from autointerp.status import render_status
             print(render_status(store))
             return 0
-        pipeline = Pipeline(config, store)
+        pipeline = Pipeline(config, store, shard=getattr(args, "shard", None))
         stages = STAGE_OF_COMMAND.get(args.command, [args.command])
         pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))
         if "report" in stages:

@@ -21,20 +21,41 @@ class Section(BaseModel):
 
 class SAEConfig(Section):
     path: Path
-    """The checkpoint: a folder (Majestrino layout: model/config.json + model/state_dict.pth) or a file."""
-    format: Literal["auto", "majestrino"] = "auto"
+    """The checkpoint: its folder or file, or a folder of several (one per layer or hookpoint; see `layer`)."""
+    format: Literal["auto", "majestrino", "dictionary_learning", "topk_pt", "saelens", "sparsify",
+                    "gemma_scope"] = "auto"
     """Checkpoint layout; `auto` detects it from the files."""
+    layer: str | None = None
+    """Which SAE of a folder that holds several: its sub-folder (layer_12, layers.5) or layer number (12)."""
+    trust_pickle: bool = False
+    """Allow full unpickling of .pt/.pth files that a safe load refuses. Unpickling runs code from the file."""
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    """The dtype the SAE weights are held and multiplied in; bf16/fp16 checkpoints are upcast for float32."""
     device: str = "auto"
     """Torch device for encoding: auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..."""
 
+    @field_validator("layer", mode="before")
+    @classmethod
+    def _layer_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 class CorpusConfig(Section):
-    vectors: Path
-    """A .npy file of float vectors, one row per item (read memory-mapped)."""
+    vectors: str | list[str]
+    """Vector files: .npy (memory-mapped), .safetensors or .parquet; a path, a glob, or a list (shards, in order)."""
+    vectors_key: str = ""
+    """The tensor to read from .safetensors files (default: the only one)."""
+    vectors_column: str = ""
+    """The list column to read from .parquet files (default: the only one)."""
     items: Path
-    """A CSV or JSONL table, one row per vector, in the same order: id, audio, start, end, text, then tags."""
+    """A CSV, TSV, JSONL or Parquet table, one row per item, in vector order: id, audio, start, end, text,
+    positions, tokens, then tags."""
     audio_root: Path | None = None
     """Folder that relative audio paths are resolved against (default: the items file's folder)."""
+    frame_seconds: float | None = Field(None, gt=0)
+    """Sequence audio corpora: seconds per vector position (HuBERT: 0.02)."""
+    nonfinite: Literal["reject", "skip"] = "reject"
+    """Rows with NaN or Inf: reject the corpus (naming the row), or skip them and report the count."""
 
 
 class MineConfig(Section):
@@ -47,9 +68,15 @@ class MineConfig(Section):
     n_negative: int = Field(10, ge=0, le=1000)
     """Random non-firing examples per feature, the scorer's negatives."""
     batch_size: int = Field(4096, ge=1)
-    """Rows encoded per batch."""
+    """Rows encoded per batch (lowered automatically to fit a quarter of the free memory)."""
     seed: int = 0
     """Seed of the hash that draws the random samples (deterministic and shard-mergeable)."""
+    reconstruction_rows: int = Field(65536, ge=0)
+    """Rows (a deterministic random sample) on which FVE and normalized L2 are measured."""
+    trace_window: int = Field(32, ge=0)
+    """Sequence corpora: positions kept on each side of an example's peak, with their activations."""
+    checkpoint_s: float = Field(300.0, gt=0)
+    """A long pass saves its state this often (seconds) and resumes from it after a crash."""
 
 
 class LLMConfig(Section):
@@ -219,6 +246,8 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value:
             data[section][key] = str((root / Path(value).expanduser()))
+        elif isinstance(value, list):
+            data[section][key] = [str(root / Path(v).expanduser()) if isinstance(v, str) else v for v in value]
     if isinstance(data.get("output"), dict) and isinstance(data["output"].get("db"), str):
         db = data["output"]["db"]
         if db and "://" not in db:

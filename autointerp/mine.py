@@ -1,27 +1,54 @@
-"""The mine stage: encode the corpus through the SAE in one streaming pass and store, per feature,
-its statistics and examples: top (highest activation, shown to the explainer), bottom (lowest
-pre-activation, the contrast), quantile (held-out activating rows spread over activation quantiles,
-for scoring) and random (non-firing negatives). The corpus x features matrix is never materialized."""
+"""The mine stage: one streaming pass of the corpus through the SAE (see accumulator.py), then the
+per-feature statistics and examples written to the database. The pass can be split into shards
+(`--shard i/n`, one per GPU or machine) whose states `merge` combines exactly; a long pass saves a
+checkpoint every few minutes and resumes from it after a crash."""
 
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from sqlalchemy import func, select
 
+from autointerp.accumulator import Accumulator, Candidates, best_per_group
 from autointerp.config import MineConfig
 from autointerp.corpus import Corpus
 from autointerp.errors import InputError
 from autointerp.progress import Progress
 from autointerp.sae import Encoder
-from autointerp.sampling import TopRows, hash_keys
 from autointerp.schema import SAE, Example, Feature, Item
 from autointerp.store import Store
 
 WRITE_BATCH = 256
 """Features written per transaction."""
+LOW_FVE = 0.5
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            index, count = -1, 0
+        if not 0 <= index < count:
+            raise InputError(f"--shard {text!r} is not a shard: write i/n with 0 <= i < n, e.g. 0/4")
+        return cls(index, count)
+
+    def items(self, n_items: int) -> tuple[int, int]:
+        return n_items * self.index // self.count, n_items * (self.index + 1) // self.count
+
+    def path(self, folder: Path, partial: bool = False) -> Path:
+        return folder / f"shard-{self.index}-of-{self.count}{'.partial' if partial else ''}.pt"
 
 
 @dataclass
@@ -32,172 +59,290 @@ class MineResult:
     written: int
     fve: float
     normalized_l2: float
+    skipped: int = 0
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device {name!r} is not a torch device: use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for but no CUDA GPU is available: use --device cpu")
+    return device
 
 
-def _batch_rows(requested: int, features: int) -> int:
-    """Rows per batch so the dense [batch, features] working tensors stay around 16M entries."""
-    return max(1, min(requested, (1 << 24) // max(features, 1)))
+def batch_rows(requested: int, features: int, device: torch.device) -> int:
+    """Rows per batch: as asked, but the [rows, features] pre-activations and their temporaries must fit
+    in a quarter of the free memory of the device."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            free = 4 << 30
+    per_row = features * 4 * 4
+    return max(1, min(requested, int(free // 4 // per_row)))
 
 
-class Accumulator:
-    """Everything mined in one pass, for all features at once."""
-
-    def __init__(self, encoder: Encoder, config: MineConfig, device: torch.device) -> None:
-        F = encoder.d_sae
-        self.config = config
-        self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
-        self.act_sum = torch.zeros(F, dtype=torch.float64, device=device)
-        self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
-        self.top = TopRows(config.n_top, F, device)
-        self.bottom = TopRows(config.n_bottom, F, device)
-        # A uniform sample of firing rows, large enough to leave n_holdout after removing the top rows.
-        self.firing_sample = TopRows(config.n_top + 4 * config.n_holdout if config.n_holdout else 0, F, device)
-        self.negatives = TopRows(config.n_negative, F, device)
-        self.sq_err = 0.0
-        self.rel_err = 0.0
-        self.sum_x = torch.zeros(encoder.d_in, dtype=torch.float64, device=device)
-        self.sum_sq = 0.0
-        self.rows = 0
-
-    def add(self, x: torch.Tensor, rows: torch.Tensor, encoder: Encoder) -> None:
-        pre = encoder.preacts(x)
-        acts = encoder.activate(pre)
-        firing = acts > 0
-        self.fire_count += firing.sum(0)
-        self.act_sum += acts.sum(0, dtype=torch.float64)
-        self.max_act = torch.maximum(self.max_act, acts.max(0).values)
-        self.top.add(torch.where(firing, acts, -torch.inf), rows, acts)
-        self.bottom.add(-pre, rows, pre)
-        keys = hash_keys(rows, acts.shape[1], self.config.seed)
-        self.firing_sample.add(torch.where(firing, keys, -torch.inf), rows, acts)
-        self.negatives.add(torch.where(firing, -torch.inf, keys), rows, acts)
-        x_hat = encoder.decode(acts)
-        err = (x - x_hat).double().pow(2).sum(1)
-        norm = x.double().pow(2).sum(1)
-        self.sq_err += err.sum().item()
-        self.rel_err += (err / norm.clamp_min(1e-30)).sum().item()
-        self.sum_x += x.double().sum(0)
-        self.sum_sq += norm.sum().item()
-        self.rows += x.shape[0]
-
-    def fve(self) -> float:
-        total_var = self.sum_sq - (self.sum_x.pow(2).sum().item() / max(self.rows, 1))
-        return 1.0 - self.sq_err / total_var if total_var > 0 else float("nan")
-
-    def normalized_l2(self) -> float:
-        """Mean over rows of ||x - x_hat||^2 / ||x||^2."""
-        return self.rel_err / max(self.rows, 1)
+def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
+    """Batches of whole items, at most `rows` vector rows each; an item longer than that comes in
+    chunks. Yields (first item, stop item, first row, stop row, item complete at the end)."""
+    item = first_item
+    starts = corpus.first_row
+    while item < stop_item:
+        first_row = int(starts[item])
+        if int(starts[item + 1]) - first_row > rows:  # a long item, in chunks
+            end = int(starts[item + 1])
+            for lo in range(first_row, end, rows):
+                yield item, item + 1, lo, min(lo + rows, end), lo + rows >= end
+            item += 1
+            continue
+        stop = int(np.searchsorted(starts, first_row + rows, side="right")) - 1
+        stop = max(item + 1, min(stop, stop_item))
+        yield item, stop, first_row, int(starts[stop]), True
+        item = stop
 
 
-def _holdout(sample: list[tuple[int, float]], shown: set[int], n: int) -> list[tuple[int, float]]:
-    """n rows from a uniform sample of firing rows, excluding shown ones, at evenly spaced activation quantiles."""
-    pool = sorted((pair for pair in sample if pair[0] not in shown), key=lambda p: -p[1])
-    if len(pool) <= n:
-        return pool
-    picks = np.unique(np.round(np.linspace(0, len(pool) - 1, n)).astype(int))
-    return [pool[i] for i in picks]
+def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, nonfinite: str,
+             shard: Shard, checkpoint: Path | None) -> Accumulator:
+    """Stream the shard's items through the SAE; resume from and save to `checkpoint` if given."""
+    enc = encoder.to(device)
+    acc = Accumulator(enc.d_in, enc.d_sae, config, device)
+    first_item, stop_item = shard.items(len(corpus.items))
+    identity = {"fingerprint": encoder.fingerprint(), "shard": (shard.index, shard.count),
+                "rows": corpus.rows, "config": config.model_dump()}
+    next_item = first_item
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("identity") == identity:
+            acc.load(state["accumulator"])
+            next_item = state["next_item"]
+    recon_p = min(1.0, config.reconstruction_rows / max(corpus.rows, 1))
+    rows_per_batch = batch_rows(config.batch_size, enc.d_sae, device)
+    pin = device.type == "cuda"
+    total = int(corpus.first_row[stop_item] - corpus.first_row[next_item])
+    last_save = time.monotonic()
+    pending: list[Candidates] = []
 
+    def load(step):
+        _, _, lo, hi, _ = step
+        chunk = torch.from_numpy(corpus.vectors.read(lo, hi))
+        return chunk.pin_memory() if pin else chunk
+
+    steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
+    with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader:
+        upcoming = reader.submit(load, steps[0]) if steps else None
+        for index, step in enumerate(steps):
+            item_lo, item_hi, row_lo, row_hi, complete = step
+            x = upcoming.result()
+            upcoming = reader.submit(load, steps[index + 1]) if index + 1 < len(steps) else None
+            x = x.to(device, non_blocking=True)
+            row_id = torch.arange(row_lo, row_hi, device=device)
+            item = torch.from_numpy(corpus.item_of_rows(np.arange(row_lo, row_hi))).to(device)
+            position = row_id - torch.from_numpy(corpus.first_row).to(device)[item]
+            bad = ~torch.isfinite(x).all(dim=1)
+            if bool(bad.any()):
+                row = row_lo + int(torch.nonzero(bad)[0])
+                if nonfinite == "reject":
+                    raise InputError(f"corpus vectors row {row} contains NaN or Inf: remove or fix those rows "
+                                     f"(or set [corpus] nonfinite = \"skip\" to leave them out and count them)")
+                acc.skipped += int(bad.sum())
+                keep = ~bad
+                x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
+            if x.shape[0]:
+                pending.append(acc.candidates(enc, x, item, position, row_id, recon_p))
+            if complete:
+                _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
+                pending = []
+                if checkpoint is not None and time.monotonic() - last_save > config.checkpoint_s:
+                    _save(checkpoint, identity, acc, item_hi)
+                    last_save = time.monotonic()
+            bar.update(row_hi - row_lo)
+    if checkpoint is not None:
+        _save(checkpoint, identity, acc, stop_item)
+    return acc
+
+
+def _offer(acc: Accumulator, pending: list[Candidates], item_lo: int, item_hi: int, features: int,
+           device: torch.device) -> None:
+    items = torch.arange(item_lo, item_hi, device=device)
+    if not pending:
+        acc.offer(Candidates.cat([_empty(device)]), items)
+        return
+    c = pending[0] if len(pending) == 1 else Candidates.cat(pending)
+    if len(pending) > 1:  # chunks of one long item: keep each feature's best over the chunks
+        fire = best_per_group(c.fire_item, c.fire_feature, c.fire_value.double(), c.fire_position, features)
+        low = best_per_group(c.low_item, c.low_feature, -c.low_value.double(), c.low_position, features)
+        c = Candidates(c.fire_item[fire], c.fire_feature[fire], c.fire_value[fire], c.fire_position[fire],
+                       c.low_item[low], c.low_feature[low], c.low_value[low], c.low_position[low])
+    acc.offer(c, items)
+
+
+def _empty(device: torch.device) -> Candidates:
+    i = torch.empty(0, dtype=torch.int64, device=device)
+    v = torch.empty(0, dtype=torch.float32, device=device)
+    return Candidates(i, i, v, i, i, i, v, i)
+
+
+def _save(path: Path, identity: dict, acc: Accumulator, next_item: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"identity": identity, "accumulator": acc.state(), "next_item": next_item}, tmp)
+    os.replace(tmp, path)
+
+
+def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineConfig) -> Accumulator:
+    """Combine every shard file in `folder` (all i of one n) into one state."""
+    found = sorted(folder.glob("shard-*-of-*.pt"))
+    found = [p for p in found if not p.name.endswith((".partial.pt", ".tmp"))]
+    if not found:
+        raise InputError(f"no shard files in {folder}: run `mine --shard i/n` for every i first")
+    counts = {int(p.stem.split("-of-")[1]) for p in found}
+    if len(counts) != 1:
+        raise InputError(f"shard files in {folder} come from different splits ({sorted(counts)}): keep one split")
+    n = counts.pop()
+    missing = [i for i in range(n) if not Shard(i, n).path(folder).is_file()]
+    if missing:
+        raise InputError(f"shards {missing} of {n} are missing in {folder}: run `mine --shard i/{n}` for them")
+    acc = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
+    fingerprint = encoder.fingerprint()
+    for i in range(n):
+        state = torch.load(Shard(i, n).path(folder), map_location="cpu", weights_only=False)
+        identity = state["identity"]
+        if identity["fingerprint"] != fingerprint or identity["rows"] != corpus.rows or identity["config"] != config.model_dump():
+            raise InputError(f"shard {i} of {n} in {folder} was mined with another SAE, corpus or [mine] config: mine it again")
+        if state["next_item"] != Shard(i, n).items(len(corpus.items))[1]:
+            raise InputError(f"shard {i} of {n} in {folder} is incomplete: run `mine --shard {i}/{n}` again to finish it")
+        part = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
+        part.load(state["accumulator"])
+        acc.merge(part)
+    return acc
+
+
+# --- writing the database -----------------------------------------------------------------------------
 
 def _sync_items(store: Store, corpus: Corpus) -> None:
     with store.session() as s:
         count = s.scalar(select(func.count()).select_from(Item))
         if count == 0:
-            s.add_all(Item(id=i, key=item.key, audio=item.audio, start=item.start, end=item.end,
-                           text=item.text, tags=item.tags) for i, item in enumerate(corpus.items))
+            first = corpus.first_row.tolist()
+            s.add_all(Item(id=i, key=item.key, audio=item.audio, start=item.start, end=item.end, text=item.text,
+                           tags=item.tags, positions=item.positions, first_row=first[i], tokens=item.tokens)
+                      for i, item in enumerate(corpus.items))
             return
         keys = s.scalars(select(Item.key).order_by(Item.id)).all()
     if list(keys) != [item.key for item in corpus.items]:
-        raise InputError("the corpus items differ from the ones this database was mined from: "
-                         "use a new --db for a new corpus")
+        raise InputError("the corpus items differ from the ones this database was mined from: use a new --db for a new corpus")
 
 
-def _sync_sae(store: Store, encoder: Encoder, corpus: Corpus) -> SAE:
+def sync_sae(store: Store, encoder: Encoder, corpus: Corpus) -> None:
+    """Record the SAE and the items, or check that they are the ones this database was mined from."""
     fingerprint = encoder.fingerprint()
     with store.session() as s:
         sae = s.scalars(select(SAE)).first()
         if sae is None:
-            sae = SAE(path=encoder.path, format=encoder.format, d_in=encoder.d_in, d_sae=encoder.d_sae,
-                      activation=encoder.activation, k=encoder.k, threshold=None, dtype=encoder.dtype,
-                      n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows)
-            s.add(sae)
+            s.add(SAE(path=encoder.path, format=encoder.format, d_in=encoder.d_in, d_sae=encoder.d_sae,
+                      activation=encoder.activation, k=encoder.k, threshold=encoder.threshold, dtype=encoder.dtype,
+                      n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows))
         elif sae.fingerprint != fingerprint:
             raise InputError(f"SAE {encoder.path} differs from the checkpoint this database was mined with "
                              f"({sae.path}): use a new --db for a new SAE")
-    return sae
-
-
-def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, device_name: str = "auto") -> MineResult:
-    _sync_sae(store, encoder, corpus)
     _sync_items(store, corpus)
+
+
+def mined_features(store: Store) -> set[int]:
     with store.session() as s:
-        done = set(s.scalars(select(Feature.id)).all())
-    if len(done) == encoder.d_sae:
+        return set(s.scalars(select(Feature.id)))
+
+
+def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, device_name: str = "auto",
+         nonfinite: str = "reject", shard: Shard | None = None, shard_dir: Path | None = None) -> MineResult:
+    """Mine the corpus. With a shard, only save that shard's state in shard_dir (see merge_shards)."""
+    sync_sae(store, encoder, corpus)
+    done = mined_features(store)
+    if len(done) == encoder.d_sae and shard is None:
         with store.session() as s:
             sae = s.scalars(select(SAE)).one()
-            dead = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead))
-        return MineResult(corpus.rows, encoder.d_sae, dead, 0, sae.fve or float("nan"), sae.normalized_l2 or float("nan"))
-
+            dead = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead)) or 0
+        return MineResult(corpus.rows, encoder.d_sae, dead, 0, sae.fve or float("nan"),
+                          sae.normalized_l2 or float("nan"), sae.skipped_rows or 0)
     device = pick_device(device_name)
-    enc = encoder.to(device)
-    acc = Accumulator(enc, config, device)
-    batch = _batch_rows(config.batch_size, enc.d_sae)
-    with torch.inference_mode(), Progress("mine", corpus.rows, "rows") as bar:
-        for start in range(0, corpus.rows, batch):
-            chunk = np.array(corpus.vectors[start:start + batch], dtype=np.float32)
-            bad = ~np.isfinite(chunk).all(axis=1)
-            if bad.any():
-                row = start + int(np.argmax(bad))
-                raise InputError(f"corpus vectors row {row} contains NaN or Inf ({int(bad.sum())} such rows in this "
-                                 f"batch): remove or fix those rows and their items")
-            x = torch.from_numpy(chunk).to(device, non_blocking=True)
-            rows = torch.arange(start, start + x.shape[0], device=device)
-            acc.add(x, rows, enc)
-            bar.update(x.shape[0])
-    return _write(store, acc, enc.d_sae, corpus.rows, done, config, map_coordinates(encoder.W_dec))
+    folder = shard_dir or Path(".")
+    if shard is not None:
+        acc = run_pass(encoder, corpus, config, device, nonfinite, shard, shard.path(folder, partial=True))
+        os.replace(shard.path(folder, partial=True), shard.path(folder))
+        return MineResult(acc.rows, encoder.d_sae, int((acc.fire_count == 0).sum()), 0, acc.fve(),
+                          acc.normalized_l2(), acc.skipped)
+    whole = Shard(0, 1)
+    checkpoint = whole.path(folder, partial=True) if shard_dir is not None else None
+    acc = run_pass(encoder, corpus, config, device, nonfinite, whole, checkpoint)
+    result = write(store, acc, encoder, corpus, config, device)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return result
 
 
-def map_coordinates(W_dec: torch.Tensor) -> np.ndarray:
-    """[d_sae, 5]: 2-D and 3-D PCA coordinates of the unit decoder directions (x, y, x3, y3, z3)."""
-    from sklearn.decomposition import PCA
+def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, config: MineConfig,
+          device: torch.device) -> MineResult:
+    """Store the statistics and examples of every feature not yet in the database."""
+    from autointerp.traces import traces
+    from autointerp.featuremap import map_coordinates
 
-    directions = torch.nn.functional.normalize(W_dec.detach().double().cpu(), dim=1).numpy()
-    components = min(3, *directions.shape)
-    coords = PCA(n_components=components, random_state=0).fit_transform(directions) if components else np.zeros((len(directions), 0))
-    coords = np.pad(coords, ((0, 0), (0, 3 - coords.shape[1])))
-    return np.round(np.concatenate([coords[:, :2], coords], axis=1), 5)
-
-
-def _write(store: Store, acc: Accumulator, features: int, rows: int, done: set[int], config: MineConfig,
-           coords: np.ndarray) -> MineResult:
-    for name in ("top", "bottom", "firing_sample", "negatives"):
-        getattr(acc, name).cpu()
+    done = mined_features(store)
     fire = acc.fire_count.cpu().tolist()
     sums = acc.act_sum.cpu().tolist()
     maxes = acc.max_act.cpu().tolist()
-    todo = [f for f in range(features) if f not in done]
+    rows = corpus.rows - acc.skipped
+    fve = acc.fve()
+    if fve < LOW_FVE:
+        import sys
+        print(f"autointerp: warning: the SAE explains only {fve:.1%} of the corpus variance: check that the "
+              f"vectors come from the SAE's layer and need no normalization, and that the checkpoint's "
+              f"orientation is right", file=sys.stderr)
     with store.session() as s:
         sae = s.scalars(select(SAE)).one()
-        sae.fve, sae.normalized_l2, sae.corpus_rows = acc.fve(), acc.normalized_l2(), rows
-    for begin in range(0, len(todo), WRITE_BATCH):
-        with store.session() as s:
-            for f in todo[begin:begin + WRITE_BATCH]:
-                s.add(Feature(id=f, fire_count=fire[f], density=fire[f] / rows, max_act=maxes[f],
-                              mean_act=sums[f] / fire[f] if fire[f] else 0.0, dead=fire[f] == 0,
-                              **dict(zip(("x", "y", "x3", "y3", "z3"), coords[f].tolist()))))
-                s.flush()
-                top = acc.top.result(f)
-                shown = {row for row, _ in top}
-                kinds = {"top": top, "bottom": acc.bottom.result(f),
-                         "quantile": _holdout(acc.firing_sample.result(f), shown, config.n_holdout),
-                         "random": acc.negatives.result(f)}
-                for kind, pairs in kinds.items():
-                    s.add_all(Example(feature_id=f, kind=kind, rank=rank, activation=value, item_id=row)
-                              for rank, (row, value) in enumerate(pairs))
+        sae.fve, sae.normalized_l2, sae.corpus_rows = fve, acc.normalized_l2(), corpus.rows
+        sae.reconstruction_rows, sae.skipped_rows = acc.recon_rows, acc.skipped
+    coords = map_coordinates(encoder.W_dec)
+    negatives = acc.negatives()
+    todo = [f for f in range(encoder.d_sae) if f not in done]
+    per_feature: dict[int, dict[str, list[tuple[int, float, int]]]] = {}
+    for f in todo:
+        top = acc.top.entries(f)
+        shown = {item for item, _, _ in top}
+        per_feature[f] = {"top": top, "bottom": acc.bottom.entries(f),
+                          "quantile": _holdout(acc.sample.entries(f), shown, config.n_holdout),
+                          "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
+    windows = traces(encoder, corpus, per_feature, config, device) if corpus.is_sequence else {}
+    with Progress("mine: write", len(todo), "features") as bar:
+        for begin in range(0, len(todo), WRITE_BATCH):
+            with store.session() as s:
+                for f in todo[begin:begin + WRITE_BATCH]:
+                    s.add(Feature(id=f, fire_count=fire[f], density=fire[f] / max(rows, 1), max_act=maxes[f],
+                                  mean_act=sums[f] / fire[f] if fire[f] else 0.0, dead=fire[f] == 0,
+                                  histogram=acc.histogram(f),
+                                  **dict(zip(("x", "y", "x3", "y3", "z3"), coords[f].tolist()))))
+                    s.flush()
+                    for kind, entries in per_feature[f].items():
+                        for rank, (item, value, position) in enumerate(entries):
+                            window = windows.get((f, item))
+                            s.add(Example(feature_id=f, kind=kind, rank=rank, activation=value, item_id=item,
+                                          position=position if position >= 0 and corpus.is_sequence else None,
+                                          **(window or {})))
+                bar.update(min(WRITE_BATCH, len(todo) - begin))
     dead = sum(1 for count in fire if count == 0)
-    return MineResult(rows, features, dead, len(todo), acc.fve(), acc.normalized_l2())
+    return MineResult(rows, encoder.d_sae, dead, len(todo), fve, acc.normalized_l2(), acc.skipped)
+
+
+def _holdout(sample: list[tuple[int, float, int]], shown: set[int], n: int) -> list[tuple[int, float, int]]:
+    """n items from a uniform sample of firing items, excluding those shown to the explainer, at evenly
+    spaced activation quantiles (highest first)."""
+    pool = sorted((entry for entry in sample if entry[0] not in shown), key=lambda e: (-e[1], e[0]))
+    if len(pool) <= n:
+        return pool
+    picks = np.unique(np.round(np.linspace(0, len(pool) - 1, n)).astype(int))
+    return [pool[i] for i in picks]

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from sqlalchemy import delete
 
 from autointerp import __version__
@@ -26,10 +27,16 @@ class Pipeline:
     store: Store
     _encoder: Encoder | None = field(default=None, repr=False)
     _corpus: Corpus | None = field(default=None, repr=False)
+    shard: str | None = None
+    """`mine --shard i/n`: mine only that part of the corpus into a shard file (see `merge`)."""
 
     @property
     def atlas_dir(self) -> Path:
         return self.config.output.dir / "atlas"
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.config.output.dir / "shards"
 
     @property
     def export_dir(self) -> Path:
@@ -37,7 +44,9 @@ class Pipeline:
 
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_sae(self.config.sae.path, self.config.sae.format)
+            sae = self.config.sae
+            self._encoder = load_sae(sae.path, sae.format, layer=sae.layer, trust_pickle=sae.trust_pickle,
+                                     precision=sae.precision)
         return self._encoder
 
     def corpus(self) -> Corpus:
@@ -56,7 +65,7 @@ class Pipeline:
     def redo(self, stage: str) -> None:
         """Forget a stage's output, and what was derived from it, so the next run does it again."""
         with self.store.session() as s:
-            if stage == "mine":
+            if stage in ("mine", "merge"):
                 s.execute(delete(Placement))
                 s.execute(delete(Bin))
                 s.execute(delete(Score))
@@ -77,11 +86,22 @@ class Pipeline:
             shutil.rmtree(self.atlas_dir)
 
     def run_stage(self, stage: str) -> StageResult:
-        if stage == "mine":
-            from autointerp.mine import mine
-            result = mine(self.store, self.encoder(), self.corpus(), self.config.mine, self.config.sae.device)
-            return StageResult("mine", done=result.written, note=(
-                f"{result.features} features, {result.dead} dead, {result.rows} rows, FVE {result.fve:.4f}"))
+        if stage in ("mine", "merge"):
+            from autointerp.mine import Shard, merge_shards, mine, sync_sae, write
+            if stage == "merge":
+                sync_sae(self.store, self.encoder(), self.corpus())
+                acc = merge_shards(self.shard_dir, self.encoder(), self.corpus(), self.config.mine)
+                result = write(self.store, acc, self.encoder(), self.corpus(), self.config.mine, torch.device("cpu"))
+            else:
+                shard = Shard.parse(self.shard) if self.shard else None
+                result = mine(self.store, self.encoder(), self.corpus(), self.config.mine, self.config.sae.device,
+                              self.config.corpus.nonfinite, shard, self.shard_dir)
+                if shard is not None:
+                    return StageResult("mine", note=f"shard {self.shard}: {result.rows} rows, saved in {self.shard_dir}; "
+                                                    f"run `merge` when every shard is done")
+            skipped = f", {result.skipped} rows with NaN/Inf skipped" if result.skipped else ""
+            return StageResult(stage, done=result.written, note=(
+                f"{result.features} features, {result.dead} dead, {result.rows} rows, FVE {result.fve:.4f}{skipped}"))
         if stage == "explain":
             from autointerp.explain import explain
             return explain(self.store, self.config, self.model())

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -59,8 +59,11 @@ class SAE(Base):
     """sha256 of the checkpoint's tensors: a different SAE cannot be mined into this database."""
     corpus_rows: Mapped[int | None]
     fve: Mapped[float | None]
-    """Fraction of variance explained on the corpus."""
+    """Fraction of variance explained on the corpus (on a sample of up to mine.reconstruction_rows rows)."""
     normalized_l2: Mapped[float | None]
+    reconstruction_rows: Mapped[int | None]
+    skipped_rows: Mapped[int | None]
+    """Rows with NaN or Inf left out (corpus.nonfinite = "skip")."""
 
 
 class Item(Base):
@@ -73,6 +76,11 @@ class Item(Base):
     end: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    positions: Mapped[int] = mapped_column(default=1)
+    """Vector rows of this item (1 for utterance corpora; frames or tokens for sequence corpora)."""
+    first_row: Mapped[int | None]
+    tokens: Mapped[list[Any] | None] = mapped_column(JSON)
+    """Text sequences: the token string of every position."""
 
 
 class Feature(Base):
@@ -85,6 +93,9 @@ class Feature(Base):
     mean_act: Mapped[float]
     """Mean activation over the rows where the feature fires."""
     dead: Mapped[bool] = mapped_column(Boolean)
+    histogram: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Counts of nonzero activations in quarter-octave bins: bin i (from first_bin) covers
+    [2^((first_bin+i)/4), 2^((first_bin+i+1)/4))."""
     x: Mapped[float | None]
     """2-D map coordinates of the decoder direction."""
     y: Mapped[float | None]
@@ -95,8 +106,10 @@ class Feature(Base):
 
 
 class Example(Base):
-    """A mined example: top (highest activation), bottom (lowest pre-activation), quantile (held-out
-    activating sample) or random (a non-firing negative)."""
+    """A mined example: top (highest activation), bottom (lowest pre-activation; `activation` holds the
+    pre-activation), quantile (held-out activating sample) or random (a non-firing negative). For a
+    sequence item, `position` is the peak (or lowest) position and `trace` the feature's activation
+    at positions trace_start, trace_start + 1, ...; start/end are the trace's time window (audio)."""
     __tablename__ = "examples"
     __table_args__ = (UniqueConstraint("feature_id", "kind", "rank"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -108,6 +121,7 @@ class Example(Base):
     position: Mapped[int | None]
     start: Mapped[float | None]
     end: Mapped[float | None]
+    trace_start: Mapped[int | None]
     trace: Mapped[list[Any] | None] = mapped_column(JSON)
 
 

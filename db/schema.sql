@@ -1,4 +1,4 @@
--- autointerp database schema, version 1 (generated from autointerp/schema.py)
+-- autointerp database schema, version 2 (generated from autointerp/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 
@@ -33,6 +33,8 @@ CREATE TABLE saes (
 	corpus_rows INTEGER, 
 	fve DOUBLE, 
 	normalized_l2 DOUBLE, 
+	reconstruction_rows INTEGER, 
+	skipped_rows INTEGER, 
 	PRIMARY KEY (id)
 );
 
@@ -44,6 +46,9 @@ CREATE TABLE items (
 	"end" FLOAT, 
 	text TEXT, 
 	tags JSON NOT NULL, 
+	positions INTEGER NOT NULL, 
+	first_row INTEGER, 
+	tokens JSON, 
 	PRIMARY KEY (id), 
 	UNIQUE ("key")
 );
@@ -55,6 +60,7 @@ CREATE TABLE features (
 	max_act DOUBLE NOT NULL, 
 	mean_act DOUBLE NOT NULL, 
 	dead BOOLEAN NOT NULL, 
+	histogram JSON, 
 	x DOUBLE, 
 	y DOUBLE, 
 	x3 DOUBLE, 
@@ -112,6 +118,7 @@ CREATE TABLE examples (
 	position INTEGER, 
 	start DOUBLE, 
 	"end" DOUBLE, 
+	trace_start INTEGER, 
 	trace JSON, 
 	PRIMARY KEY (id), 
 	UNIQUE (feature_id, kind, rank), 

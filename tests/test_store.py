@@ -24,7 +24,7 @@ def test_database_from_another_version_is_refused(tmp_path):
     Store(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_info SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match=r"schema version 99, this autointerp \(schema 1\) cannot read it"):
+    with pytest.raises(StoreError, match=rf"schema version 99, this autointerp \(schema {SCHEMA_VERSION}\) cannot read it"):
         Store(f"sqlite:///{path}")
 
 
@@ -47,3 +47,16 @@ def test_schema_snapshot_matches_the_models(tmp_path):
     """db/schema.sql is the reviewed DDL of the models; regenerate it with `python -m autointerp.schema_sql`."""
     from autointerp.schema_sql import ddl
     assert (resource_dir("db") / "schema.sql").read_text() == ddl()
+
+
+def test_a_version_1_database_is_migrated(tmp_path):
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript((Path(__file__).parent / "data" / "schema_v1.sql").read_text())
+        conn.execute("INSERT INTO schema_info VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO items (id, key, tags) VALUES (0, 'a', '{}')")
+    store = Store(f"sqlite:///{path}")
+    assert store.schema_version() == SCHEMA_VERSION
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT positions, first_row, tokens FROM items")).one() == (1, None, None)
+    store.close()

@@ -10,7 +10,7 @@ What it makes, under ``autointerp/demo/data/``:
       low/normal/high pitch, and whispered vs normal voice;
     - non-speech from ``sox synth``: pure tones (110 Hz to 6 kHz), white/pink/
       brown noise, rising/falling sweeps;
-    - a few "mixed" clips (speech with noise or a hum underneath).
+    - a few "mixed" clips (speech with white, pink or brown noise underneath).
 * ``items.csv`` -- one row per clip (same order as ``vectors.npy``) with the
   columns ``id, audio, start, end, text`` followed by free tag columns
   ``kind, language, voice, style, speed, pitch, sound, gloss``.
@@ -218,18 +218,23 @@ def _balanced(rng: np.random.Generator, values: list[str], n: int) -> list[str]:
 
 
 def plan_corpus() -> list[dict]:
-    """Return the list of clip specs (deterministic)."""
+    """Return the list of clip specs (deterministic).
+
+    Every tag value is carried by at least ~13 clips, so that a feature's
+    held-out examples (beyond the few shown to the labeler) can still carry
+    the tag that names it.
+    """
     rng = np.random.default_rng(SEED)
     items: list[dict] = []
 
-    # --- speech: 10 sentences x 3 renditions per language ---------------
+    # --- speech: 27 renditions of the 10 sentences per language ----------
     for language, (code, sents) in SENTENCES.items():
-        n = 3 * len(sents)
+        n = 27
         voices = _balanced(rng, ["male", "female"], n)
         speeds = _balanced(rng, ["slow", "normal", "fast"], n)
         pitches = _balanced(rng, ["low", "normal", "high"], n)
         whisper = np.zeros(n, dtype=bool)
-        whisper[rng.permutation(n)[:8]] = True
+        whisper[rng.permutation(n)[:7]] = True
         for j in range(n):
             text, gloss = sents[j % len(sents)]
             style = "whispered" if whisper[j] else "normal"
@@ -242,27 +247,28 @@ def plan_corpus() -> list[dict]:
                 gain_db=float(rng.uniform(-6.0, -1.0)),
             ))
 
-    # --- mixed: speech with background noise / hum ------------------------
-    backgrounds = ["white noise", "pink noise", "brown noise", "50 Hz hum"]
+    # --- mixed: speech over background noise -----------------------------
+    backgrounds = ["white", "pink", "brown"]
     for li, (language, (code, sents)) in enumerate(SENTENCES.items()):
         for j in range(3):
             text, gloss = sents[int(rng.integers(0, len(sents)))]
-            bg = backgrounds[(li * 3 + j) % len(backgrounds)]
             items.append(dict(
                 kind="mixed", language=language, code=code, text=text,
                 gloss=gloss, voice=["male", "female"][(li + j) % 2],
                 style="normal", speed="normal", pitch="normal",
-                sound=f"speech + {bg}", background=bg,
+                sound="speech + noise", background=backgrounds[(li + j) % 3],
                 variant_idx=int(rng.integers(0, 1000)),
                 snr_db=float(rng.uniform(3.0, 12.0)),
                 gain_db=float(rng.uniform(-6.0, -1.0)),
             ))
 
-    # --- tones -------------------------------------------------------------
-    for f in [110, 220, 440, 880, 3000, 6000]:
-        for _ in range(4):
+    # --- tones: 14 per band, frequency log-uniform within the band -------
+    for sound, (lo, hi) in [("low tone", (90, 300)), ("mid tone", (400, 1300)),
+                            ("high tone", (2000, 6500))]:
+        for _ in range(14):
+            f = int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))), -1))
             items.append(dict(
-                kind="tone", sound=f"{f} Hz tone", freq=f,
+                kind="tone", sound=sound, freq=f,
                 dur=float(np.round(rng.uniform(0.9, 2.2), 2)),
                 gain_db=float(rng.uniform(-14.0, -4.0))))
 
@@ -270,18 +276,18 @@ def plan_corpus() -> list[dict]:
     for sound, synth in [("white noise", "whitenoise"),
                          ("pink noise", "pinknoise"),
                          ("brown noise", "brownnoise")]:
-        for _ in range(9):
+        for _ in range(14):
             items.append(dict(
                 kind="noise", sound=sound, synth=synth,
                 dur=float(np.round(rng.uniform(0.9, 2.3), 2)),
                 gain_db=float(rng.uniform(-16.0, -4.0)),
                 tremolo=bool(rng.random() < 0.3)))
 
-    # --- sweeps ------------------------------------------------------------
-    ranges = [(100, 2000), (200, 4000), (300, 6000), (150, 1000), (500, 7000),
-              (80, 800), (250, 3000), (400, 5000), (120, 1500)]
+    # --- sweeps: 13 rising, 13 falling, random ranges ---------------------
     for sound in ["rising sweep", "falling sweep"]:
-        for lo, hi in ranges:
+        for _ in range(13):
+            lo = int(round(np.exp(rng.uniform(np.log(80), np.log(500))), -1))
+            hi = int(round(np.exp(rng.uniform(np.log(1000), np.log(7000))), -1))
             a, b = (lo, hi) if sound == "rising sweep" else (hi, lo)
             items.append(dict(
                 kind="sweep", sound=sound,
@@ -407,12 +413,8 @@ def make_clip(it: dict, tmp: Path, dest_dir: Path = CLIPS) -> None:
     elif kind == "mixed":
         wav = _speech_wav(it, tmp)
         dur = _soxi_duration(wav)
-        bg = it["background"]
         bgwav = tmp / f"{it['id']}_bg.wav"
-        if bg == "50 Hz hum":
-            synth = ["synth", f"{dur:.3f}", "square", "50", "lowpass", "400"]
-        else:
-            synth = ["synth", f"{dur:.3f}", bg.split()[0] + "noise"]
+        synth = ["synth", f"{dur:.3f}", it["background"] + "noise"]
         # speech is normalised to -3 dBFS (peak); noise level relative to it
         _run(SOX + ["-n", "-r", str(SR), "-c", "1", "-b", "16", str(bgwav)]
              + synth + ["norm", f"{-3 - it['snr_db']:.2f}"])
@@ -806,7 +808,8 @@ def encode_corpus(items: list[dict], lang_head) -> np.ndarray:
 # TopK SAE (OpenAI sparse_autoencoder FastAutoencoder layout)
 # --------------------------------------------------------------------------
 def train_sae(X: np.ndarray, steps: int = 3000, lr: float = 2e-3,
-              enc_scale_sigma: float = 0.5) -> dict:
+              enc_scale_sigma: float = 0.5, k_start: int | None = None,
+              anneal_frac: float = 0.6) -> dict:
     """Fit a TopK SAE to X (full batch, Adam, normalised MSE).
 
     Layout and encode rule follow OpenAI's sparse_autoencoder FastAutoencoder
@@ -838,15 +841,17 @@ def train_sae(X: np.ndarray, steps: int = 3000, lr: float = 2e-3,
     latent_bias = torch.nn.Parameter(torch.zeros(n))
     opt = torch.optim.Adam([pre_bias, encoder_w, latent_bias, decoder_w], lr=lr)
 
-    def encode(xb):
+    def encode(xb, kk=k):
         pre = (xb - pre_bias) @ encoder_w.t() + latent_bias
-        vals, idx = pre.topk(k, dim=-1)
+        vals, idx = pre.topk(kk, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
 
     stats_last_nonzero = torch.zeros(n, dtype=torch.long)
     var = ((x - x.mean(0)) ** 2).sum(-1).mean()
+    k0 = k_start or k
     for step in range(steps):
-        lat = encode(x)
+        frac = min(1.0, step / max(1, anneal_frac * steps))
+        lat = encode(x, int(round(k0 + (k - k0) * frac)))
         err = x - (lat @ decoder_w.t() + pre_bias)
         loss = (err ** 2).sum(-1).mean() / var
         with torch.no_grad():

@@ -1,0 +1,249 @@
+"""What one streaming pass over the corpus accumulates for every feature at once, in memory bounded by
+O(features x K + batch): statistics, a histogram of nonzero activations, the top items, the bottom
+items, a uniform sample of firing items (held-out examples for scoring), a global sample of items
+(negatives), and reconstruction error on a row sample. States of shards merge exactly (see topk.py).
+
+Examples are per item: for a sequence corpus (several vector rows per item) an item's activation is
+its peak over positions, remembered with the peak position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autointerp.config import MineConfig
+from autointerp.sae import Encoder
+from autointerp.topk import TopPerFeature, hash_unit, lexsort_groups, rank_in_group
+
+HIST_BINS = 128
+HIST_OFFSET = 80
+"""Histogram bin b counts nonzero activations in [2^((b-80)/4), 2^((b-79)/4)): quarter octaves from
+about 1e-6 to 4,000; values outside fall in the end bins."""
+NEGATIVE_POOL = 8
+"""The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
+
+
+@dataclass
+class Candidates:
+    """Per-(item, feature) aggregates of one batch: item peak activation (and its position) where the
+    feature fires, and item minimum pre-activation (and its position) for features near their bottom."""
+    fire_item: torch.Tensor
+    fire_feature: torch.Tensor
+    fire_value: torch.Tensor
+    fire_position: torch.Tensor
+    low_item: torch.Tensor
+    low_feature: torch.Tensor
+    low_value: torch.Tensor
+    low_position: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list["Candidates"]) -> "Candidates":
+        return Candidates(*(torch.cat([getattr(p, name) for p in parts]) for name in Candidates.__dataclass_fields__))
+
+
+def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, feature, activation) of every nonzero activation in the batch, without a dense scatter for top-k."""
+    if encoder.activation == "topk" and encoder.k is not None:
+        values, features = pre.topk(min(encoder.k, pre.shape[1]), dim=1)
+        rows = torch.arange(pre.shape[0], device=pre.device)[:, None].expand_as(features)
+        keep = values > 0
+        return rows[keep], features[keep], values[keep]
+    acts = encoder.activate(pre)
+    rows, features = acts.nonzero(as_tuple=True)
+    return rows, features, acts[rows, features]
+
+
+def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
+                   features: int) -> torch.Tensor:
+    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature)."""
+    group = item * features + feature
+    order = lexsort_groups(group, key, ident)
+    first = rank_in_group(group[order]) == 0
+    return order[first]
+
+
+class Accumulator:
+    def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device) -> None:
+        self.config, self.features, self.device = config, features, device
+        F = features
+        self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
+        self.act_sum = torch.zeros(F, dtype=torch.float64, device=device)
+        self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
+        self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
+        self.top = TopPerFeature(F, config.n_top, device)
+        self.bottom = TopPerFeature(F, config.n_bottom, device)
+        self.sample = TopPerFeature(F, config.n_top + 4 * config.n_holdout if config.n_holdout else 0, device)
+        pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
+        self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
+        self.pool_items = torch.full((pool,), -1, dtype=torch.int64, device=device)
+        self.pool_firing = torch.zeros((pool, F), dtype=torch.bool, device=device)
+        self.sq_err = torch.zeros((), dtype=torch.float64, device=device)
+        self.rel_err = torch.zeros((), dtype=torch.float64, device=device)
+        self.sum_x = torch.zeros(d_in, dtype=torch.float64, device=device)
+        self.sum_sq = torch.zeros((), dtype=torch.float64, device=device)
+        self.recon_rows = 0
+        self.rows = 0
+        self.skipped = 0
+
+    # --- one batch ---------------------------------------------------------------------------------
+    def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
+                   row_id: torch.Tensor, recon_p: float) -> Candidates:
+        """Encode a batch, update the row-level statistics, and return its per-item candidates.
+        x [B, d]; item, position, row_id [B] (item and position of every row)."""
+        pre = encoder.preacts(x)
+        r, f, v = active_entries(encoder, pre)
+        self.rows += x.shape[0]
+        self.fire_count += torch.bincount(f, minlength=self.features)
+        self.act_sum.index_add_(0, f, v.double())
+        self.max_act.scatter_reduce_(0, f, v.float(), reduce="amax")
+        b = (torch.floor(torch.log2(v.double()) * 4) + HIST_OFFSET).clamp(0, HIST_BINS - 1).long()
+        self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
+        if recon_p > 0:
+            self._reconstruction(encoder, x, pre, row_id, recon_p)
+        fire = best_per_group(item[r], f, v.double(), position[r], self.features)
+        low = self._lows(pre, item, position)
+        return Candidates(item[r][fire], f[fire], v[fire], position[r][fire], *low)
+
+    def _lows(self, pre: torch.Tensor, item: torch.Tensor, position: torch.Tensor):
+        """Per (item, feature) minimum pre-activation, only for features whose batch minimum could enter
+        their bottom-K (after the first batches, few)."""
+        empty = torch.empty(0, dtype=torch.int64, device=pre.device)
+        if self.bottom.k == 0:
+            return empty, empty, empty.float(), empty
+        col_min = pre.min(0).values.double()
+        worst = self.bottom.keys[:, -1]
+        touched = torch.nonzero(-col_min >= worst).flatten()
+        if len(touched) == 0:
+            return empty, empty, empty.float(), empty
+        sub = pre[:, touched]  # [B, U]
+        local = item - item[0]  # items are contiguous within a batch
+        n_items = int(local[-1]) + 1
+        if n_items == sub.shape[0]:  # one row per item
+            lows, low_pos = sub, position[:, None].expand_as(sub)
+        else:
+            index = local[:, None].expand_as(sub)
+            lows = torch.full((n_items, sub.shape[1]), torch.inf, dtype=sub.dtype, device=sub.device)
+            lows.scatter_reduce_(0, index, sub, reduce="amin")
+            at_min = torch.where(sub == lows[local], position[:, None], torch.iinfo(torch.int64).max)
+            low_pos = torch.full(lows.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=sub.device)
+            low_pos.scatter_reduce_(0, index, at_min, reduce="amin")
+        # Every item at or below each touched feature's k-th lowest in this batch (ties kept: exact).
+        kth = lows.kthvalue(min(self.bottom.k, n_items), dim=0).values
+        rows, cols = torch.nonzero(lows <= kth[None, :], as_tuple=True)
+        return item[0] + rows, touched[cols], lows[rows, cols].float(), low_pos[rows, cols]
+
+    def _reconstruction(self, encoder: Encoder, x: torch.Tensor, pre: torch.Tensor, row_id: torch.Tensor,
+                        p: float) -> None:
+        chosen = hash_unit(row_id, torch.zeros_like(row_id), self.config.seed + 1) < p
+        if not bool(chosen.any()):
+            return
+        xs = x[chosen]
+        x_hat = encoder.decode(encoder.activate(pre[chosen]))
+        err = (xs - x_hat).double().pow(2).sum(1)
+        norm = xs.double().pow(2).sum(1)
+        self.sq_err += err.sum()
+        self.rel_err += (err / norm.clamp_min(1e-30)).sum()
+        self.sum_x += xs.double().sum(0)
+        self.sum_sq += norm.sum()
+        self.recon_rows += xs.shape[0]
+
+    def offer(self, c: Candidates, items: torch.Tensor) -> None:
+        """Offer the candidates of complete items (items: every item id the candidates cover)."""
+        self.top.offer(c.fire_feature, c.fire_value, c.fire_item, c.fire_value, c.fire_position)
+        self.bottom.offer(c.low_feature, -c.low_value, c.low_item, c.low_value, c.low_position)
+        if self.sample.k:
+            keys = hash_unit(c.fire_item, c.fire_feature, self.config.seed)
+            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position)
+        if len(self.pool_keys):
+            self._pool(c, items)
+
+    def _pool(self, c: Candidates, items: torch.Tensor) -> None:
+        keys = hash_unit(items, torch.full_like(items, -1), self.config.seed)
+        worst = self.pool_keys[-1]
+        better = (keys > worst) | ((keys == worst) & (items < self.pool_items[-1]))
+        if not bool(better.any()):
+            return
+        new_items, new_keys = items[better], keys[better]
+        firing = torch.zeros((len(new_items), self.features), dtype=torch.bool, device=self.device)
+        where = torch.searchsorted(new_items, c.fire_item)
+        hit = (where < len(new_items)) & (new_items[where.clamp(max=len(new_items) - 1)] == c.fire_item)
+        firing[where[hit], c.fire_feature[hit]] = True
+        self._merge_pool(new_keys, new_items, firing)
+
+    def _merge_pool(self, keys: torch.Tensor, items: torch.Tensor, firing: torch.Tensor) -> None:
+        all_keys = torch.cat([self.pool_keys, keys])
+        all_items = torch.cat([self.pool_items, items])
+        all_firing = torch.cat([self.pool_firing, firing])
+        order = lexsort_groups(torch.zeros_like(all_items), all_keys,
+                               torch.where(torch.isfinite(all_keys), all_items, torch.iinfo(torch.int64).max))
+        keep = order[: len(self.pool_keys)]
+        self.pool_keys, self.pool_items, self.pool_firing = all_keys[keep], all_items[keep], all_firing[keep]
+
+    # --- shards ------------------------------------------------------------------------------------
+    def merge(self, other: "Accumulator") -> None:
+        self.fire_count += other.fire_count
+        self.act_sum += other.act_sum
+        self.max_act = torch.maximum(self.max_act, other.max_act)
+        self.hist += other.hist
+        for name in ("top", "bottom", "sample"):
+            getattr(self, name).merge(getattr(other, name))
+        filled = torch.isfinite(other.pool_keys)
+        self._merge_pool(other.pool_keys[filled], other.pool_items[filled], other.pool_firing[filled])
+        for name in ("sq_err", "rel_err", "sum_x", "sum_sq"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.recon_rows += other.recon_rows
+        self.rows += other.rows
+        self.skipped += other.skipped
+
+    _TENSORS = ("fire_count", "act_sum", "max_act", "hist", "pool_keys", "pool_items", "pool_firing",
+                "sq_err", "rel_err", "sum_x", "sum_sq")
+
+    def state(self) -> dict:
+        out = {name: getattr(self, name).cpu() for name in self._TENSORS}
+        out |= {name: getattr(self, name).state() for name in ("top", "bottom", "sample")}
+        out |= {"recon_rows": self.recon_rows, "rows": self.rows, "skipped": self.skipped}
+        return out
+
+    def load(self, state: dict) -> None:
+        for name in self._TENSORS:
+            setattr(self, name, state[name].to(self.device))
+        for name in ("top", "bottom", "sample"):
+            setattr(self, name, TopPerFeature.from_state(state[name], self.device))
+        self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
+
+    # --- results -----------------------------------------------------------------------------------
+    def fve(self) -> float:
+        n = max(self.recon_rows, 1)
+        total_var = self.sum_sq.item() - self.sum_x.pow(2).sum().item() / n
+        return 1.0 - self.sq_err.item() / total_var if total_var > 0 else float("nan")
+
+    def normalized_l2(self) -> float:
+        """Mean over the sampled rows of ||x - x_hat||^2 / ||x||^2."""
+        return self.rel_err.item() / max(self.recon_rows, 1)
+
+    def histogram(self, feature: int) -> dict | None:
+        counts = self.hist[feature * HIST_BINS:(feature + 1) * HIST_BINS]
+        nonzero = torch.nonzero(counts).flatten()
+        if len(nonzero) == 0:
+            return None
+        lo, hi = int(nonzero[0]), int(nonzero[-1])
+        return {"first_bin": lo - HIST_OFFSET, "bins_per_octave": 4, "counts": counts[lo:hi + 1].tolist()}
+
+    def negatives(self) -> dict[int, list[int]]:
+        """Per feature, n_negative items of the global sample where it never fires, in a per-feature
+        random order."""
+        n = self.config.n_negative
+        filled = torch.isfinite(self.pool_keys)
+        items, firing = self.pool_items[filled], self.pool_firing[filled]
+        if n == 0 or len(items) == 0:
+            return {}
+        features = torch.arange(self.features, device=self.device)
+        keys = hash_unit(items[:, None], features[None, :], self.config.seed + 2)  # [P, F]
+        keys = torch.where(firing, torch.inf, keys)
+        take = min(n, len(items))
+        order = keys.topk(take, dim=0, largest=False)
+        chosen = items[order.indices]  # [take, F]
+        valid = torch.isfinite(order.values)
+        return {f: chosen[:, f][valid[:, f]].tolist() for f in range(self.features)}

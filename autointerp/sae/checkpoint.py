@@ -1,0 +1,223 @@
+"""Reading checkpoint files safely, and checking their tensors by name and shape.
+
+A checkpoint is untrusted input: pickled files load with `torch.load(weights_only=True)`, and full
+unpickling happens only when the user passed --trust-pickle. Every problem becomes one `InputError`
+line naming the file, the tensor, and what was expected against what was found.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autointerp.errors import InputError
+
+TRUST_FIX = "pass --trust-pickle (or set [sae] trust_pickle = true) only if you trust where the file came from"
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"autointerp: warning: {message}", file=sys.stderr)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def read_json(path: Path, what: str = "SAE config") -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{what} {path} cannot be read ({first_line(exc)}): restore the checkpoint's "
+                         f"{path.name}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path} holds a JSON {type(data).__name__}, expected an object: restore the "
+                         f"checkpoint's {path.name}")
+    return data
+
+
+def _torch_load(path: Path, weights_only: bool, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+    except RuntimeError as exc:
+        if mmap and "mmap" in str(exc):  # the legacy (non-zip) format cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+        raise
+
+
+def load_pickled(path: Path, trust_pickle: bool) -> Any:
+    """A torch.save file: tensors and plain containers only, unless the user trusts the file."""
+    if trust_pickle:
+        warn(f"loading {path} with full unpickling (--trust-pickle): any code inside the file runs")
+    try:
+        obj = _torch_load(path, weights_only=not trust_pickle, mmap=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it needs {found.group(1)})" if found else ""
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise InputError(f"SAE weights {path} hold pickled Python objects that a safe load refuses{what}: "
+                             f"{TRUST_FIX}") from None
+        raise InputError(f"SAE weights {path} cannot be unpickled ({first_line(exc)}): the file is corrupt or "
+                         f"not a torch.save checkpoint") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, ImportError) as exc:
+        raise InputError(f"SAE weights {path} cannot be loaded ({first_line(exc)}): the file is truncated, "
+                         f"corrupt or not a torch.save checkpoint") from None
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    return obj
+
+
+def peek_pickled(path: Path) -> Mapping[str, Any] | None:
+    """The top-level mapping of a torch.save file, memory-mapped; None when it cannot be read safely."""
+    try:
+        obj = _torch_load(path, weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (detection only: the loader reports the real error)
+        return None
+    return obj if isinstance(obj, Mapping) else None
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"SAE weights {path} cannot be loaded ({first_line(exc)}): the file is truncated, "
+                         f"corrupt or not safetensors") from None
+
+
+def load_npz(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: torch.from_numpy(np.ascontiguousarray(data[key])) for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"SAE weights {path} cannot be loaded ({first_line(exc)}): the file is truncated, "
+                         f"corrupt or not a numpy .npz") from None
+
+
+def config_and_weights(path: Path, config: str, weights: str) -> bool:
+    """Whether `path` is a folder holding both files, or the weights file itself beside the config."""
+    folder = path if path.is_dir() else path.parent
+    return (path.is_dir() or path.name == weights) and (folder / config).is_file() and (folder / weights).is_file()
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+Dim = int | str
+
+
+class Tensors:
+    """The tensors of one weights file, fetched by name and checked against symbolic shapes.
+
+    Dimensions are named ("d_in", "d_sae"); a name is bound by the config (`bind`) or by the first
+    tensor that uses it, and every later tensor must agree. Tensors come back as float32."""
+
+    def __init__(self, state: Any, file: Path, layout: str) -> None:
+        if not isinstance(state, Mapping):
+            raise InputError(f"SAE weights {file} hold a {type(state).__name__}, expected a mapping of tensor names "
+                             f"to tensors: not the {layout} layout")
+        self.state, self.file, self.layout = state, file, layout
+        self.dims: dict[str, tuple[int, str]] = {}
+        self.used: set[str] = set()
+
+    def bind(self, name: str, value: Any, source: str) -> None:
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{source} = {value!r} is not an integer: fix the checkpoint's config") from None
+        self.dims[name] = (size, source)
+
+    def has(self, *keys: str) -> bool:
+        return all(key in self.state for key in keys)
+
+    def get(self, key: str, shape: tuple[Dim, ...]) -> torch.Tensor:
+        if key not in self.state:
+            found = ", ".join(sorted(map(str, self.state))[:12]) or "nothing"
+            raise InputError(f"SAE weights {self.file} lack the tensor {key!r} (found: {found}): not a complete "
+                             f"{self.layout} checkpoint")
+        value = self.state[key]
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"SAE weights {self.file}: {key} is a {type(value).__name__}, expected a tensor: not "
+                             f"the {self.layout} layout")
+        self._check_shape(key, tuple(value.shape), shape)
+        self.used.add(key)
+        return value.detach().to(torch.float32)
+
+    def _check_shape(self, key: str, found: tuple[int, ...], shape: tuple[Dim, ...]) -> None:
+        if len(found) == len(shape):
+            pending: dict[str, int] = {}
+            for size, dim in zip(found, shape):
+                want = dim if isinstance(dim, int) else self.dims.get(dim, (pending.get(dim, size), ""))[0]
+                if size != want:
+                    break
+                if isinstance(dim, str):
+                    pending[dim] = size
+            else:
+                for name, size in pending.items():
+                    self.dims.setdefault(name, (size, f"{key} in {self.file.name}"))
+                return
+        expected = tuple(d if isinstance(d, int) else self.dims.get(d, ("?", ""))[0] for d in shape)
+        names = "[" + ", ".join(map(str, shape)) + "]"
+        sources = sorted({self.dims[d][1] for d in shape if isinstance(d, str) and d in self.dims})
+        why = f"{names}, sizes from {', '.join(sources)}" if sources else names
+        orientation = ""
+        if len(found) == 2 == len(expected):
+            orientation = (", its transpose (another orientation than this layout's)" if found[::-1] == expected
+                           else ", matching neither orientation")
+        raise InputError(f"SAE weights {self.file}: {key} has shape {found}, expected {expected} ({why}){orientation}: "
+                         f"the config and weights do not belong together, or this is not the {self.layout} layout")
+
+    def optional(self, key: str, shape: tuple[Dim, ...]) -> torch.Tensor | None:
+        return self.get(key, shape) if key in self.state else None
+
+    def scalar(self, key: str) -> float | None:
+        """A number stored as a 0-d or 1-element tensor or a plain int/float; None when absent."""
+        value = self.state.get(key)
+        if value is None:
+            return None
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return float(value.item())
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"SAE weights {self.file}: {key} is {type(value).__name__} "
+                         f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, expected one number: "
+                         f"not the {self.layout} layout")
+
+    def dim(self, name: str) -> int:
+        return self.dims[name][0]
+
+    def dtype(self, key: str) -> str:
+        return dtype_name(self.state[key])
+
+    def count(self, keys: tuple[str, ...] | None = None) -> int:
+        """Parameters in the named tensors (default: every tensor fetched so far)."""
+        return sum(self.state[key].numel() for key in (keys if keys is not None else self.used)
+                   if isinstance(self.state.get(key), torch.Tensor))
+
+
+def config_int(config: Mapping[str, Any], key: str, path: Path, fix: str) -> int:
+    """An integer config entry, or a one-line error naming the file, the key and the fix."""
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
+        found = "missing" if key not in config else f"{value!r}"
+        raise InputError(f"SAE config {path}: {key} is {found}, expected a positive integer: {fix}")
+    return int(value)
+
+
+def check_k(k: int, d_sae: int, source: str) -> int:
+    if not 0 < k <= d_sae:
+        raise InputError(f"{source}: k = {k} but the SAE has {d_sae} features: k must be between 1 and d_sae")
+    return k

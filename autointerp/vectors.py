@@ -1,0 +1,178 @@
+"""Activation vectors on disk, read in row ranges without loading the whole corpus.
+
+A source is one file or several (a list or a glob, concatenated in order): .npy (memory-mapped),
+.safetensors (one 2-D tensor, sliced lazily), or Parquet (a list/array column of floats, as datasets
+store an embedding column; read one row group at a time).
+"""
+
+from __future__ import annotations
+
+import glob
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from autointerp.errors import InputError
+
+
+class _Reader(Protocol):
+    rows: int
+    dim: int
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+
+class _Npy:
+    def __init__(self, path: Path) -> None:
+        try:
+            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"corpus vectors {path} cannot be read ({exc}): the file is corrupt or not a .npy array") from None
+        if self.array.ndim != 2 or not np.issubdtype(self.array.dtype, np.floating):
+            raise InputError(f"corpus vectors {path} has shape {self.array.shape} and dtype {self.array.dtype}: "
+                             f"expected a 2-D float array [rows, dim]")
+        self.rows, self.dim = self.array.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.array(self.array[start:stop], dtype=np.float32)
+
+
+class _Safetensors:
+    def __init__(self, path: Path, key: str) -> None:
+        from safetensors import SafetensorError, safe_open
+        try:
+            self.handle = safe_open(str(path), framework="np")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"corpus vectors {path} cannot be read ({exc}): not a valid .safetensors file") from None
+        keys = list(self.handle.keys())
+        if not key:
+            if len(keys) != 1:
+                raise InputError(f"corpus vectors {path} holds tensors {keys}: name one with [corpus] vectors_key")
+            key = keys[0]
+        if key not in keys:
+            raise InputError(f"corpus vectors {path} has no tensor {key!r} (found {keys}): fix [corpus] vectors_key")
+        self.slice = self.handle.get_slice(key)
+        shape = self.slice.get_shape()
+        if len(shape) != 2:
+            raise InputError(f"corpus vectors {path}: tensor {key!r} has shape {shape}: expected [rows, dim]")
+        self.rows, self.dim = shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.slice[start:stop], dtype=np.float32)
+
+
+class _Parquet:
+    def __init__(self, path: Path, column: str) -> None:
+        import pyarrow.parquet as pq
+        try:
+            self.file = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise InputError(f"corpus vectors {path} cannot be read ({exc}): not a valid Parquet file") from None
+        schema = self.file.schema_arrow
+        lists = [f.name for f in schema if str(f.type).startswith(("list", "large_list", "fixed_size_list"))]
+        if not column:
+            if len(lists) != 1:
+                raise InputError(f"corpus vectors {path} has list columns {lists}: name one with [corpus] vectors_column")
+            column = lists[0]
+        if column not in schema.names:
+            raise InputError(f"corpus vectors {path} has no column {column!r} (columns: {schema.names}): fix [corpus] vectors_column")
+        self.column = column
+        meta = self.file.metadata
+        self.group_rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        self.group_starts = np.concatenate([[0], np.cumsum(self.group_rows)]).astype(int).tolist()
+        self.rows = self.group_starts[-1]
+        self.dim = len(self._group(0)[0]) if self.rows else 0
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def _group(self, index: int) -> np.ndarray:
+        if self._cache is not None and self._cache[0] == index:
+            return self._cache[1]
+        table = self.file.read_row_group(index, columns=[self.column])
+        values = table.column(0).combine_chunks()
+        flat = np.asarray(values.flatten(), dtype=np.float32)
+        array = flat.reshape(len(values), -1) if len(values) else flat.reshape(0, 0)
+        self._cache = (index, array)
+        return array
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        group = bisect_right(self.group_starts, start) - 1
+        while start < stop:
+            data = self._group(group)
+            offset = start - self.group_starts[group]
+            take = min(stop - start, len(data) - offset)
+            parts.append(data[offset:offset + take])
+            start += take
+            group += 1
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+
+@dataclass
+class VectorSource:
+    """Rows of one or more vector files, addressed as one array."""
+    paths: list[Path]
+    readers: list[_Reader]
+    starts: list[int]
+
+    @property
+    def rows(self) -> int:
+        return self.starts[-1]
+
+    @property
+    def dim(self) -> int:
+        return self.readers[0].dim
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as a float32 array."""
+        stop = min(stop, self.rows)
+        parts = []
+        index = bisect_right(self.starts, start) - 1
+        while start < stop:
+            local = start - self.starts[index]
+            take = min(stop - start, self.readers[index].rows - local)
+            if take > 0:
+                parts.append(self.readers[index].read(local, local + take))
+                start += take
+            index += 1
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
+def expand(spec: str | Path | list) -> list[Path]:
+    """A path, a glob pattern, or a list of either, as a sorted list of files."""
+    items = spec if isinstance(spec, list) else [spec]
+    paths: list[Path] = []
+    for item in items:
+        text = str(item)
+        if any(ch in text for ch in "*?["):
+            matched = sorted(glob.glob(text))
+            if not matched:
+                raise InputError(f"corpus vectors pattern {text} matches no file: fix [corpus] vectors")
+            paths += [Path(m) for m in matched]
+        else:
+            paths.append(Path(text))
+    return paths
+
+
+def open_vectors(spec: str | Path | list, key: str = "", column: str = "") -> VectorSource:
+    paths = expand(spec)
+    readers: list[_Reader] = []
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"corpus vectors {path} not found: set [corpus] vectors to existing .npy, .safetensors or .parquet files")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            readers.append(_Npy(path))
+        elif suffix == ".safetensors":
+            readers.append(_Safetensors(path, key))
+        elif suffix == ".parquet":
+            readers.append(_Parquet(path, column))
+        else:
+            raise InputError(f"corpus vectors {path}: unsupported format {suffix!r}: use .npy, .safetensors or .parquet")
+    dims = {r.dim for r in readers if r.rows}
+    if len(dims) > 1:
+        raise InputError(f"corpus vector files disagree on the dimension ({sorted(dims)}): all shards must have the same width")
+    starts = np.concatenate([[0], np.cumsum([r.rows for r in readers])]).astype(int).tolist()
+    return VectorSource(paths, readers, starts)

@@ -1,0 +1,138 @@
+"""What every format shares: detection, the format override, safe loading of untrusted files,
+one-line errors for broken checkpoints, precision, and the config's list of formats."""
+
+from typing import get_args
+
+import pytest
+import torch
+
+from autointerp.config import SAEConfig
+from autointerp.errors import InputError
+from autointerp.sae import detect_format, formats, load_sae
+from tests.sae.writers import (D, F, write_dictionary_learning, write_gemma_scope, write_majestrino, write_saelens,
+                               write_sparsify, write_topk_pt)
+
+LAYOUTS = {
+    "majestrino": lambda root: (write_majestrino(root), root)[1],
+    "dictionary_learning": lambda root: (write_dictionary_learning(root, "BatchTopKSAE"), root)[1],
+    "topk_pt": lambda root: (write_topk_pt(root / "sae_weights.pt"), root)[1],
+    "saelens": lambda root: (write_saelens(root, "jumprelu"), root)[1],
+    "sparsify": lambda root: (write_sparsify(root), root)[1],
+    "gemma_scope": lambda root: (write_gemma_scope(root), root)[1],
+}
+WEIGHTS = {"majestrino": "model/state_dict.pth", "dictionary_learning": "ae.pt", "topk_pt": "sae_weights.pt",
+           "saelens": "sae_weights.safetensors", "sparsify": "sae.safetensors", "gemma_scope": "params.npz"}
+
+
+def one_line_error(call, match: str) -> str:
+    with pytest.raises(InputError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_the_config_offers_exactly_the_registered_formats():
+    assert set(get_args(SAEConfig.model_fields["format"].annotation)) == {"auto", *formats()}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_detection_picks_the_format_from_the_files(tmp_path, name):
+    root = LAYOUTS[name](tmp_path / "sae")
+    assert detect_format(root).name == name
+    assert detect_format(root / WEIGHTS[name]).name == name
+    encoder = load_sae(root)
+    assert encoder.format == name and (encoder.d_in, encoder.d_sae) == (D, F)
+    assert load_sae(root, name).fingerprint() == encoder.fingerprint()
+    others = [other for other in LAYOUTS if other != name]
+    one_line_error(lambda: load_sae(root, others[0]), "no checkpoint found|not a recognized layout")
+
+
+def test_unknown_layouts_and_missing_paths(tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(lambda: load_sae(tmp_path / "empty"), r"no checkpoint found .*expected majestrino")
+    one_line_error(lambda: load_sae(tmp_path / "nope"), "does not exist")
+    (tmp_path / "notes.txt").write_text("hi")
+    one_line_error(lambda: load_sae(tmp_path / "notes.txt"), "not a recognized layout")
+    one_line_error(lambda: load_sae(tmp_path / "empty", "caffe"), "SAE format 'caffe' is not supported")
+    one_line_error(lambda: load_sae(tmp_path / "empty", precision="int8"), "precision 'int8' is not supported")
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_a_truncated_weights_file_is_one_line(tmp_path, name):
+    root = LAYOUTS[name](tmp_path / "sae")
+    weights = root / WEIGHTS[name]
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    message = one_line_error(lambda: load_sae(root, name), "cannot be loaded|cannot be unpickled")
+    assert str(weights) in message
+
+
+def test_a_missing_tensor_is_named(tmp_path):
+    write_topk_pt(tmp_path / "sae.pt")
+    checkpoint = torch.load(tmp_path / "sae.pt", weights_only=True)
+    del checkpoint["model_state_dict"]["b_enc"]
+    torch.save(checkpoint, tmp_path / "sae.pt")
+    one_line_error(lambda: load_sae(tmp_path / "sae.pt"), r"sae\.pt lack the tensor 'b_enc' \(found: W_dec, W_enc")
+
+
+def test_a_majestrino_config_that_disagrees_with_the_weights(tmp_path):
+    write_majestrino(tmp_path / "sae")
+    (tmp_path / "sae" / "model" / "config.json").write_text('{"n_dirs_local": 40, "d_model": 16, "k": 5}')
+    one_line_error(lambda: load_sae(tmp_path / "sae"), r"encoder\.weight has shape \(40, 12\), expected \(40, 16\)")
+    (tmp_path / "sae" / "model" / "config.json").write_text('{"n_dirs_local": 40, "d_model": 12}')
+    one_line_error(lambda: load_sae(tmp_path / "sae"), r"config\.json: k is missing, expected a positive integer")
+
+
+class Pickled:
+    """An arbitrary Python object inside a checkpoint: what a safe load must refuse."""
+
+
+def test_pickled_objects_need_trust_pickle(tmp_path, capsys):
+    write_topk_pt(tmp_path / "a" / "sae.pt")
+    state = torch.load(tmp_path / "a" / "sae.pt", weights_only=True)
+    state["extra"] = Pickled()
+    torch.save(state, tmp_path / "a" / "sae.pt")
+    message = one_line_error(lambda: load_sae(tmp_path / "a"), r"pickled Python objects .*--trust-pickle")
+    assert "Pickled" in message
+    assert load_sae(tmp_path / "a", trust_pickle=True).format == "topk_pt"
+    assert "full unpickling" in capsys.readouterr().err
+
+
+def test_a_pickled_module_loads_only_with_trust_pickle(tmp_path):
+    write_dictionary_learning(tmp_path / "sae", "AutoEncoder")
+    state = torch.load(tmp_path / "sae" / "ae.pt", weights_only=True)
+    module = torch.nn.Module()
+    module.encoder = torch.nn.Linear(D, F)
+    module.decoder = torch.nn.Linear(F, D, bias=False)
+    module.bias = torch.nn.Parameter(state["bias"])
+    torch.save(module, tmp_path / "sae" / "ae.pt")
+    one_line_error(lambda: load_sae(tmp_path / "sae"), "--trust-pickle")
+    assert load_sae(tmp_path / "sae", trust_pickle=True).variant == "AutoEncoder"
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_half_precision_encodes_close_to_float32(tmp_path, precision):
+    write_saelens(tmp_path / "sae", "standard")
+    full, half = load_sae(tmp_path / "sae"), load_sae(tmp_path / "sae", precision=precision)
+    assert half.W_enc.dtype == getattr(torch, precision) and half.precision == precision
+    x = torch.randn(32, D)
+    got, want = half.activate(half.preacts(x)), full.activate(full.preacts(x))
+    assert got.dtype == torch.float32 and half.decode(got).dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.05)
+
+
+def test_encoders_move_between_devices_and_keep_their_fingerprint(tmp_path):
+    write_gemma_scope(tmp_path / "sae")
+    encoder = load_sae(tmp_path / "sae")
+    moved = encoder.to("cpu")
+    assert moved.fingerprint() == encoder.fingerprint() and moved.thresholds is not None
+
+
+def test_decode_of_a_normalizing_sae_needs_its_input_rows(tmp_path):
+    from tests.sae.test_sae_saelens import V6
+    write_saelens(tmp_path / "sae", "standard", {**V6, "architecture": "standard",
+                                                 "normalize_activations": "layer_norm"})
+    encoder = load_sae(tmp_path / "sae")
+    with pytest.raises(ValueError, match="needs the input rows"):
+        encoder.decode(torch.zeros(3, F))
+    x = torch.randn(3, D)
+    assert encoder.decode(torch.zeros(3, F), x).shape == (3, D)
