@@ -140,7 +140,7 @@ class Accumulator:
         if not bool(chosen.any()):
             return
         xs = x[chosen]
-        x_hat = encoder.decode(encoder.activate(pre[chosen]))
+        x_hat = encoder.decode(encoder.activate(pre[chosen]), xs)
         err = (xs - x_hat).double().pow(2).sum(1)
         norm = xs.double().pow(2).sum(1)
         self.sq_err += err.sum()

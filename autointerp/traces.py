@@ -46,13 +46,17 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
                 begin += 1
             rows = torch.cat([torch.from_numpy(corpus.vectors.read(int(corpus.first_row[i]) + lo, int(corpus.first_row[i]) + hi))
                               for i, (lo, hi, _) in zip(chunk, spans)]).to(device)
-            acts = enc.activate(enc.preacts(rows)).cpu()
+            finite = torch.isfinite(rows).all(dim=1)
+            acts = torch.full((rows.shape[0], enc.d_sae), torch.nan, device=device)
+            acts[finite] = enc.activate(enc.preacts(rows[finite]))
+            acts = acts.cpu()
             for item, (lo, hi, offset) in zip(chunk, spans):
                 meta = corpus.items[item]
                 for f, peak in wanted[item]:
                     s, e = max(lo, peak - w), min(hi, peak + w + 1)
                     window = {"trace_start": s,
-                              "trace": [round(v, 5) for v in acts[offset + s - lo:offset + e - lo, f].tolist()]}
+                              "trace": [None if v != v else round(v, 5)  # a skipped NaN/Inf row: no value
+                                        for v in acts[offset + s - lo:offset + e - lo, f].tolist()]}
                     if corpus.frame_seconds and meta.audio:
                         base = meta.start or 0.0
                         window |= {"start": round(base + s * corpus.frame_seconds, 4),

@@ -84,8 +84,8 @@ class _Parquet:
         self.group_rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.group_starts = np.concatenate([[0], np.cumsum(self.group_rows)]).astype(int).tolist()
         self.rows = self.group_starts[-1]
-        self.dim = len(self._group(0)[0]) if self.rows else 0
         self._cache: tuple[int, np.ndarray] | None = None
+        self.dim = self._group(0).shape[1] if self.rows else 0
 
     def _group(self, index: int) -> np.ndarray:
         if self._cache is not None and self._cache[0] == index:

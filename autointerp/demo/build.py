@@ -598,7 +598,7 @@ F0_BINS = np.log2(np.geomspace(70.0, 360.0, 8))
 
 def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                np.ndarray]:
-    """Fixed-length summary vector of one clip (171 numbers), plus the
+    """Fixed-length summary vector of one clip (170 numbers), plus the
     clip's MFCC and log-mel frames (active frames only)."""
     fa = frame_analysis(x)
     act = fa["active"]
@@ -666,8 +666,14 @@ def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
               _peak_rate(band, 7, 3.0, span),
               (sp[m] * fr[m]).sum() / (sp[m].sum() + 1e-9),
               flux[act[1:]].mean() if act[1:].any() else 0.0,
-              dur, np.log(dur), span,
               env[act].std(), (~act).mean(), rms[act].mean()]
+    # spectral trend over the clip (rising vs falling sweeps, intonation):
+    # correlation of the log spectral centroid with time
+    tt = np.arange(len(act))[act].astype(np.float64)
+    lc = np.log(fa["centroid"][act] + 1.0)
+    trend = [np.corrcoef(tt, lc)[0, 1] if lc.std() > 1e-6 and tt.std() > 0
+             else 0.0,
+             np.polyfit(tt * HOP / SR, lc, 1)[0] if tt.std() > 0 else 0.0]
 
     return np.concatenate([
         lm_rel.mean(axis=0),   # 40 long-term spectral envelope
@@ -677,7 +683,7 @@ def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         mf_v[1:], mf_u[1:],    # 24 voiced / unvoiced timbre
         spectral,              # 11
         pitch, hist, voicing,  # 21
-        rhythm,                # 11
+        rhythm, trend,         # 8 + 2
     ]), mf, lm
 
 
