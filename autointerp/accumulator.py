@@ -15,7 +15,8 @@ import torch
 
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
-from autointerp.topk import TopPerFeature, hash_unit, lexsort_groups, rank_in_group
+from autointerp.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
+                             lexsort_groups, rank_in_group)
 
 HIST_BINS = 128
 HIST_OFFSET = 80
@@ -101,60 +102,85 @@ class Accumulator:
         b = (torch.floor(torch.log2(v.double()) * 4) + HIST_OFFSET).clamp(0, HIST_BINS - 1).long()
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
-            self._reconstruction(encoder, x, pre, row_id, recon_p)
-        fire = best_per_group(item[r], f, v.double(), position[r], self.features)
+            self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
+        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
+            fire = best_per_group(item[r], f, v.double(), position[r], self.features)
+            r, f, v = r[fire], f[fire], v[fire]
         low = self._lows(pre, item, position)
-        return Candidates(item[r][fire], f[fire], v[fire], position[r][fire], *low)
+        return Candidates(item[r], f, v, position[r], *low)
 
     def _lows(self, pre: torch.Tensor, item: torch.Tensor, position: torch.Tensor):
-        """Per (item, feature) minimum pre-activation, only for features whose batch minimum could enter
-        their bottom-K (after the first batches, few)."""
+        """Per (item, feature) minimum pre-activation, only where it could enter the feature's bottom-K:
+        entries at or below the current K-th lowest (a cheap column minimum finds the features concerned;
+        after the first batches they are few). A feature whose bottom is still unfilled takes its K
+        lowest items of the batch instead."""
         empty = torch.empty(0, dtype=torch.int64, device=pre.device)
         if self.bottom.k == 0:
             return empty, empty, empty.float(), empty
-        col_min = pre.min(0).values.double()
-        worst = self.bottom.keys[:, -1]
-        touched = torch.nonzero(-col_min >= worst).flatten()
+        worst = self.bottom.worst()
+        unfilled_all = worst == EMPTY
+        threshold = torch.where(unfilled_all, torch.inf, -key_float(worst >> 32))  # K-th lowest so far
+        touched = torch.nonzero(torch.amin(pre, dim=0) <= threshold).flatten()
         if len(touched) == 0:
             return empty, empty, empty.float(), empty
-        sub = pre[:, touched]  # [B, U]
+        unfilled = unfilled_all[touched]
+        rows, cols = [], []
+        if bool(unfilled.any()):
+            r, c = self._lowest_items(pre, touched[unfilled], item)
+            rows.append(r)
+            cols.append(touched[unfilled][c])
+        if not bool(unfilled.all()):
+            limit = torch.where(unfilled_all, -torch.inf, threshold)  # unfilled ones were handled above
+            r, c = torch.nonzero(pre <= limit[None, :], as_tuple=True)
+            rows.append(r)
+            cols.append(c)
+        rows, features = torch.cat(rows), torch.cat(cols)
+        values = pre[rows, features]
+        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's lowest
+            best = best_per_group(item[rows], features, -values.double(), position[rows], self.features)
+            rows, features, values = rows[best], features[best], values[best]
+        return item[rows], features, values.float(), position[rows]
+
+    def _lowest_items(self, pre: torch.Tensor, columns: torch.Tensor, item: torch.Tensor):
+        """(row, column index) of every row whose item is at or below the K-th lowest item of the batch."""
+        sub = pre[:, columns].T.contiguous()  # [U, B]: row-wise top-k is the fast path
         local = item - item[0]  # items are contiguous within a batch
         n_items = int(local[-1]) + 1
-        if n_items == sub.shape[0]:  # one row per item
-            lows, low_pos = sub, position[:, None].expand_as(sub)
+        k = min(self.bottom.k, n_items)
+        if n_items == sub.shape[1]:
+            kth = sub.topk(k, dim=1, largest=False).values[:, -1]
         else:
-            index = local[:, None].expand_as(sub)
-            lows = torch.full((n_items, sub.shape[1]), torch.inf, dtype=sub.dtype, device=sub.device)
-            lows.scatter_reduce_(0, index, sub, reduce="amin")
-            at_min = torch.where(sub == lows[local], position[:, None], torch.iinfo(torch.int64).max)
-            low_pos = torch.full(lows.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=sub.device)
-            low_pos.scatter_reduce_(0, index, at_min, reduce="amin")
-        # Every item at or below each touched feature's k-th lowest in this batch (ties kept: exact).
-        kth = lows.kthvalue(min(self.bottom.k, n_items), dim=0).values
-        rows, cols = torch.nonzero(lows <= kth[None, :], as_tuple=True)
-        return item[0] + rows, touched[cols], lows[rows, cols].float(), low_pos[rows, cols]
+            lows = torch.full((sub.shape[0], n_items), torch.inf, dtype=sub.dtype, device=sub.device)
+            lows.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amin")
+            kth = lows.topk(k, dim=1, largest=False).values[:, -1]
+        c, r = torch.nonzero(sub <= kth[:, None], as_tuple=True)
+        return r, c
 
-    def _reconstruction(self, encoder: Encoder, x: torch.Tensor, pre: torch.Tensor, row_id: torch.Tensor,
-                        p: float) -> None:
+    def _reconstruction(self, encoder: Encoder, x: torch.Tensor, entries, row_id: torch.Tensor, p: float) -> None:
+        """Reconstruction error on the rows of a deterministic sample (fraction p), decoded sparsely."""
         chosen = hash_unit(row_id, torch.zeros_like(row_id), self.config.seed + 1) < p
-        if not bool(chosen.any()):
+        n = int(chosen.sum())
+        if n == 0:
             return
+        r, f, v = entries
+        keep = chosen[r]
+        new_index = torch.cumsum(chosen, 0) - 1
         xs = x[chosen]
-        x_hat = encoder.decode(encoder.activate(pre[chosen]), xs)
+        x_hat = encoder.decode_sparse(new_index[r[keep]], f[keep], v[keep], n, xs)
         err = (xs - x_hat).double().pow(2).sum(1)
         norm = xs.double().pow(2).sum(1)
         self.sq_err += err.sum()
         self.rel_err += (err / norm.clamp_min(1e-30)).sum()
         self.sum_x += xs.double().sum(0)
         self.sum_sq += norm.sum()
-        self.recon_rows += xs.shape[0]
+        self.recon_rows += n
 
     def offer(self, c: Candidates, items: torch.Tensor) -> None:
         """Offer the candidates of complete items (items: every item id the candidates cover)."""
-        self.top.offer(c.fire_feature, c.fire_value, c.fire_item, c.fire_value, c.fire_position)
-        self.bottom.offer(c.low_feature, -c.low_value, c.low_item, c.low_value, c.low_position)
+        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
+        self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.sample.k:
-            keys = hash_unit(c.fire_item, c.fire_feature, self.config.seed)
+            keys = hash_key(hash_bits(c.fire_item, c.fire_feature, self.config.seed))
             self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position)
         if len(self.pool_keys):
             self._pool(c, items)

@@ -1,9 +1,11 @@
 """Per-feature top-K selection over sparse candidates, in O(features x K) memory.
 
-Entries are ordered by key descending, then by id ascending, a total order, so the result does not
-depend on batch boundaries or on how a corpus was split into shards: merging two states gives exactly
-the state of one pass. Used for top activations (key = activation), bottom pre-activations
-(key = -pre-activation) and uniform samples (key = a hash of (id, feature)).
+Every entry has a 32-bit key (a float32 activation mapped to an order-preserving integer, or a 32-bit
+hash) and an id (the item); the two are packed into one int64, key in the high half and the
+complement of the id in the low half, so entries are totally ordered by key descending, then id
+ascending. The result therefore does not depend on batch boundaries or on how a corpus was split
+into shards: merging two states gives exactly the state of one pass. Used for top activations,
+bottom pre-activations (the key of -pre) and uniform samples (the key is a hash of (id, feature)).
 """
 
 from __future__ import annotations
@@ -11,17 +13,48 @@ from __future__ import annotations
 import torch
 
 _M32 = 0xFFFFFFFF
+EMPTY = torch.iinfo(torch.int64).min
 
 
-def hash_unit(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
-    """A deterministic uniform float64 in [0, 1) per (id, feature) pair (broadcasting). Integer mixing only."""
+def hash_bits(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
+    """A deterministic uniform 32-bit integer per (id, feature) pair (broadcasting), in int64."""
     h = (ids.to(torch.int64) * 0x9E3779B1 + features.to(torch.int64) * 0x85EBCA77 + seed * 0xC2B2AE3D) & _M32
     h ^= h >> 16
     h = (h * 0x7FEB352D) & _M32
     h ^= h >> 15
     h = (h * 0x846CA68B) & _M32
     h ^= h >> 16
-    return h.to(torch.float64) / 2.0 ** 32
+    return h
+
+
+def hash_unit(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
+    """hash_bits as a uniform float64 in [0, 1)."""
+    return hash_bits(ids, features, seed).to(torch.float64) / 2.0 ** 32
+
+
+def float_key(values: torch.Tensor) -> torch.Tensor:
+    """float32 values as int64 integers in the signed 32-bit range, in the same order."""
+    bits = values.float().contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+
+
+def key_float(keys: torch.Tensor) -> torch.Tensor:
+    """The inverse of float_key."""
+    bits = torch.where(keys >= 0, keys, keys ^ 0x7FFFFFFF).to(torch.int32)
+    return bits.view(torch.float32)
+
+
+def hash_key(bits: torch.Tensor) -> torch.Tensor:
+    """A 32-bit hash as a key in the signed 32-bit range."""
+    return bits - (1 << 31)
+
+
+def pack(keys: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return (keys << 32) + (_M32 - ids)
+
+
+def unpack_ids(packed: torch.Tensor) -> torch.Tensor:
+    return _M32 - (packed & _M32)
 
 
 def lexsort_groups(group: torch.Tensor, key: torch.Tensor, ident: torch.Tensor) -> torch.Tensor:
@@ -34,71 +67,75 @@ def lexsort_groups(group: torch.Tensor, key: torch.Tensor, ident: torch.Tensor) 
 def rank_in_group(sorted_group: torch.Tensor) -> torch.Tensor:
     """For a sorted group vector, each element's position within its group (0, 1, 2, ...)."""
     index = torch.arange(len(sorted_group), device=sorted_group.device)
-    starts = torch.searchsorted(sorted_group, sorted_group, right=False)
-    return index - starts
+    return index - torch.searchsorted(sorted_group, sorted_group, right=False)
 
 
 class TopPerFeature:
-    """For each of F features, the K entries with the largest key: key, id, value and position."""
+    """For each of F features, the K entries with the largest (key, -id): packed key, value, position."""
 
     def __init__(self, features: int, k: int, device: torch.device | str = "cpu") -> None:
         self.k = k
-        self.keys = torch.full((features, k), -torch.inf, dtype=torch.float64, device=device)
-        self.ids = torch.full((features, k), -1, dtype=torch.int64, device=device)
+        self.packed = torch.full((features, k), EMPTY, dtype=torch.int64, device=device)
         self.values = torch.zeros((features, k), dtype=torch.float32, device=device)
         self.positions = torch.full((features, k), -1, dtype=torch.int64, device=device)
 
+    def worst(self) -> torch.Tensor:
+        """Each feature's K-th packed key (EMPTY while it has fewer than K entries)."""
+        return self.packed[:, -1]
+
     def offer(self, features: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
               positions: torch.Tensor | None = None) -> None:
-        """Offer candidate entries (1-D tensors of equal length); each (feature, id) at most once overall."""
+        """Offer candidates (1-D, equal length; keys from float_key or hash_key); each (feature, id) at
+        most once over the whole pass."""
         if self.k == 0 or len(features) == 0:
             return
-        keys = keys.to(torch.float64)
-        worst_key, worst_id = self.keys[features, -1], self.ids[features, -1]
-        better = (keys > worst_key) | ((keys == worst_key) & (ids < worst_id) & torch.isfinite(keys))
+        packed = pack(keys, ids)
+        better = packed > self.packed[features, -1]
         if not bool(better.any()):
             return
-        features, keys, ids, values = features[better], keys[better], ids[better], values[better]
-        positions = positions[better] if positions is not None else torch.full_like(ids, -1)
-        touched = torch.unique(features)
-        k = self.k
-        group = torch.cat([touched.repeat_interleave(k), features])
-        all_keys = torch.cat([self.keys[touched].reshape(-1), keys])
-        all_ids = torch.cat([self.ids[touched].reshape(-1), ids])
-        all_values = torch.cat([self.values[touched].reshape(-1), values.to(torch.float32)])
-        all_positions = torch.cat([self.positions[touched].reshape(-1), positions])
-        # Empty slots (key -inf) sort last: give them the largest id so real entries win ties.
-        all_ids_for_order = torch.where(torch.isfinite(all_keys), all_ids, torch.iinfo(torch.int64).max)
-        order = lexsort_groups(group, all_keys, all_ids_for_order)
-        group = group[order]
+        features, packed, values = features[better], packed[better], values[better].float()
+        positions = positions[better] if positions is not None else torch.full_like(packed, -1)
+        # The best K candidates of each feature: sort by packed key, then (stably) by feature.
+        order = torch.argsort(packed, descending=True)
+        order = order[torch.argsort(features[order], stable=True)]
+        group = features[order]
         rank = rank_in_group(group)
-        keep = rank < k
-        f, r = group[keep], rank[keep]
-        self.keys[f, r] = all_keys[order][keep]
-        self.ids[f, r] = all_ids[order][keep]
-        self.values[f, r] = all_values[order][keep]
-        self.positions[f, r] = all_positions[order][keep]
+        keep = rank < self.k
+        order, group, rank = order[keep], group[keep], rank[keep]
+        touched, slot = torch.unique(group, return_inverse=True)
+        width = 2 * self.k
+        merged = torch.full((len(touched), width), EMPTY, dtype=torch.int64, device=packed.device)
+        merged_values = torch.zeros((len(touched), width), dtype=torch.float32, device=packed.device)
+        merged_positions = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)
+        merged[:, :self.k] = self.packed[touched]
+        merged_values[:, :self.k] = self.values[touched]
+        merged_positions[:, :self.k] = self.positions[touched]
+        merged[slot, self.k + rank] = packed[order]
+        merged_values[slot, self.k + rank] = values[order]
+        merged_positions[slot, self.k + rank] = positions[order]
+        best = merged.topk(self.k, dim=1).indices  # packed keys are distinct: no ties
+        self.packed[touched] = merged.gather(1, best)
+        self.values[touched] = merged_values.gather(1, best)
+        self.positions[touched] = merged_positions.gather(1, best)
 
     def merge(self, other: "TopPerFeature") -> None:
         """Fold another state (e.g. another shard's) into this one."""
-        filled = torch.isfinite(other.keys)
-        features = torch.arange(other.keys.shape[0], device=other.keys.device)[:, None].expand_as(other.keys)
-        self.offer(features[filled], other.keys[filled], other.ids[filled], other.values[filled],
-                   other.positions[filled])
+        filled = other.packed != EMPTY
+        features = torch.arange(other.packed.shape[0], device=other.packed.device)[:, None].expand_as(other.packed)
+        packed = other.packed[filled]
+        self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
     def entries(self, feature: int) -> list[tuple[int, float, int]]:
         """(id, value, position) for one feature, best first, only filled slots."""
-        filled = torch.isfinite(self.keys[feature])
-        return list(zip(self.ids[feature][filled].tolist(), self.values[feature][filled].tolist(),
+        filled = self.packed[feature] != EMPTY
+        return list(zip(unpack_ids(self.packed[feature][filled]).tolist(), self.values[feature][filled].tolist(),
                         self.positions[feature][filled].tolist()))
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys.cpu(), "ids": self.ids.cpu(), "values": self.values.cpu(),
-                "positions": self.positions.cpu()}
+        return {"packed": self.packed.cpu(), "values": self.values.cpu(), "positions": self.positions.cpu()}
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "TopPerFeature":
-        top = cls(state["keys"].shape[0], state["keys"].shape[1], device)
-        top.keys, top.ids = state["keys"].to(device), state["ids"].to(device)
-        top.values, top.positions = state["values"].to(device), state["positions"].to(device)
+        top = cls(state["packed"].shape[0], state["packed"].shape[1], device)
+        top.packed, top.values, top.positions = (state[name].to(device) for name in ("packed", "values", "positions"))
         return top

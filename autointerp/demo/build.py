@@ -2,37 +2,35 @@
 
 What it makes, under ``autointerp/demo/data/``:
 
-* ``clips/clip_NNNN.ogg`` -- ~300 short (0.8-2.5 s) mono 16 kHz Ogg Vorbis
+* ``clips/clip_NNNN.ogg`` -- 320 short (0.8-2.5 s) mono 16 kHz Ogg Vorbis
   clips, all generated locally:
     - speech synthesised with espeak-ng in seven languages (English, French,
       German, Spanish, Italian, Portuguese, Russian; ten short sentences each,
       with an English gloss), male/female voices, slow/normal/fast speed,
       low/normal/high pitch, and whispered vs normal voice;
-    - non-speech from ``sox synth``: pure tones (110 Hz to 6 kHz), white/pink/
+    - non-speech from ``sox synth``: low/mid/high pure tones, white/pink/
       brown noise, rising/falling sweeps;
     - a few "mixed" clips (speech with white, pink or brown noise underneath).
 * ``items.csv`` -- one row per clip (same order as ``vectors.npy``) with the
   columns ``id, audio, start, end, text`` followed by free tag columns
   ``kind, language, voice, style, speed, pitch, sound, gloss``.
 * ``vectors.npy`` -- float32 [N, 64] embeddings from a small deterministic
-  demo encoder written here (numpy feature extraction):
-    - log-mel spectrogram (hand-built 40-band mel filterbank, 25 ms / 10 ms
-      frames) summary statistics, MFCC spread and dynamics, spectral
-      centroid / flatness / roll-off, zero-crossing rate, autocorrelation
-      pitch and voicing, duration / energy / rhythm measures;
-    - a random-Fourier-feature "phonetic texture" embedding of short MFCC
-      windows;
+  demo encoder written here:
+    - numpy summary statistics of each clip: log-mel spectrogram (hand-built
+      40-band mel filterbank, 25 ms / 10 ms frames) per-band mean and spread,
+      MFCC spread and dynamics, spectral centroid / flatness / roll-off and
+      their trend over time, zero-crossing rate, autocorrelation pitch and
+      voicing, energy and rhythm measures;
     - language posteriors from a tiny frame-level language-ID MLP (torch,
       CPU) trained on ~770 *separate* espeak-ng reference clips that are
       synthesised into a temporary folder and not shipped (the corpus
       sentences in other random voices/speeds/pitches, plus random word
       strings).  It stands in for what a pretrained audio encoder knows about
       languages; it never sees the corpus clips or their tags.
-  Each dimension is standardised over the corpus, the groups are weighted,
-  the result is reduced to 64 dimensions (top principal subspace, partially
-  whitened, then a fixed random orthogonal rotation) and each row is
-  L2-normalised, like the Majestrino audio encoder whose outputs are
-  L2-normalised.
+  Each dimension is standardised over the corpus, the result is reduced to
+  64 dimensions (top principal subspace, partially whitened, then a fixed
+  random orthogonal rotation) and each row is L2-normalised, like the
+  Majestrino audio encoder whose outputs are L2-normalised.
 * ``sae/model/config.json`` + ``sae/model/state_dict.pth`` -- a TopK sparse
   autoencoder (k=4, 128 latents) fitted to ``vectors.npy`` with torch on CPU,
   saved in the exact layout of LAION's Majestrino SAE (OpenAI
@@ -495,8 +493,6 @@ def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SR,
 
 
 MEL_FB = mel_filterbank()
-MEL_CENTERS = _mel_to_hz(np.linspace(_hz_to_mel(40.0), _hz_to_mel(SR / 2),
-                                     N_MELS + 2))[1:-1]
 DCT = np.cos(np.pi / N_MELS * (np.arange(N_MELS)[None, :] + 0.5)
              * np.arange(13)[:, None])  # [13, 40] DCT-II (MFCC 0..12)
 
@@ -596,10 +592,9 @@ def _peak_rate(env: np.ndarray, width: int, prominence: float,
 F0_BINS = np.log2(np.geomspace(70.0, 360.0, 8))
 
 
-def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                               np.ndarray]:
+def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fixed-length summary vector of one clip (170 numbers), plus the
-    clip's MFCC and log-mel frames (active frames only)."""
+    clip's log-mel frames (active frames only) for the language-ID head."""
     fa = frame_analysis(x)
     act = fa["active"]
     if act.sum() < 3:
@@ -609,7 +604,6 @@ def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     lm_rel = lm - lm.mean(axis=1, keepdims=True)  # spectral shape, level-free
     mf = mf_all[act]
     dmf = np.abs(np.diff(mf_all, axis=0)).mean(axis=0)
-    dur = x.size / SR
     a0 = int(np.argmax(act))
     a1 = len(act) - int(np.argmax(act[::-1]))
     span = max(0.05, (a1 - a0) * HOP / SR)
@@ -684,7 +678,7 @@ def summary_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         spectral,              # 11
         pitch, hist, voicing,  # 21
         rhythm, trend,         # 8 + 2
-    ]), mf, lm
+    ]), lm
 
 
 def _context(m: np.ndarray, c: int, stride: int) -> np.ndarray:
@@ -754,49 +748,34 @@ def train_language_head(ref_items: list[dict], ref_dir: Path, epochs: int = 8):
     return head
 
 
-GROUP_WEIGHTS = {"texture": 0.5, "language": 2.0}
+LANGUAGE_WEIGHT = 2.0
 
 
 def encode_corpus(items: list[dict], lang_head) -> np.ndarray:
     """Demo encoder: clip features -> standardise -> 64-d -> L2-normalise.
 
-    Three feature groups per clip:
-      * 171 hand-made summary statistics (see ``summary_features``);
-      * a 256-d "phonetic texture" embedding: random Fourier features of
-        short MFCC context windows (per-clip mean removed, so it reflects
-        which sound sequences occur rather than the voice), averaged over the
-        clip -- a kernel mean embedding;
+    Two feature groups per clip:
+      * 170 hand-made summary statistics (see ``summary_features``);
       * 7 language posteriors from the language-ID head (trained on separate
-        reference speech, see ``train_language_head``).
-    Every dimension is standardised over the corpus and the groups are
-    weighted (texture 0.5, language 2.0).  The 64-d map is the corpus's
-    top-64 principal subspace (components scaled by 1/sqrt of their singular
-    value, i.e. partially whitened) followed by a fixed random orthogonal
-    rotation, so the output axes carry no meaning by themselves -- like a real
-    encoder's embedding.
+        reference speech, see ``train_language_head``), weighted x2.
+    Every dimension is standardised over the corpus.  The 64-d map is the
+    corpus's top-64 principal subspace (components scaled by 1/sqrt of their
+    singular value, i.e. partially whitened) followed by a fixed random
+    orthogonal rotation, so the output axes carry no meaning by themselves --
+    like a real encoder's embedding.
     """
-    summaries, ctx_frames, lang = [], [], []
+    summaries, lang = [], []
     for it in items:
-        s, mf, lm = summary_features(load_audio(DATA / it["audio"]))
+        s, lm = summary_features(load_audio(DATA / it["audio"]))
         summaries.append(s)
-        ctx_frames.append(_context(mf[:, 1:] - mf[:, 1:].mean(0), 4, 2))
         lp = lang_head(lm)
         lang.append(np.exp(lp - lp.max()) / np.exp(lp - lp.max()).sum())
     S, P = np.stack(summaries), np.stack(lang)
 
-    rng = np.random.default_rng(SEED + 1)
-    allf = np.concatenate(ctx_frames)
-    mu, sd = allf.mean(0), allf.std(0) + 1e-8
-    W = rng.standard_normal((allf.shape[1], 256)) / np.sqrt(allf.shape[1])
-    b = rng.uniform(0.0, 2 * np.pi, 256)
-    T = np.stack([np.cos(((f - mu) / sd) @ W + b).mean(0) for f in ctx_frames])
-
     def standardise(A):
         return (A - A.mean(0)) / (A.std(0) + 1e-8)
 
-    F = np.concatenate([standardise(S),
-                        GROUP_WEIGHTS["texture"] * standardise(T),
-                        GROUP_WEIGHTS["language"] * standardise(P)], axis=1)
+    F = np.concatenate([standardise(S), LANGUAGE_WEIGHT * standardise(P)], 1)
     _, s, vt = np.linalg.svd(F - F.mean(0), full_matrices=False)
     vt = vt * np.sign(vt[:, :1] + 1e-12)  # deterministic component signs
     Z = (F @ vt[:D_MODEL].T) / np.sqrt(s[:D_MODEL])
@@ -805,8 +784,8 @@ def encode_corpus(items: list[dict], lang_head) -> np.ndarray:
     Q = Q * np.sign(np.diag(R))[None, :]
     V = Z @ Q
     V /= np.linalg.norm(V, axis=1, keepdims=True)
-    print(f"encoder: {S.shape[1]} summary + {T.shape[1]} texture + "
-          f"{P.shape[1]} language dims -> {D_MODEL}")
+    print(f"encoder: {S.shape[1]} summary + {P.shape[1]} language dims "
+          f"-> {D_MODEL}")
     return V.astype(np.float32)
 
 
@@ -814,8 +793,7 @@ def encode_corpus(items: list[dict], lang_head) -> np.ndarray:
 # TopK SAE (OpenAI sparse_autoencoder FastAutoencoder layout)
 # --------------------------------------------------------------------------
 def train_sae(X: np.ndarray, steps: int = 3000, lr: float = 2e-3,
-              enc_scale_sigma: float = 0.5, k_start: int | None = None,
-              anneal_frac: float = 0.6) -> dict:
+              enc_scale_sigma: float = 0.5) -> dict:
     """Fit a TopK SAE to X (full batch, Adam, normalised MSE).
 
     Layout and encode rule follow OpenAI's sparse_autoencoder FastAutoencoder
@@ -847,17 +825,15 @@ def train_sae(X: np.ndarray, steps: int = 3000, lr: float = 2e-3,
     latent_bias = torch.nn.Parameter(torch.zeros(n))
     opt = torch.optim.Adam([pre_bias, encoder_w, latent_bias, decoder_w], lr=lr)
 
-    def encode(xb, kk=k):
+    def encode(xb):
         pre = (xb - pre_bias) @ encoder_w.t() + latent_bias
-        vals, idx = pre.topk(kk, dim=-1)
+        vals, idx = pre.topk(k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
 
     stats_last_nonzero = torch.zeros(n, dtype=torch.long)
     var = ((x - x.mean(0)) ** 2).sum(-1).mean()
-    k0 = k_start or k
     for step in range(steps):
-        frac = min(1.0, step / max(1, anneal_frac * steps))
-        lat = encode(x, int(round(k0 + (k - k0) * frac)))
+        lat = encode(x)
         err = x - (lat @ decoder_w.t() + pre_bias)
         loss = (err ** 2).sum(-1).mean() / var
         with torch.no_grad():

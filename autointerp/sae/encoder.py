@@ -177,6 +177,17 @@ class Encoder:
         out = torch.addmm(self.b_dec, flat, self.W_dec).float().reshape(*acts.shape[:-1], self.d_in)
         return self._denormalize(out, x)
 
+    def decode_sparse(self, rows: torch.Tensor, features: torch.Tensor, values: torch.Tensor, n_rows: int,
+                      x: torch.Tensor | None = None) -> torch.Tensor:
+        """decode() of activations given as (row, feature, value) entries sorted by row, without the dense
+        [n_rows, d_sae] matrix: cost proportional to the number of active entries."""
+        counts = torch.bincount(rows, minlength=n_rows)
+        offsets = torch.cumsum(counts, 0) - counts
+        out = torch.nn.functional.embedding_bag(features, self.W_dec, offsets, mode="sum",
+                                                per_sample_weights=values.to(self.W_dec.dtype))
+        out = (out + self.b_dec).float()
+        return self._denormalize(out, x)
+
     def fingerprint(self) -> str:
         """Identifies the weights and the activation rule (stable for the plain top-k and ReLU layouts)."""
         digest = hashlib.sha256()

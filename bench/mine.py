@@ -1,0 +1,127 @@
+"""Mining benchmark: overhead of the full streaming pass over the bare SAE encode, rows per second,
+and peak memory as the corpus grows 4x. Prints its figures; not part of the test suite.
+
+    python bench/mine.py                      # Majestrino shape: d=768, F=12,288, k=5, N=50,000
+    python bench/mine.py --rows 200000 --device cuda
+
+Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
+reconstruction sample) / time of the bare encode (read the same batches from the same memory-mapped
+file, pre-activations + top-k, results discarded), both measured in this run, alternated, best of 2.
+Peak memory is the max RSS of a child process mining N rows and one mining 4N rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from autointerp.config import MineConfig  # noqa: E402
+from autointerp.corpus import Corpus, ItemRow  # noqa: E402
+from autointerp.mine import Shard, batch_rows, pick_device, plan, run_pass  # noqa: E402
+from autointerp.sae.encoder import Encoder  # noqa: E402
+from autointerp.vectors import open_vectors  # noqa: E402
+
+
+def make_encoder(d: int, F: int, k: int) -> Encoder:
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(d, F, generator=g) / d ** 0.5
+    return Encoder(W_enc=W, b_enc=torch.zeros(F), b_pre=torch.zeros(d), W_dec=W.T.contiguous(), b_dec=torch.zeros(d),
+                   activation="topk", k=k, format="bench", path="bench")
+
+
+def make_vectors(path: Path, rows: int, d: int) -> None:
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, d))
+    rng = np.random.default_rng(0)
+    for lo in range(0, rows, 65536):
+        out[lo:lo + 65536] = rng.standard_normal((min(65536, rows - lo), d), dtype=np.float32)
+    out.flush()
+
+
+def corpus_of(path: Path) -> Corpus:
+    vectors = open_vectors(path)
+    return Corpus(vectors=vectors, items=[ItemRow(key=str(i)) for i in range(vectors.rows)], audio_root=path.parent)
+
+
+def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
+    enc = encoder.to(device)
+    rows = batch_rows(config.batch_size, enc.d_sae, device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for _, _, lo, hi, _ in plan(corpus, 0, len(corpus.items), rows):
+            x = torch.from_numpy(corpus.vectors.read(lo, hi)).to(device)
+            enc.preacts(x).topk(enc.k, dim=1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
+    started = time.perf_counter()
+    run_pass(encoder, corpus, config, device, "reject", Shard(0, 1), None)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def child(args) -> None:
+    encoder = make_encoder(args.dim, args.features, args.k)
+    full_pass(encoder, corpus_of(Path(args.child)), MineConfig(batch_size=args.batch), pick_device(args.device))
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mb": peak_kb / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--features", type=int, default=12_288)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    device = pick_device(args.device)
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"device {device}, torch threads {torch.get_num_threads()}, shape d={args.dim} F={args.features} k={args.k}, "
+          f"N={args.rows:,}, batch {args.batch}")
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp) / "n.npy", Path(tmp) / "4n.npy"
+        make_vectors(small, args.rows, args.dim)
+        encoder = make_encoder(args.dim, args.features, args.k)
+        corpus = corpus_of(small)
+        config = MineConfig(batch_size=args.batch)
+        bare_encode(encoder, corpus_of(small), config, device)  # warm-up: page cache, allocator
+        bare, full = [], []
+        for _ in range(2):
+            bare.append(bare_encode(encoder, corpus, config, device))
+            full.append(full_pass(encoder, corpus, config, device))
+        b, f = min(bare), min(full)
+        print(f"bare encode : {b:8.2f} s  {args.rows / b:12,.0f} rows/s")
+        print(f"full mining : {f:8.2f} s  {args.rows / f:12,.0f} rows/s")
+        print(f"overhead    : {f / b:8.3f}x  (target <= 1.2)")
+        make_vectors(large, 4 * args.rows, args.dim)
+        peaks = []
+        for path in (small, large):
+            out = subprocess.run([sys.executable, __file__, "--child", str(path), "--dim", str(args.dim),
+                                  "--features", str(args.features), "--k", str(args.k), "--batch", str(args.batch),
+                                  "--device", args.device], capture_output=True, text=True, check=True)
+            peaks.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
+        print(f"peak RSS    : N={args.rows:,}: {peaks[0]:,.0f} MB   4N={4 * args.rows:,}: {peaks[1]:,.0f} MB   "
+              f"growth {100 * (peaks[1] / peaks[0] - 1):+.1f}% (target < 10%)")
+
+
+if __name__ == "__main__":
+    main()
