@@ -167,11 +167,11 @@ class Accumulator:
         new_index = torch.cumsum(chosen, 0) - 1
         xs = x[chosen]
         x_hat = encoder.decode_sparse(new_index[r[keep]], f[keep], v[keep], n, xs)
-        err = (xs - x_hat).double().pow(2).sum(1)
-        norm = xs.double().pow(2).sum(1)
+        err = (xs - x_hat).pow(2).sum(1, dtype=torch.float64)
+        norm = xs.pow(2).sum(1, dtype=torch.float64)
         self.sq_err += err.sum()
         self.rel_err += (err / norm.clamp_min(1e-30)).sum()
-        self.sum_x += xs.double().sum(0)
+        self.sum_x += xs.sum(0, dtype=torch.float64)
         self.sum_sq += norm.sum()
         self.recon_rows += n
 

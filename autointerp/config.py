@@ -71,7 +71,7 @@ class MineConfig(Section):
     """Rows encoded per batch (lowered automatically to fit a quarter of the free memory)."""
     seed: int = 0
     """Seed of the hash that draws the random samples (deterministic and shard-mergeable)."""
-    reconstruction_rows: int = Field(65536, ge=0)
+    reconstruction_rows: int = Field(20000, ge=0)
     """Rows (a deterministic random sample) on which FVE and normalized L2 are measured."""
     trace_window: int = Field(32, ge=0)
     """Sequence corpora: positions kept on each side of an example's peak, with their activations."""
