@@ -28,8 +28,10 @@ NEGATIVE_POOL = 8
 
 @dataclass
 class Candidates:
-    """Per-(item, feature) aggregates of one batch: item peak activation (and its position) where the
-    feature fires, and item minimum pre-activation (and its position) for features near their bottom."""
+    """Per-(item, feature) aggregates of one batch: the item's peak activation (and its position) where
+    the feature fires; its minimum pre-activation where that could enter the feature's bottom; its
+    maximum pre-activation at positions where the feature does not fire, where that could enter the
+    feature's hard negatives (near misses)."""
     fire_item: torch.Tensor
     fire_feature: torch.Tensor
     fire_value: torch.Tensor
@@ -38,6 +40,10 @@ class Candidates:
     low_feature: torch.Tensor
     low_value: torch.Tensor
     low_position: torch.Tensor
+    hard_item: torch.Tensor
+    hard_feature: torch.Tensor
+    hard_value: torch.Tensor
+    hard_position: torch.Tensor
 
     @staticmethod
     def cat(parts: list["Candidates"]) -> "Candidates":
@@ -75,6 +81,7 @@ class Accumulator:
         self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
         self.top = TopPerFeature(F, config.n_top, device)
         self.bottom = TopPerFeature(F, config.n_bottom, device)
+        self.near = TopPerFeature(F, config.n_hard, device)
         self.sample = TopPerFeature(F, config.n_top + 4 * config.n_holdout if config.n_holdout else 0, device)
         pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
         self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
@@ -106,54 +113,67 @@ class Accumulator:
         if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
-        low = self._lows(pre, item, position)
-        return Candidates(item[r], f, v, position[r], *low)
+        low = self._extremes(pre, -1, self.bottom, item, position)
+        hard = self._extremes(pre, 1, self.near, item, position, excluded=(r, f))
+        return Candidates(item[r], f, v, position[r], *low, *hard)
 
-    def _lows(self, pre: torch.Tensor, item: torch.Tensor, position: torch.Tensor):
-        """Per (item, feature) minimum pre-activation, only where it could enter the feature's bottom-K:
-        entries at or below the current K-th lowest (a cheap column minimum finds the features concerned;
-        after the first batches they are few). A feature whose bottom is still unfilled takes its K
-        lowest items of the batch instead."""
+    def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
+                  position: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Per (item, feature), the extreme pre-activation (sign -1: lowest, +1: highest, skipping the
+        `excluded` (row, feature) entries), only where it could enter `top`: entries at or beyond the
+        feature's current K-th (a cheap column extreme finds the features concerned; after the first
+        batches they are few). A feature whose `top` is still unfilled takes its K best items of the batch."""
         empty = torch.empty(0, dtype=torch.int64, device=pre.device)
-        if self.bottom.k == 0:
+        if top.k == 0:
             return empty, empty, empty.float(), empty
-        worst = self.bottom.worst()
+        worst = top.worst()
         unfilled_all = worst == EMPTY
-        threshold = torch.where(unfilled_all, torch.inf, -key_float(worst >> 32))  # K-th lowest so far
-        touched = torch.nonzero(torch.amin(pre, dim=0) <= threshold).flatten()
+        threshold = torch.where(unfilled_all, -torch.inf, key_float(worst >> 32))  # in key units: sign * pre
+        column = torch.amax(pre, dim=0) if sign > 0 else -torch.amin(pre, dim=0)
+        touched = torch.nonzero(column >= threshold).flatten()
         if len(touched) == 0:
             return empty, empty, empty.float(), empty
         unfilled = unfilled_all[touched]
         rows, cols = [], []
         if bool(unfilled.any()):
-            r, c = self._lowest_items(pre, touched[unfilled], item)
+            r, c = self._best_items(pre, sign, touched[unfilled], item, top.k, excluded)
             rows.append(r)
             cols.append(touched[unfilled][c])
         if not bool(unfilled.all()):
-            limit = torch.where(unfilled_all, -torch.inf, threshold)  # unfilled ones were handled above
-            r, c = torch.nonzero(pre <= limit[None, :], as_tuple=True)
+            limit = torch.where(unfilled_all, torch.inf, threshold)  # unfilled ones were handled above
+            mask = pre >= limit[None, :] if sign > 0 else pre <= -limit[None, :]
+            if excluded is not None:
+                mask[excluded] = False
+            r, c = torch.nonzero(mask, as_tuple=True)
             rows.append(r)
             cols.append(c)
         rows, features = torch.cat(rows), torch.cat(cols)
         values = pre[rows, features]
-        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's lowest
-            best = best_per_group(item[rows], features, -values.double(), position[rows], self.features)
+        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's extreme
+            best = best_per_group(item[rows], features, sign * values.double(), position[rows], self.features)
             rows, features, values = rows[best], features[best], values[best]
         return item[rows], features, values.float(), position[rows]
 
-    def _lowest_items(self, pre: torch.Tensor, columns: torch.Tensor, item: torch.Tensor):
-        """(row, column index) of every row whose item is at or below the K-th lowest item of the batch."""
-        sub = pre[:, columns].T.contiguous()  # [U, B]: row-wise top-k is the fast path
+    def _best_items(self, pre: torch.Tensor, sign: int, columns: torch.Tensor, item: torch.Tensor, k: int,
+                    excluded: tuple[torch.Tensor, torch.Tensor] | None):
+        """(row, column index) of every row whose item is at or beyond the k-th best item of the batch."""
+        sub = (pre[:, columns] * sign).T.contiguous()  # [U, B]: row-wise top-k is the fast path
+        if excluded is not None and len(excluded[0]):
+            rows, features = excluded
+            slot = torch.full((self.features,), -1, dtype=torch.int64, device=pre.device)
+            slot[columns] = torch.arange(len(columns), device=pre.device)
+            hit = slot[features] >= 0
+            sub[slot[features[hit]], rows[hit]] = -torch.inf
         local = item - item[0]  # items are contiguous within a batch
         n_items = int(local[-1]) + 1
-        k = min(self.bottom.k, n_items)
+        k = min(k, n_items)
         if n_items == sub.shape[1]:
-            kth = sub.topk(k, dim=1, largest=False).values[:, -1]
+            kth = sub.topk(k, dim=1).values[:, -1]
         else:
-            lows = torch.full((sub.shape[0], n_items), torch.inf, dtype=sub.dtype, device=sub.device)
-            lows.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amin")
-            kth = lows.topk(k, dim=1, largest=False).values[:, -1]
-        c, r = torch.nonzero(sub <= kth[:, None], as_tuple=True)
+            best = torch.full((sub.shape[0], n_items), -torch.inf, dtype=sub.dtype, device=sub.device)
+            best.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amax")
+            kth = best.topk(k, dim=1).values[:, -1]
+        c, r = torch.nonzero((sub >= kth[:, None]) & torch.isfinite(sub), as_tuple=True)
         return r, c
 
     def _reconstruction(self, encoder: Encoder, x: torch.Tensor, entries, row_id: torch.Tensor, p: float) -> None:
@@ -175,10 +195,18 @@ class Accumulator:
         self.sum_sq += norm.sum()
         self.recon_rows += n
 
-    def offer(self, c: Candidates, items: torch.Tensor) -> None:
-        """Offer the candidates of complete items (items: every item id the candidates cover)."""
+    def offer(self, c: Candidates, items: torch.Tensor, multi_row: bool = True) -> None:
+        """Offer the candidates of complete items (items: every item id the candidates cover;
+        multi_row: whether some of these items have several vector rows)."""
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
+        if self.near.k:
+            keep = slice(None)
+            if multi_row:  # an item that fires anywhere is not a negative, though it misses elsewhere
+                fired = c.fire_item * self.features + c.fire_feature
+                keep = ~torch.isin(c.hard_item * self.features + c.hard_feature, fired)
+            self.near.offer(c.hard_feature[keep], float_key(c.hard_value[keep]), c.hard_item[keep],
+                            c.hard_value[keep], c.hard_position[keep])
         if self.sample.k:
             keys = hash_key(hash_bits(c.fire_item, c.fire_feature, self.config.seed))
             self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position)
@@ -213,7 +241,7 @@ class Accumulator:
         self.act_sum += other.act_sum
         self.max_act = torch.maximum(self.max_act, other.max_act)
         self.hist += other.hist
-        for name in ("top", "bottom", "sample"):
+        for name in ("top", "bottom", "near", "sample"):
             getattr(self, name).merge(getattr(other, name))
         filled = torch.isfinite(other.pool_keys)
         self._merge_pool(other.pool_keys[filled], other.pool_items[filled], other.pool_firing[filled])
@@ -228,14 +256,14 @@ class Accumulator:
 
     def state(self) -> dict:
         out = {name: getattr(self, name).cpu() for name in self._TENSORS}
-        out |= {name: getattr(self, name).state() for name in ("top", "bottom", "sample")}
+        out |= {name: getattr(self, name).state() for name in ("top", "bottom", "near", "sample")}
         out |= {"recon_rows": self.recon_rows, "rows": self.rows, "skipped": self.skipped}
         return out
 
     def load(self, state: dict) -> None:
         for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
-        for name in ("top", "bottom", "sample"):
+        for name in ("top", "bottom", "near", "sample"):
             setattr(self, name, TopPerFeature.from_state(state[name], self.device))
         self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
 

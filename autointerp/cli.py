@@ -62,7 +62,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="checkpoint folder or file, or a folder of several (see --sae-layer)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_sae_options(p)
+    _add_extract_parser(sub)
     return parser
+
+
+def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="write a corpus from a local transformers model: a hooked layer's activations "
+                       "over audio files or texts", description="Run a local Hugging Face transformers model over "
+                       "audio files or texts and write a hooked layer's activations in the corpus format "
+                       "(vectors-NNNNN.npy, items.jsonl, corpus.toml). Needs the extra: pip install 'autointerp[extract]'.")
+    p.add_argument("model", type=Path, help="local model folder (config.json, weights, feature extractor or tokenizer)")
+    p.add_argument("inputs", type=Path, help="a folder of audio files, a manifest (.csv/.tsv/.jsonl/.parquet: id, "
+                   "audio or text, start, end, tags) or a .txt file (one text per line)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--layer", required=True, help="module path of the hooked layer, e.g. encoder.layers.6, h.3")
+    p.add_argument("--pool", choices=["mean", "none"], default="mean",
+                   help="mean: one vector per clip or text window; none: one per frame or token (default mean)")
+    p.add_argument("--max-seconds", type=float, help="audio window length (default 30)")
+    p.add_argument("--context-tokens", type=int, help="text window length in tokens (default min(512, model's))")
+    p.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="model dtype")
+    p.add_argument("--audio-root", type=Path, help="folder a manifest's audio paths are relative to")
+    p.add_argument("--sae", type=Path, help="SAE checkpoint to name in corpus.toml (makes it ready for `mine`)")
+    p.add_argument("--shard-mb", type=float, default=256.0, help="size of each vectors-NNNNN.npy shard (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace a corpus already in the output folder")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_sae_options(p: argparse.ArgumentParser) -> None:
@@ -109,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "extract":
+        from autointerp.extract import ExtractOptions, extract
+        names = ExtractOptions.__dataclass_fields__
+        result = extract(ExtractOptions(**{k: v for k, v in vars(args).items() if k in names}))
+        print(f"extract: {result.items} items, {result.rows} rows x {result.dim} in {result.shards} shard(s); "
+              f"config: {result.config}\n{result.config_text}", end="")
+        return 0
     if args.command == "inspect-sae":
         from autointerp.sae.inspect import inspect_sae
         print(inspect_sae(args.path, args.sae_format or "auto", args.sae_layer, bool(args.trust_pickle),

@@ -67,6 +67,8 @@ class MineConfig(Section):
     """Held-out activating examples per feature for scoring, spread over activation quantiles, never shown to the explainer."""
     n_negative: int = Field(10, ge=0, le=1000)
     """Random non-firing examples per feature, the scorer's negatives."""
+    n_hard: int = Field(5, ge=0, le=1000)
+    """Hard negatives per feature: items with the highest pre-activation where the feature does not fire."""
     batch_size: int = Field(4096, ge=1)
     """Rows encoded per batch (lowered automatically to fit a quarter of the free memory)."""
     seed: int = 0

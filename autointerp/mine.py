@@ -156,7 +156,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             if x.shape[0]:
                 pending.append(acc.candidates(enc, x, item, position, row_id, recon_p))
             if complete:
-                _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
+                _offer(acc, pending, item_lo, item_hi, enc.d_sae, device, row_hi - row_lo > item_hi - item_lo or len(pending) > 1)
                 pending = []
                 if checkpoint is not None and time.monotonic() - last_save > config.checkpoint_s:
                     _save(checkpoint, identity, acc, item_hi)
@@ -168,24 +168,26 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
 
 
 def _offer(acc: Accumulator, pending: list[Candidates], item_lo: int, item_hi: int, features: int,
-           device: torch.device) -> None:
+           device: torch.device, multi_row: bool) -> None:
     items = torch.arange(item_lo, item_hi, device=device)
     if not pending:
-        acc.offer(Candidates.cat([_empty(device)]), items)
+        acc.offer(Candidates.cat([_empty(device)]), items, multi_row)
         return
     c = pending[0] if len(pending) == 1 else Candidates.cat(pending)
     if len(pending) > 1:  # chunks of one long item: keep each feature's best over the chunks
         fire = best_per_group(c.fire_item, c.fire_feature, c.fire_value.double(), c.fire_position, features)
         low = best_per_group(c.low_item, c.low_feature, -c.low_value.double(), c.low_position, features)
+        hard = best_per_group(c.hard_item, c.hard_feature, c.hard_value.double(), c.hard_position, features)
         c = Candidates(c.fire_item[fire], c.fire_feature[fire], c.fire_value[fire], c.fire_position[fire],
-                       c.low_item[low], c.low_feature[low], c.low_value[low], c.low_position[low])
-    acc.offer(c, items)
+                       c.low_item[low], c.low_feature[low], c.low_value[low], c.low_position[low],
+                       c.hard_item[hard], c.hard_feature[hard], c.hard_value[hard], c.hard_position[hard])
+    acc.offer(c, items, multi_row)
 
 
 def _empty(device: torch.device) -> Candidates:
     i = torch.empty(0, dtype=torch.int64, device=device)
     v = torch.empty(0, dtype=torch.float32, device=device)
-    return Candidates(i, i, v, i, i, i, v, i)
+    return Candidates(i, i, v, i, i, i, v, i, i, i, v, i)
 
 
 def _save(path: Path, identity: dict, acc: Accumulator, next_item: int) -> None:
@@ -290,7 +292,7 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
           device: torch.device) -> MineResult:
     """Store the statistics and examples of every feature not yet in the database."""
     from autointerp.traces import traces
-    from autointerp.featuremap import map_coordinates
+    from autointerp.featuremap import map_coordinates, nearest
 
     done = mined_features(store)
     fire = acc.fire_count.cpu().tolist()
@@ -308,13 +310,14 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
         sae.fve, sae.normalized_l2, sae.corpus_rows = fve, acc.normalized_l2(), corpus.rows
         sae.reconstruction_rows, sae.skipped_rows = acc.recon_rows, acc.skipped
     coords = map_coordinates(encoder.W_dec)
+    neighbors = nearest(encoder.W_dec)
     negatives = acc.negatives()
     todo = [f for f in range(encoder.d_sae) if f not in done]
     per_feature: dict[int, dict[str, list[tuple[int, float, int]]]] = {}
     for f in todo:
         top = acc.top.entries(f)
         shown = {item for item, _, _ in top}
-        per_feature[f] = {"top": top, "bottom": acc.bottom.entries(f),
+        per_feature[f] = {"top": top, "bottom": acc.bottom.entries(f), "hard": acc.near.entries(f),
                           "quantile": _holdout(acc.sample.entries(f), shown, config.n_holdout),
                           "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
     windows = traces(encoder, corpus, per_feature, config, device) if corpus.is_sequence else {}
@@ -324,7 +327,7 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
                 for f in todo[begin:begin + WRITE_BATCH]:
                     s.add(Feature(id=f, fire_count=fire[f], density=fire[f] / max(rows, 1), max_act=maxes[f],
                                   mean_act=sums[f] / fire[f] if fire[f] else 0.0, dead=fire[f] == 0,
-                                  histogram=acc.histogram(f),
+                                  histogram=acc.histogram(f), neighbors=neighbors[f],
                                   **dict(zip(("x", "y", "x3", "y3", "z3"), coords[f].tolist()))))
                     s.flush()
                     for kind, entries in per_feature[f].items():

@@ -93,6 +93,8 @@ class Feature(Base):
     mean_act: Mapped[float]
     """Mean activation over the rows where the feature fires."""
     dead: Mapped[bool] = mapped_column(Boolean)
+    neighbors: Mapped[list[Any] | None] = mapped_column(JSON)
+    """The nearest features by decoder direction: [[feature, cosine], ...], closest first."""
     histogram: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """Counts of nonzero activations in quarter-octave bins: bin i (from first_bin) covers
     [2^((first_bin+i)/4), 2^((first_bin+i+1)/4))."""

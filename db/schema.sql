@@ -60,6 +60,7 @@ CREATE TABLE features (
 	max_act DOUBLE NOT NULL, 
 	mean_act DOUBLE NOT NULL, 
 	dead BOOLEAN NOT NULL, 
+	neighbors JSON, 
 	histogram JSON, 
 	x DOUBLE, 
 	y DOUBLE, 

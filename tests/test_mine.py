@@ -103,3 +103,16 @@ def test_a_different_sae_is_refused(planted, config, store, tmp_path):
     encoder = load_sae(tmp_path / "other")
     with pytest.raises(InputError, match="differs from the checkpoint"):
         mine(store, encoder, load_corpus(config.corpus, encoder.d_in), config.mine, "cpu")
+
+
+def test_neighbors_are_the_closest_decoder_directions(planted, config, store):
+    run_mine(config, store)
+    directions = planted.W_dec.T / np.linalg.norm(planted.W_dec.T, axis=1, keepdims=True)
+    cosine = directions @ directions.T
+    np.fill_diagonal(cosine, -np.inf)
+    with store.session() as s:
+        for feature in s.scalars(select(Feature)):
+            best = np.sort(cosine[feature.id])[::-1][: len(feature.neighbors)]  # ties may list either feature
+            assert [c for _, c in feature.neighbors] == pytest.approx(best.tolist(), abs=1e-4)
+            assert [cosine[feature.id][n] for n, _ in feature.neighbors] == pytest.approx(best.tolist(), abs=1e-4)
+            assert feature.id not in [n for n, _ in feature.neighbors]

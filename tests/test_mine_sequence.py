@@ -48,6 +48,7 @@ n_top = 4
 n_bottom = 3
 n_holdout = 3
 n_negative = 4
+n_hard = 3
 batch_size = 7
 trace_window = 2
 [output]
@@ -99,6 +100,8 @@ def reference(config_path: Path) -> dict:
     peak_pos = np.zeros((n_items, F), dtype=int)
     low = np.full((n_items, F), np.inf)
     low_pos = np.zeros((n_items, F), dtype=int)
+    near = np.full((n_items, F), -np.inf)
+    near_pos = np.zeros((n_items, F), dtype=int)
     for i in range(n_items):
         block, pblock = acts[first[i]:first[i + 1]], pre[first[i]:first[i + 1]]
         ok = ~np.isnan(pblock).any(1)
@@ -109,6 +112,9 @@ def reference(config_path: Path) -> dict:
         masked = np.where(ok[:, None], pblock, np.inf)
         low[i] = masked.min(0)
         low_pos[i] = masked.argmin(0)
+        silent = np.where(ok[:, None] & (block <= 0), pblock, -np.inf)
+        near[i] = np.where((block > 0).any(0), -np.inf, silent.max(0))  # items that never fire only
+        near_pos[i] = silent.argmax(0)
     seed = m.seed
     items = np.arange(n_items)
     for f in range(F):
@@ -118,6 +124,9 @@ def reference(config_path: Path) -> dict:
         seen = [i for i in items if np.isfinite(low[i, f])]
         bottom = sorted(seen, key=lambda i: (low[i, f], i))[: m.n_bottom]
         out[(f, "bottom")] = [(i, low[i, f], low_pos[i, f]) for i in bottom]
+        quiet = [i for i in items if np.isfinite(near[i, f])]
+        hard = sorted(quiet, key=lambda i: (-near[i, f], i))[: m.n_hard]
+        out[(f, "hard")] = [(i, near[i, f], near_pos[i, f]) for i in hard]
         keys = hash_unit(torch.tensor(firing, dtype=torch.int64), torch.full((len(firing),), f), seed).numpy()
         sample = [i for _, i in sorted(zip(-keys, firing))][: m.n_top + 4 * m.n_holdout]
         pool = sorted((i for i in sample if i not in top), key=lambda i: (-peak[i, f], i))
@@ -160,7 +169,7 @@ def check(config_path: Path, sequence: bool = True) -> None:
     for e in got["examples"]:
         by_kind.setdefault((e.feature_id, e.kind), []).append(e)
     for f in range(F):
-        for kind in ("top", "bottom", "quantile"):
+        for kind in ("top", "bottom", "hard", "quantile"):
             want = ref[(f, kind)]
             have = by_kind.get((f, kind), [])
             assert [(e.item_id, e.position if sequence else None) for e in have] == \
@@ -245,11 +254,11 @@ def test_checkpoint_resumes_a_killed_pass(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = mine_module.Accumulator.offer
 
-    def dying(self, c, items):
+    def dying(self, *args):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real(self, c, items)
+        return real(self, *args)
 
     monkeypatch.setattr(mine_module.Accumulator, "offer", dying)
     from autointerp.cli import main
