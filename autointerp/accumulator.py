@@ -110,11 +110,11 @@ class Accumulator:
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
+        low = self._extremes(pre, -1, self.bottom, item, position)
+        hard = self._extremes(pre, 1, self.near, item, position, excluded=(r, f))
         if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
-        low = self._extremes(pre, -1, self.bottom, item, position)
-        hard = self._extremes(pre, 1, self.near, item, position, excluded=(r, f))
         return Candidates(item[r], f, v, position[r], *low, *hard)
 
     def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
@@ -139,7 +139,8 @@ class Accumulator:
             r, c = self._best_items(pre, sign, touched[unfilled], item, top.k, excluded)
             rows.append(r)
             cols.append(touched[unfilled][c])
-        if not bool(unfilled.all()):
+        filled = touched[~unfilled]
+        if len(filled) * 4 > self.features:  # many: one pass over the whole batch
             limit = torch.where(unfilled_all, torch.inf, threshold)  # unfilled ones were handled above
             mask = pre >= limit[None, :] if sign > 0 else pre <= -limit[None, :]
             if excluded is not None:
@@ -147,6 +148,15 @@ class Accumulator:
             r, c = torch.nonzero(mask, as_tuple=True)
             rows.append(r)
             cols.append(c)
+        elif len(filled):  # few: only their columns
+            sub = pre[:, filled]
+            mask = sub >= threshold[filled][None, :] if sign > 0 else sub <= -threshold[filled][None, :]
+            r, c = torch.nonzero(mask, as_tuple=True)
+            if excluded is not None:
+                keep = ~torch.isin(r * self.features + filled[c], excluded[0] * self.features + excluded[1])
+                r, c = r[keep], c[keep]
+            rows.append(r)
+            cols.append(filled[c])
         rows, features = torch.cat(rows), torch.cat(cols)
         values = pre[rows, features]
         if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's extreme
@@ -156,23 +166,36 @@ class Accumulator:
 
     def _best_items(self, pre: torch.Tensor, sign: int, columns: torch.Tensor, item: torch.Tensor, k: int,
                     excluded: tuple[torch.Tensor, torch.Tensor] | None):
-        """(row, column index) of every row whose item is at or beyond the k-th best item of the batch."""
-        sub = (pre[:, columns] * sign).T.contiguous()  # [U, B]: row-wise top-k is the fast path
-        if excluded is not None and len(excluded[0]):
-            rows, features = excluded
-            slot = torch.full((self.features,), -1, dtype=torch.int64, device=pre.device)
-            slot[columns] = torch.arange(len(columns), device=pre.device)
-            hit = slot[features] >= 0
-            sub[slot[features[hit]], rows[hit]] = -torch.inf
+        """(row, column index) of every row whose item is at or beyond the k-th best item of the batch
+        (in `columns`, skipping `excluded` entries); rows may include a few more, never fewer."""
         local = item - item[0]  # items are contiguous within a batch
         n_items = int(local[-1]) + 1
         k = min(k, n_items)
-        if n_items == sub.shape[1]:
-            kth = sub.topk(k, dim=1).values[:, -1]
-        else:
-            best = torch.full((sub.shape[0], n_items), -torch.inf, dtype=sub.dtype, device=sub.device)
-            best.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amax")
-            kth = best.topk(k, dim=1).values[:, -1]
+        slot = torch.full((self.features,), -1, dtype=torch.int64, device=pre.device)
+        slot[columns] = torch.arange(len(columns), device=pre.device)
+        if excluded is not None:
+            hit = slot[excluded[1]] >= 0
+            ex_rows, ex_cols = excluded[0][hit], slot[excluded[1][hit]]
+        if n_items == pre.shape[0]:
+            # One row per item. The k-th best of every `step`-th row (excluded entries left out) is at
+            # most the batch's k-th best: a lower bound, so every row that matters passes; cheap to find.
+            step = 8 if pre.shape[0] >= 8 * k else 1
+            keyed = pre[::step, columns] * sign
+            if excluded is not None:
+                on_grid = ex_rows % step == 0
+                keyed[ex_rows[on_grid] // step, ex_cols[on_grid]] = -torch.inf
+            kth = keyed.topk(k if step == 1 else min(k, keyed.shape[0]), dim=0).values[-1]
+            sub = pre[:, columns]
+            mask = sub >= kth[None, :] if sign > 0 else sub <= -kth[None, :]
+            if excluded is not None:
+                mask[ex_rows, ex_cols] = False
+            return torch.nonzero(mask, as_tuple=True)
+        sub = (pre[:, columns] * sign).T.contiguous()  # [U, B]: row-wise top-k is the fast path
+        if excluded is not None:
+            sub[ex_cols, ex_rows] = -torch.inf
+        best = torch.full((sub.shape[0], n_items), -torch.inf, dtype=sub.dtype, device=sub.device)
+        best.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amax")
+        kth = best.topk(k, dim=1).values[:, -1]
         c, r = torch.nonzero((sub >= kth[:, None]) & torch.isfinite(sub), as_tuple=True)
         return r, c
 

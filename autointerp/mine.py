@@ -113,7 +113,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     enc = encoder.to(device)
     acc = Accumulator(enc.d_in, enc.d_sae, config, device)
     first_item, stop_item = shard.items(len(corpus.items))
-    identity = {"fingerprint": encoder.fingerprint(), "shard": (shard.index, shard.count),
+    identity = {"fingerprint": encoder.fingerprint() if checkpoint is not None else "", "shard": (shard.index, shard.count),
                 "rows": corpus.rows, "config": config.model_dump()}
     next_item = first_item
     if checkpoint is not None and checkpoint.is_file():

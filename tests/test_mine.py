@@ -47,7 +47,12 @@ def test_examples_match_brute_force(planted, config, store):
         for f in range(acts.shape[1]):
             got = {kind: [(e.item_id, e.activation) for e in s.scalars(
                 select(Example).where(Example.feature_id == f, Example.kind == kind).order_by(Example.rank))]
-                for kind in ("top", "bottom", "quantile", "random")}
+                for kind in ("top", "bottom", "hard", "quantile", "random")}
+            # hard: the highest pre-activations among rows where the feature does not fire (ties: lower row)
+            silent = np.flatnonzero(acts[:, f] == 0)
+            expected_hard = sorted(silent, key=lambda row: (-pre[row, f], row))[: config.mine.n_hard]
+            assert [row for row, _ in got["hard"]] == [int(r) for r in expected_hard]
+            assert [a for _, a in got["hard"]] == pytest.approx(pre[expected_hard, f].tolist(), abs=1e-4)
             firing = np.flatnonzero(acts[:, f] > 0)
             # top: the n_top highest activations, in descending order (ties may pick either row)
             expected_top = np.sort(acts[firing, f])[::-1][:n_top]
