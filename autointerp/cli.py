@@ -166,7 +166,8 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         pipeline = Pipeline(config, store, shard=getattr(args, "shard", None))
         stages = STAGE_OF_COMMAND.get(args.command, [args.command])
-        pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))
+        with store.exclusive(args.command):
+            pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))
         if "report" in stages:
             print(f"atlas: {(pipeline.atlas_dir / 'index.html').resolve().as_uri()}")
         if "export" in stages:

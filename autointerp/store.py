@@ -3,6 +3,10 @@ with a schema version check so a database from another version is never misread.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +82,39 @@ class Store:
             raise StoreError(
                 f"database {self.url} has schema version {found}, this autointerp (schema {SCHEMA_VERSION}) "
                 f"cannot read it: use the autointerp version that wrote it, or a new --db path")
+
+    @contextmanager
+    def exclusive(self, command: str) -> Iterator[None]:
+        """Hold the run lock of a SQLite database for the duration of a stage run: a second run on the
+        same file is refused at once with who holds it. The OS releases the lock when the process dies
+        (even on kill -9), so a crash never leaves it stale. Other databases are not locked."""
+        if not self.url.startswith("sqlite:///"):
+            yield
+            return
+        path = Path(self.url.removeprefix("sqlite:///") + ".lock")
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            who = f"pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('since', '?')}"
+            raise StoreError(f"database {path.with_suffix('')} is in use by another autointerp run ({who}): "
+                             f"wait for it to finish, or use another --db") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "command": command,
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -163,3 +163,26 @@ def test_a_rejected_key_stops_the_stage_at_once(planted, config, capsys, monkeyp
     assert code == 2 and "rejected the API key" in err and "OPENAI_API_KEY" in err
     assert "sk-test-rejected-key" not in err
     assert sent <= config.llm.concurrency  # not one 401 per feature
+
+
+def test_a_second_run_on_the_same_database_is_refused(planted, config, capsys):
+    """Two runs on one database: the second refuses at once, naming the first, and changes nothing;
+    a run killed with -9 leaves no stale lock behind."""
+    assert main(["mine", str(planted.config)]) == 0
+    store = Store(config.db_url)
+    with store.exclusive("run"):  # a run in progress
+        assert main(["explain", str(planted.config), "--llm", "mock"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is in use by another autointerp run" in message and f"pid {os.getpid()}, `run`" in message
+    assert counts(config.db_url)["labels"] == 0
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from autointerp.store import Store\n"
+        f"s = Store({config.db_url!r})\n"
+        "with s.exclusive('run'):\n    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert main(["explain", str(planted.config), "--llm", "mock"]) == 2
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert main(["explain", str(planted.config), "--llm", "mock"]) == 0
+    assert counts(config.db_url)["labels"] == counts(config.db_url)["live"]
+    store.close()
