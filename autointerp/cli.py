@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--features", help='feature subset, e.g. "0-99,200"')
         p.add_argument("--limit", type=int, help="at most this many features per stage")
         p.add_argument("--max-cost", type=float, help="stop before spending more than this many USD")
+        p.add_argument("--batch", action="store_true", default=None,
+                       help="send LLM requests through the provider's batch API (half price, within 24 h); "
+                            "a re-run resumes polling the jobs already submitted")
         p.add_argument("--device", help="torch device for mining: auto, cpu, cuda")
         if name == "mine":
             p.add_argument("--shard", help="mine only shard i of n (e.g. 0/4) into OUT/shards; then run merge")
@@ -56,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--prompts", type=Path, help="folder of prompt templates overriding the bundled ones")
         p.add_argument("--redo", action="append", default=[], choices=list(STAGE_OF_COMMAND["run"]),
                        help="forget this stage's output (and what depends on it) and do it again; repeatable")
+        if name in ("report", "run"):
+            p.add_argument("--bundle", action="store_true", default=None,
+                           help="also pack the atlas into one file, OUT/atlas.tar, for publishing")
     p = sub.add_parser("inspect-sae", help="describe an SAE checkpoint: format, shapes, activation rule, dtype, "
                        "parameters, dead-looking features", description="Load an SAE checkpoint (local files only) "
                        "and describe it as autointerp understands it.")
@@ -108,11 +114,11 @@ def _add_sae_options(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     get = lambda name: getattr(args, name, None)  # noqa: E731
     return {"llm.provider": get("llm"), "llm.model": get("model"), "llm.base_url": get("base_url"),
-            "llm.max_cost": get("max_cost"), "output.db": get("db"),
+            "llm.max_cost": get("max_cost"), "llm.batch": get("batch"), "output.db": get("db"),
             "output.dir": str(args.out.resolve()) if get("out") else None,
             "select.features": get("features"), "select.limit": get("limit"), "sae.device": get("device"),
             "sae.format": get("sae_format"), "sae.layer": get("sae_layer"), "sae.trust_pickle": get("trust_pickle"),
-            "sae.precision": get("sae_precision"),
+            "sae.precision": get("sae_precision"), "output.bundle": get("bundle"),
             "explain.prompts_dir": str(args.prompts.resolve()) if get("prompts") else None}
 
 
@@ -158,14 +164,17 @@ def _main(args: argparse.Namespace) -> int:
             overrides["output.dir"] = str(Path.cwd() / "autointerp-demo")
         print(f"autointerp: no config given, using the bundled offline demo ({config_path})", file=sys.stderr)
     config = load_config(config_path, overrides)
+    stages = STAGE_OF_COMMAND.get(args.command, [args.command])
+    pipeline = Pipeline(config, shard=getattr(args, "shard", None))
+    if args.command != "status":
+        pipeline.check(stages)
     store = Store(config.db_url)
+    pipeline.store = store
     try:
         if args.command == "status":
             from autointerp.status import render_status
             print(render_status(store))
             return 0
-        pipeline = Pipeline(config, store, shard=getattr(args, "shard", None))
-        stages = STAGE_OF_COMMAND.get(args.command, [args.command])
         with store.exclusive(args.command):
             pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))
         if "report" in stages:

@@ -24,6 +24,9 @@ from autointerp.errors import InputError
 from autointerp.vectors import VectorSource, open_vectors
 
 RESERVED = ("id", "audio", "start", "end", "text", "positions", "tokens")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+HEADER_CHECKS = 20000
+"""Audio headers read at load: all of them up to this many files, else an evenly spread sample."""
 
 
 @dataclass
@@ -190,8 +193,30 @@ def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
         raise InputError(f"items table {config.items} accounts for {positions} vector {unit} but {where} has "
                          f"{vectors.rows} rows: write one items row per vector (or set positions per item), in order")
     audio_root = config.audio_root or config.items.parent
-    missing = [item.audio for item in items if item.audio and not (audio_root / item.audio).is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} audio file(s) in {config.items} not found under {audio_root} "
-                         f"(first: {missing[0]}): fix the paths or set [corpus] audio_root")
+    check_audio(items, audio_root, config.items)
     return Corpus(vectors=vectors, items=items, audio_root=audio_root, frame_seconds=config.frame_seconds)
+
+
+def check_audio(items: list[ItemRow], audio_root: Path, table: Path) -> None:
+    """Every referenced audio file exists and has a supported extension; headers are read (all of them,
+    or an evenly spread sample of HEADER_CHECKS files for very large corpora) to catch corrupt files."""
+    files = sorted({item.audio for item in items if item.audio})
+    missing = [name for name in files if not (audio_root / name).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} audio file(s) in {table} not found under {audio_root} "
+                         f"(first: {missing[0]}): fix the paths or set [corpus] audio_root")
+    unsupported = [name for name in files if Path(name).suffix.lower() not in AUDIO_EXTENSIONS]
+    if unsupported:
+        raise InputError(f"audio file {audio_root / unsupported[0]} has an unsupported format "
+                         f"({len(unsupported)} such files in {table}): convert to {', '.join(AUDIO_EXTENSIONS)}")
+    if not files:
+        return
+    import soundfile
+
+    step = max(1, len(files) // HEADER_CHECKS)
+    for name in files[::step]:
+        try:
+            soundfile.info(str(audio_root / name))
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise InputError(f"audio file {audio_root / name} cannot be read ({str(exc).splitlines()[0]}): "
+                             f"replace or re-encode it") from None

@@ -227,9 +227,11 @@ def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineCon
 
 # --- writing the database -----------------------------------------------------------------------------
 
-def _sync_items(store: Store, corpus: Corpus) -> None:
+def _sync_items(store: Store, corpus: Corpus, write: bool) -> None:
     with store.session() as s:
         count = s.scalar(select(func.count()).select_from(Item))
+        if count == 0 and not write:
+            return
         if count == 0:
             first = corpus.first_row.tolist()
             s.add_all(Item(id=i, key=item.key, audio=item.audio, start=item.start, end=item.end, text=item.text,
@@ -241,19 +243,20 @@ def _sync_items(store: Store, corpus: Corpus) -> None:
         raise InputError("the corpus items differ from the ones this database was mined from: use a new --db for a new corpus")
 
 
-def sync_sae(store: Store, encoder: Encoder, corpus: Corpus) -> None:
-    """Record the SAE and the items, or check that they are the ones this database was mined from."""
+def sync_sae(store: Store, encoder: Encoder, corpus: Corpus, write: bool = True) -> None:
+    """Record the SAE and the items, or check that they are the ones this database was mined from
+    (write=False: only check, so that a pass that fails leaves the database as it was)."""
     fingerprint = encoder.fingerprint()
     with store.session() as s:
         sae = s.scalars(select(SAE)).first()
-        if sae is None:
+        if sae is None and write:
             s.add(SAE(path=encoder.path, format=encoder.format, d_in=encoder.d_in, d_sae=encoder.d_sae,
                       activation=encoder.activation, k=encoder.k, threshold=encoder.threshold, dtype=encoder.dtype,
                       n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows))
-        elif sae.fingerprint != fingerprint:
+        elif sae is not None and sae.fingerprint != fingerprint:
             raise InputError(f"SAE {encoder.path} differs from the checkpoint this database was mined with "
                              f"({sae.path}): use a new --db for a new SAE")
-    _sync_items(store, corpus)
+    _sync_items(store, corpus, write)
 
 
 def mined_features(store: Store) -> set[int]:
@@ -264,7 +267,7 @@ def mined_features(store: Store) -> set[int]:
 def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, device_name: str = "auto",
          nonfinite: str = "reject", shard: Shard | None = None, shard_dir: Path | None = None) -> MineResult:
     """Mine the corpus. With a shard, only save that shard's state in shard_dir (see merge_shards)."""
-    sync_sae(store, encoder, corpus)
+    sync_sae(store, encoder, corpus, write=False)
     done = mined_features(store)
     if len(done) == encoder.d_sae and shard is None:
         with store.session() as s:
@@ -282,6 +285,7 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
     whole = Shard(0, 1)
     checkpoint = whole.path(folder, partial=True) if shard_dir is not None else None
     acc = run_pass(encoder, corpus, config, device, nonfinite, whole, checkpoint)
+    sync_sae(store, encoder, corpus)
     result = write(store, acc, encoder, corpus, config, device)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from sqlalchemy import delete
 
 from autointerp import __version__
 from autointerp.config import Config
+from autointerp.errors import AutointerpError
 from autointerp.corpus import Corpus, load_corpus
 from autointerp.llm.base import Model
 from autointerp.sae import Encoder, load_sae
@@ -24,7 +25,8 @@ STAGES = ("mine", "explain", "score", "taxonomy", "report", "export")
 @dataclass
 class Pipeline:
     config: Config
-    store: Store
+    store: Store | None = None
+    """Opened by the caller after check(), so that bad input never creates or touches a database."""
     _encoder: Encoder | None = field(default=None, repr=False)
     _corpus: Corpus | None = field(default=None, repr=False)
     shard: str | None = None
@@ -89,8 +91,8 @@ class Pipeline:
         if stage in ("mine", "merge"):
             from autointerp.mine import Shard, merge_shards, mine, sync_sae, write
             if stage == "merge":
-                sync_sae(self.store, self.encoder(), self.corpus())
                 acc = merge_shards(self.shard_dir, self.encoder(), self.corpus(), self.config.mine)
+                sync_sae(self.store, self.encoder(), self.corpus())
                 result = write(self.store, acc, self.encoder(), self.corpus(), self.config.mine, torch.device("cpu"))
             else:
                 shard = Shard.parse(self.shard) if self.shard else None
@@ -122,14 +124,26 @@ class Pipeline:
             return StageResult("export", done=len(files), note=str(self.export_dir))
         raise ValueError(stage)
 
+    def check(self, stages: list[str]) -> None:
+        """Load what the stages will need (checkpoint, corpus, LLM key and model, prompts) so that bad
+        input fails now, before the database is opened or written, not after an hour of mining."""
+        if {"mine", "merge"} & set(stages):
+            from autointerp.mine import Shard, pick_device
+            if self.shard:
+                Shard.parse(self.shard)
+            pick_device(self.config.sae.device)
+            self.corpus()
+        if {"explain", "score", "taxonomy"} & set(stages):
+            self.model()
+            from autointerp.prompting import Prompts
+            Prompts(self.config.explain.prompts_dir)
+
     def run(self, command: str, stages: list[str], redo: list[str], report=print) -> list[StageResult]:
         with self.store.session() as s:
             run = Run(command=command, config=self.config.model_dump(mode="json"), version=__version__)
             s.add(run)
         results = []
         try:
-            if {"explain", "score", "taxonomy"} & set(stages):
-                self.model()  # a missing key or model fails now, not after an hour of mining
             for stage in redo:
                 self.redo(stage)
             for stage in stages:
@@ -137,7 +151,11 @@ class Pipeline:
                 report(result.summary())
                 results.append(result)
         except BaseException as exc:
-            self._finish(run.id, "failed" if isinstance(exc, Exception) else "interrupted", str(exc) or type(exc).__name__)
+            if results or not isinstance(exc, AutointerpError):
+                self._finish(run.id, "failed" if isinstance(exc, Exception) else "interrupted", str(exc) or type(exc).__name__)
+            else:  # refused input before any stage finished: leave the database as it was
+                with self.store.session() as s:
+                    s.execute(delete(Run).where(Run.id == run.id))
             raise
         self._finish(run.id, "done", None)
         return results

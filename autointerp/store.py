@@ -22,8 +22,9 @@ from autointerp.schema import SCHEMA_VERSION, Base, SchemaInfo
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Per-connection settings; none of them writes to the file (WAL is switched on once the file is
+    known to be ours, see Store._prepare)."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -53,6 +54,7 @@ class Store:
         except (DatabaseError, OperationalError) as exc:
             raise StoreError(f"cannot open database {self.url}: {exc.orig}; point --db at an autointerp database or a new file") from None
         if not tables:
+            self._wal()
             Base.metadata.create_all(self.engine)
             with self.session() as s:
                 s.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -64,6 +66,12 @@ class Store:
         found = int(row.value) if row else -1
         if found != SCHEMA_VERSION:
             self._migrate(found)
+        self._wal()
+
+    def _wal(self) -> None:
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
     def _migrate(self, found: int) -> None:
         """Apply db/migrations/NNN_to_MMM.sql step by step, or refuse clearly."""
