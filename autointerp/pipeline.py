@@ -116,8 +116,8 @@ class Pipeline:
         if stage == "report":
             from autointerp.report import write_atlas
             audio_root = self.config.corpus.audio_root or self.config.corpus.items.parent
-            atlas = write_atlas(self.store, self.atlas_dir, audio_root)
-            return StageResult("report", done=atlas.pages_written, note=f"{atlas.pages_unchanged} unchanged, {atlas.index}")
+            atlas = write_atlas(self.store, self.atlas_dir, audio_root, self.config.output)
+            return StageResult("report", done=atlas.pages_written, note=atlas.note())
         if stage == "export":
             from autointerp.export import export
             files = export(self.store, self.export_dir)

@@ -1,29 +1,35 @@
 """The `report` stage: a static HTML atlas of every feature, written from the database alone.
 
-out_dir/index.html            every feature (live and dead) in a searchable, sortable table (static/atlas.js)
-out_dir/index_groups.html     live features by semantic group, then by bin
-out_dir/summary.html          the SAE, label and score counts, LLM tokens and cost
-out_dir/features/<id>.html    one page per live feature: label, score, stats, top and bottom examples
-out_dir/audio/<item id>.<ext> each referenced clip, copied once and reused on later runs
+out_dir/index.html            every feature (live and dead) in a searchable, sortable, filterable table
+out_dir/index_groups.html     live features by semantic group, then by bin, with counts
+out_dir/map.html              the 2-D map of decoder directions, colored by group (static/map.js)
+out_dir/summary.html          the SAE, label coverage, confidence, score distribution, LLM tokens and cost
+out_dir/features/<id>.html    one page per live feature: label, scores, histogram, neighbours, examples
+out_dir/audio/<hash>.ogg      each example's activating window, cut once and reused (atlas_audio)
 out_dir/static/               the CSS and JS, copied from the bundled reports/static/
+out_dir/../<name>.tar         with `bundle`: the whole atlas in one file
 
 A page is rewritten only when its bytes change, so re-running after a partial label pass is cheap.
-All LLM and corpus text is escaped by Jinja2's autoescaping; pages carry a strict Content-Security-Policy
-and work from file:// with no network.
+All LLM and corpus text is escaped by Jinja2's autoescaping (|tojson inside scripts); pages carry a
+strict Content-Security-Policy, no inline scripts or handlers, and work from file:// with no network.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import shutil
-from dataclasses import dataclass
+import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from autointerp.atlas_data import Atlas, ExampleView, FeatureView, grouped, index_data, iter_examples, load_atlas, summary
+from autointerp.atlas_audio import AudioStats, ClipLibrary
+from autointerp.atlas_data import (Atlas, ExampleView, FeatureDetail, FeatureView, clip_needs, grouped, index_data,
+                                   iter_details, load_atlas, map_data, summary)
+from autointerp.atlas_figures import histogram_chart, score_chart, token_spans, trace_figure
+from autointerp.config import OutputConfig
 from autointerp.errors import InputError
 from autointerp.progress import Progress
 from autointerp.resources import resource_dir
@@ -31,7 +37,6 @@ from autointerp.store import Store
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'none'")
-_SAFE_EXT = re.compile(r"\.[A-Za-z0-9]{1,8}")
 _PAGE_NAME = re.compile(r"(\d+)\.html")
 
 
@@ -43,50 +48,64 @@ class AtlasResult:
     """HTML pages created or changed by this run."""
     pages_unchanged: int = 0
     """HTML pages whose bytes were already up to date."""
-    audio_copied: int = 0
-    """Clips copied into out_dir/audio (new, or changed since the last run)."""
-    audio_reused: int = 0
-    """Clips already in out_dir/audio with the source's size and mtime."""
-    audio_missing: int = 0
-    """Referenced clips whose source file was not found (their pages say "audio missing")."""
     pages_removed: int = 0
     """Stale feature pages deleted (features no longer live)."""
+    audio: AudioStats = field(default_factory=AudioStats)
+    """Clips encoded, reused, missing, omitted past the size cap; total bytes."""
+    bundle: Path | None = None
+    """The .tar of the atlas, when asked for."""
+
+    def note(self) -> str:
+        """One line for the stage summary."""
+        a = self.audio
+        text = f"{self.pages_unchanged} unchanged"
+        if a.encoded or a.reused or a.missing or a.omitted:
+            text += f"; audio {a.encoded} clips cut, {a.reused} reused, {a.bytes / 1e6:.1f} MB"
+            text += (f", {a.missing} missing" if a.missing else "") + (f", {a.omitted} over the size cap" if a.omitted else "")
+        return text + f"; {self.bundle or self.index}"
 
 
-def write_atlas(store: Store, out_dir: Path, audio_root: Path | None) -> AtlasResult:
-    """Write (or update) the atlas in out_dir from the database; audio paths are resolved against audio_root."""
+def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: OutputConfig | None = None) -> AtlasResult:
+    """Write (or update) the atlas in out_dir from the database; audio paths are resolved against audio_root.
+    `output` brings the audio format, size cap and clip length, and whether to write the .tar bundle."""
+    output = output or OutputConfig()
     out_dir = Path(out_dir)
     _prepare(out_dir)
     result = AtlasResult(index=out_dir / "index.html")
     env = environment()
     atlas = load_atlas(store)
     _copy_static(out_dir)
-    audio = _AudioLibrary(audio_root, out_dir / "audio", result)
-
     live = atlas.live
+    clips = ClipLibrary(audio_root, out_dir / "audio", output.audio_format, int(output.audio_budget_mb * 1e6),
+                        output.audio_clip_seconds)
+    result.audio = clips.prepare(clip_needs(store, [f.id for f in live]))
+
     page = env.get_template("feature.html")
     with Progress("report", len(live), "pages") as bar:
-        for i, (fid, examples) in enumerate(iter_examples(store, [f.id for f in live])):
+        for i, detail in enumerate(iter_details(store, [f.id for f in live])):
             feature = live[i]
-            for example in examples:
-                example.audio_src = audio.src(example)
-            html = page.render(root="../", title=f"#{fid} {feature.title}", f=feature, atlas=atlas,
+            html = page.render(root="../", title=f"#{feature.id} {feature.title}", f=feature, atlas=atlas,
                                prev=live[i - 1].id if i > 0 else None,
                                next=live[i + 1].id if i + 1 < len(live) else None,
-                               top=[e for e in examples if e.kind == "top"],
-                               bottom=[e for e in examples if e.kind == "bottom"],
+                               top=_shown(detail.of_kind("top"), feature, clips),
+                               bottom=_shown(detail.of_kind("bottom"), feature, clips),
+                               histogram=histogram_chart(detail.histogram), neighbors=_neighbors(detail, atlas),
                                offline=_offline_evidence(feature))
-            _write(out_dir / "features" / f"{fid}.html", html, result)
+            _write(out_dir / "features" / f"{feature.id}.html", html, result)
             bar.update()
     _remove_stale(out_dir / "features", {f.id for f in live}, result)
 
     name = _sae_name(atlas)
-    _write(out_dir / "index.html", env.get_template("index.html").render(
-        root="", title="Index", name=name, data=index_data(atlas), atlas=atlas), result)
-    _write(out_dir / "index_groups.html", env.get_template("index_groups.html").render(
-        root="", title="Groups", name=name, sections=grouped(atlas), atlas=atlas), result)
-    _write(out_dir / "summary.html", env.get_template("summary.html").render(
-        root="", title="Summary", name=name, sae=atlas.sae, s=summary(atlas)), result)
+    s = summary(atlas)
+    for template, title, extra in (("index.html", "Index", {"data": index_data(atlas)}),
+                                   ("index_groups.html", "Groups", {"sections": grouped(atlas)}),
+                                   ("map.html", "Map", {"data": map_data(atlas)}),
+                                   ("summary.html", "Summary", {"sae": atlas.sae, "s": s,
+                                                                "scores": score_chart(s["scores"])})):
+        _write(out_dir / template, env.get_template(template).render(root="", title=title, name=name, atlas=atlas,
+                                                                     **extra), result)
+    if output.bundle:
+        result.bundle = write_bundle(out_dir)
     return result
 
 
@@ -96,8 +115,33 @@ def environment() -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.globals["csp"] = CSP
-    env.filters.update(num=_num, pct=_pct, score=_score, seconds=_seconds, sparkline=_sparkline)
+    env.filters.update(num=_num, pct=_pct, score=_score, seconds=_seconds)
     return env
+
+
+def _shown(examples: list[ExampleView], feature: FeatureView, clips: ClipLibrary) -> list[ExampleView]:
+    """The examples with what their cards draw: the clip, the trace under it, the shaded tokens."""
+    vmax = feature.max_act
+    for e in examples:
+        e.clip = clips.lookup(e.audio, e.start, e.end, e.item_start, e.item_end)
+        e.spans = token_spans(e.tokens, e.trace, e.trace_start, e.position, vmax)
+        span = (e.start, e.end) if e.start is not None and e.end is not None else None
+        clip = (e.clip.start, e.clip.end) if e.clip is not None and e.clip.state != "missing" else None
+        e.figure = None if e.spans else trace_figure(e.trace, e.trace_start, e.position, span, clip, vmax)
+    return examples
+
+
+def _neighbors(detail: FeatureDetail, atlas: Atlas) -> list[dict[str, Any]]:
+    """The nearest features by decoder direction that exist in the database, with cosine and title."""
+    out = []
+    for pair in detail.neighbors:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], int)):
+            continue
+        other = atlas.by_id.get(pair[0])
+        cosine = pair[1] if isinstance(pair[1], int | float) and math.isfinite(pair[1]) else None
+        if other is not None:
+            out.append({"id": other.id, "cosine": cosine, "title": other.title, "live": not other.dead})
+    return out
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -119,21 +163,6 @@ def _score(value: float | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}".rstrip("0").rstrip(".") + " s"
-
-
-def _sparkline(trace: Any, width: int = 240, height: int = 28) -> str:
-    """SVG polyline points for a numeric trace, max-pooled to at most `width` points ("" if not plottable)."""
-    if not isinstance(trace, list) or len(trace) < 2:
-        return ""
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in trace):
-        return ""
-    if len(trace) > width:
-        edges = [round(i * len(trace) / width) for i in range(width + 1)]
-        trace = [max(trace[a:b]) for a, b in zip(edges, edges[1:])]
-    lo, hi = min(trace), max(trace)
-    span = (hi - lo) or 1.0
-    step = width / (len(trace) - 1)
-    return " ".join(f"{i * step:.1f},{height - (v - lo) / span * height:.1f}" for i, v in enumerate(trace))
 
 
 def _offline_evidence(feature: FeatureView) -> dict[str, Any] | None:
@@ -210,62 +239,37 @@ def _copy_static(out_dir: Path) -> None:
 
 
 def _remove_stale(folder: Path, live: set[int], result: AtlasResult) -> None:
-    for path in folder.glob("*.html"):
+    """Delete the pages of features that are no longer live, and half-written pages of a killed run."""
+    tmp = [*folder.glob("*.tmp"), *folder.parent.glob("*.tmp"), *(folder.parent / "static").glob("*.tmp")]
+    for path in [*folder.glob("*.html"), *tmp]:
         match = _PAGE_NAME.fullmatch(path.name)
-        if match and int(match.group(1)) not in live:
-            path.unlink()
-            result.pages_removed += 1
+        if path.suffix == ".tmp" or (match and int(match.group(1)) not in live):
+            path.unlink(missing_ok=True)
+            result.pages_removed += path.suffix != ".tmp"
 
 
-class _AudioLibrary:
-    """Copies each referenced clip once into out_dir/audio, named by the first item that uses it."""
+def write_bundle(out_dir: Path) -> Path:
+    """out_dir packed into out_dir/../<name>.tar (members under <name>/, in sorted order, with fixed
+    owners and times, so an unchanged atlas gives the same bytes). Audio is already compressed."""
+    target = out_dir.parent / f"{out_dir.name}.tar"
+    tmp = target.with_name(target.name + ".tmp")
 
-    def __init__(self, root: Path | None, folder: Path, result: AtlasResult) -> None:
-        self.root, self.folder, self.result = root, folder, result
-        self.done: dict[str, str | None] = {}
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
 
-    def src(self, example: ExampleView) -> str | None:
-        """The clip's URL relative to a feature page (with a media fragment for a segment), or None."""
-        if not example.audio:
-            return None
-        if example.audio not in self.done:
-            self.done[example.audio] = self._copy(example.audio, example.item_id)
-        name = self.done[example.audio]
-        if name is None:
-            return None
-        fragment = ""
-        if example.item_start is not None and example.item_end is not None and example.item_end > example.item_start:
-            fragment = f"#t={example.item_start:g},{example.item_end:g}"
-        return f"../audio/{name}{fragment}"
-
-    def _copy(self, audio: str, item_id: int) -> str | None:
-        source = Path(audio)
-        if not source.is_absolute():
-            if self.root is None:
-                self.result.audio_missing += 1
-                return None
-            source = self.root / source
-        try:
-            stat = source.stat()
-        except OSError:
-            stat = None
-        if stat is None or not source.is_file():
-            self.result.audio_missing += 1
-            return None
-        ext = source.suffix if _SAFE_EXT.fullmatch(source.suffix) else ""
-        name = f"{int(item_id)}{ext.lower()}"
-        target = self.folder / name
-        try:
-            have = target.stat()
-            if have.st_size == stat.st_size and int(have.st_mtime) == int(stat.st_mtime):
-                self.result.audio_reused += 1
-                return name
-        except FileNotFoundError:
-            pass
-        try:
-            shutil.copy2(source, target)
-        except OSError as exc:
-            raise InputError(f"cannot copy audio {source} into {self.folder} ({exc.strerror or exc}): "
-                             f"check the file's permissions and the free space of the --out folder") from None
-        self.result.audio_copied += 1
-        return name
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(out_dir, arcname=out_dir.name, recursive=False, filter=clean)
+            for path in sorted(out_dir.rglob("*")):
+                if (path.is_file() or path.is_dir()) and not path.name.endswith(".tmp") and not path.is_symlink():
+                    tar.add(path, arcname=f"{out_dir.name}/{path.relative_to(out_dir).as_posix()}", recursive=False,
+                            filter=clean)
+        tmp.replace(target)
+    except OSError as exc:
+        raise InputError(f"cannot write the atlas bundle {target} ({exc.strerror or exc}): "
+                         f"check the free space and permissions of the output folder") from None
+    return target

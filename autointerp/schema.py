@@ -152,7 +152,10 @@ class Label(Base):
 
 
 class Score(Base):
-    """Detection score of a feature's label on held-out examples."""
+    """A score of a feature's label on held-out examples (activating ones across activation quantiles;
+    random and hard negatives). method detection: a judge (LLM, or the offline tag rule) says which
+    examples activate: balanced accuracy, precision, recall, F1, and AUC of its 0-10 ratings. method
+    embedding: examples ranked by sentence-embedding similarity to the label: AUC only."""
     __tablename__ = "scores"
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
     method: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -161,9 +164,13 @@ class Score(Base):
     precision: Mapped[float | None]
     recall: Mapped[float | None]
     f1: Mapped[float | None]
+    auc: Mapped[float | None]
+    """Area under the ROC curve of graded answers (LLM ratings, embedding similarities); None for yes/no judges."""
     n_pos: Mapped[int] = mapped_column(default=0)
     n_neg: Mapped[int] = mapped_column(default=0)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """truth, predictions and ratings per example (with its kind and item), recall per activation
+    quantile (highest first), false-positive rates on random and hard negatives."""
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
@@ -181,11 +188,13 @@ class Group(Base):
 
 
 class Bin(Base):
-    """A fine cluster of labels, named after what its labels share."""
+    """A fine cluster of labels (k-means over TF-IDF or embeddings), named by the LLM or by its top terms."""
     __tablename__ = "bins"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(Text)
     size: Mapped[int]
+    terms: Mapped[list[Any] | None] = mapped_column(JSON)
+    """The bin's top TF-IDF terms (the name when no LLM names it)."""
 
 
 class Placement(Base):
@@ -221,3 +230,33 @@ class LLMCall(Base):
     cost: Mapped[float] = mapped_column(default=0.0)
     latency_s: Mapped[float] = mapped_column(default=0.0)
     attempts: Mapped[int] = mapped_column(default=1)
+    audio_seconds: Mapped[float] = mapped_column(default=0.0)
+    """Seconds of audio sent with the request."""
+    audio_tokens: Mapped[int] = mapped_column(default=0)
+    """The part of input_tokens that was audio (priced apart)."""
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    """The provider batch job that answered, for calls sent in batch mode (llm_batches.batch_id)."""
+
+
+class LLMBatch(Base):
+    """A provider batch job (OpenAI Batch API, Gemini batch mode). The row is written before the job is
+    submitted and its batch_id right after, before any polling, so a crash never submits twice: a later
+    run polls the open jobs, collects their answers into llm_calls, and resubmits only what no open job
+    holds."""
+    __tablename__ = "llm_batches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), unique=True)
+    """Our name for the job, sent with it (OpenAI metadata, Gemini display name) to find it again."""
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    """submitting (id not yet known), submitted, collected, failed or abandoned."""
+    requests: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """{request_hash: {feature_id, template, prompt_hash, request}}: enough to log every answer."""
+    n_requests: Mapped[int] = mapped_column(default=0)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[str | None] = mapped_column(Text)
+    """The provider's last status (state and counts) or why the job failed."""

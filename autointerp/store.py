@@ -82,7 +82,8 @@ class Store:
             if not step.is_file():
                 break
             with self.engine.begin() as conn:
-                for statement in filter(str.strip, step.read_text().split(";")):
+                script = "\n".join(line for line in step.read_text().splitlines() if not line.lstrip().startswith("--"))
+                for statement in filter(str.strip, script.split(";")):
                     conn.execute(text(statement))
                 conn.execute(text("UPDATE schema_info SET value = :v WHERE key = 'schema_version'"), {"v": str(version + 1)})
             version += 1

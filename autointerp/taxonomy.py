@@ -1,15 +1,20 @@
-"""The taxonomy stage: semantic groups (from the config, proposed by the LLM, or, offline, one per tag
-column) with each labeled feature assigned to at most `max_groups_per_feature` of them, and bins:
-finer clusters of labels (TF-IDF + k-means over titles and descriptions) named by their top terms."""
+"""The taxonomy stage: semantic groups and bins.
+
+Groups come from the config ([[taxonomy.groups]], e.g. Majestrino's 14 in examples/majestrino_groups.toml),
+or, when none are listed, the LLM proposes at most max_proposed_groups from a sample of the labels
+spread over all features (offline: one group per tag column). Each labeled feature is assigned to at
+most max_groups_per_feature groups by structured-output calls that carry batch_size features each
+(offline: the group of its tag rule's column). Bins (autointerp.bins) cluster the labels finer, and are
+named by the LLM when a provider is configured."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 
 from pydantic import BaseModel
 from sqlalchemy import delete, select
 
+from autointerp import bins as binning
 from autointerp.config import Config
 from autointerp.errors import ProviderError
 from autointerp.llm.base import Model, Request
@@ -58,16 +63,22 @@ def _labels(store: Store, ids: list[int] | None = None) -> list[Label]:
         return list(s.scalars(query))
 
 
+PROPOSE_SAMPLE = 400
+"""Labels shown to the LLM when it proposes groups: evenly spaced over all labeled features."""
+
+
 async def _propose(store: Store, config: Config, client: LLMClient, prompts: Prompts) -> list[tuple[str, str, list[str]]]:
-    labels = _labels(store)[:400]
-    prompt = prompts.render("propose_groups", features=labels, min_groups=3, max_groups=14)
+    labels = _labels(store)
+    labels = [labels[i * len(labels) // PROPOSE_SAMPLE] for i in range(PROPOSE_SAMPLE)] if len(labels) > PROPOSE_SAMPLE else labels
+    most = config.taxonomy.max_proposed_groups
+    prompt = prompts.render("propose_groups", features=labels, min_groups=min(3, most), max_groups=most)
     answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
                                        user=prompt.user, schema=GroupProposal,
                                        max_output_tokens=config.llm.max_output_tokens))
     if answer.value is None or not answer.value.groups:
         raise ProviderError(f"the LLM proposed no usable groups ({answer.error or 'empty list'}): "
                             f"list your groups under [[taxonomy.groups]] in the config")
-    return [(g.name.strip(), g.description.strip(), []) for g in answer.value.groups[:14]]
+    return [(g.name.strip(), g.description.strip(), []) for g in answer.value.groups[:most]]
 
 
 def taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
@@ -111,7 +122,7 @@ async def _taxonomy(store: Store, config: Config, model: Model | None) -> StageR
                     result.done += done
                     result.failed += failed
                     bar.update(len(batch))
-        result.note = f"{assign_bins(store, config.taxonomy.n_bins)} bins"
+        result.note = f"{await assign_bins(store, config, client, prompts)} bins"
     finally:
         if client is not None:
             await client.aclose()
@@ -143,45 +154,36 @@ async def _assign(store: Store, config: Config, client: LLMClient, prompts: Prom
     return done, failed
 
 
-def assign_bins(store: Store, n_bins: int) -> int:
-    """Cluster all done labels into bins when any placement lacks one; returns the number of bins."""
+async def assign_bins(store: Store, config: Config, client: LLMClient | None = None,
+                      prompts: Prompts | None = None) -> int:
+    """Cluster all placed labels into bins when any placement lacks one (else keep the bins); name the
+    bins with the LLM when a client is given and [taxonomy] name_bins is on. Returns the number of bins."""
     with store.session() as s:
         missing = s.scalars(select(Placement.feature_id).where(Placement.bin_id.is_(None))).first()
         count = len(s.scalars(select(Bin.id)).all())
+        placed = set(s.scalars(select(Placement.feature_id)))
     if missing is None:
         return count
-    labels = [label for label in _labels(store)]
-    with store.session() as s:
-        placed = set(s.scalars(select(Placement.feature_id)))
-    labels = [label for label in labels if label.feature_id in placed]
+    labels = [label for label in _labels(store) if label.feature_id in placed]
     if not labels:
         return 0
-    from sklearn.cluster import KMeans
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    texts = [f"{label.title}. {label.title}. {label.description}" for label in labels]
-    vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w-]+\b", min_df=1)
-    try:
-        matrix = vectorizer.fit_transform(texts)
-    except ValueError:  # only stop words
-        matrix = None
-    k = n_bins or max(1, round(math.sqrt(len(labels))))
-    k = min(k, len(labels))
-    if matrix is None or k == 1:
-        assignments, names = [0] * len(labels), ["All labels"]
-    else:
-        km = KMeans(n_clusters=k, n_init=4, random_state=0).fit(matrix)
-        assignments = km.labels_.tolist()
-        terms = vectorizer.get_feature_names_out()
-        names = [", ".join(terms[i] for i in centroid.argsort()[::-1][:3]).title() for centroid in km.cluster_centers_]
-    sizes = [assignments.count(b) for b in range(len(names))]
+    vectors = None
+    if config.taxonomy.bin_by == "embedding":
+        from autointerp.embedding_score import Embedder, label_text
+        vectors = Embedder(config.score.embedding_model).encode([label_text(label) for label in labels])
+    clustering = binning.cluster(labels, config.taxonomy.n_bins, vectors)
+    names = {b: binning.term_name(terms) for b, terms in enumerate(clustering.terms)}
+    if client is not None and prompts is not None and config.taxonomy.name_bins:
+        names |= await binning.llm_names(clustering, labels, client, prompts, config.llm.temperature,
+                                         config.llm.max_output_tokens)
+    sizes = clustering.sizes
     with store.session() as s:
         for placement in s.scalars(select(Placement)):
             placement.bin_id = None
         s.flush()
         s.execute(delete(Bin))
-        s.add_all(Bin(id=b, name=name, size=size) for b, (name, size) in enumerate(zip(names, sizes)))
+        s.add_all(Bin(id=b, name=names[b], size=size, terms=clustering.terms[b]) for b, size in enumerate(sizes))
         s.flush()
-        for label, b in zip(labels, assignments):
+        for label, b in zip(labels, clustering.assignments):
             s.get(Placement, label.feature_id).bin_id = b
     return len([n for n in sizes if n])

@@ -82,6 +82,7 @@ CREATE TABLE bins (
 	id INTEGER NOT NULL, 
 	name TEXT NOT NULL, 
 	size INTEGER NOT NULL, 
+	terms JSON, 
 	PRIMARY KEY (id)
 );
 
@@ -104,10 +105,30 @@ CREATE TABLE llm_calls (
 	cost DOUBLE NOT NULL, 
 	latency_s DOUBLE NOT NULL, 
 	attempts INTEGER NOT NULL, 
+	audio_seconds DOUBLE NOT NULL, 
+	audio_tokens INTEGER NOT NULL, 
+	batch_id VARCHAR(128), 
 	PRIMARY KEY (id)
 );
 
 CREATE INDEX ix_llm_calls_request_hash ON llm_calls (request_hash);
+
+CREATE TABLE llm_batches (
+	id INTEGER NOT NULL, 
+	tag VARCHAR(64) NOT NULL, 
+	provider VARCHAR(32) NOT NULL, 
+	model VARCHAR(128) NOT NULL, 
+	purpose VARCHAR(32) NOT NULL, 
+	batch_id VARCHAR(128), 
+	status VARCHAR(16) NOT NULL, 
+	requests JSON NOT NULL, 
+	n_requests INTEGER NOT NULL, 
+	submitted_at DATETIME NOT NULL, 
+	finished_at DATETIME, 
+	detail TEXT, 
+	PRIMARY KEY (id), 
+	UNIQUE (tag)
+);
 
 CREATE TABLE examples (
 	id INTEGER NOT NULL, 
@@ -157,6 +178,7 @@ CREATE TABLE scores (
 	precision DOUBLE, 
 	recall DOUBLE, 
 	f1 DOUBLE, 
+	auc DOUBLE, 
 	n_pos INTEGER NOT NULL, 
 	n_neg INTEGER NOT NULL, 
 	details JSON, 

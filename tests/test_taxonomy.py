@@ -1,13 +1,20 @@
 import json
+import re
+from pathlib import Path
 
+import numpy as np
+import torch
+from sklearn.metrics import silhouette_score
+from sklearn.neighbors import NearestNeighbors
 from sqlalchemy import select
 
-from autointerp.config import GroupConfig
+from autointerp import featuremap
+from autointerp.config import GroupConfig, load_config
 from autointerp.explain import explain
-from autointerp.export import export
+from autointerp.featuremap import map_coordinates
+from autointerp.llm.base import Completion, Model, Request
 from autointerp.llm.mock import MockModel
-from autointerp.schema import Bin, Feature, Group, Label, Placement
-from autointerp.score import score
+from autointerp.schema import Bin, Group, Label, Placement
 from autointerp.taxonomy import taxonomy
 from tests.test_mine import run_mine
 
@@ -60,36 +67,92 @@ def test_llm_group_assignment_in_batches(planted, config, store):
         placements = {p.feature_id: p for p in s.scalars(select(Placement))}
     assert placements[labeled[3]].status == "failed" and "left this feature out" in placements[labeled[3]].error
     assert all(placements[f].groups == [1, 2] for f in labeled if f != labeled[3])
-    requests = [r for r in model.history if r.purpose == "taxonomy"]
+    requests = [r for r in model.history if r.template == "groups"]
     assert len(requests) == -(-len(labeled) // 4)
     assert "1. Colors: hues" in requests[0].user
 
 
-def test_exports_follow_the_seed_schemas(planted, config, store, tmp_path):
+class Librarian(Model):
+    """A fake LLM for the taxonomy: proposes two groups, puts features whose title names a color in
+    group 1 and the rest in group 2, and names every bin but the last after its first title."""
+    provider = "fake"
+
+    def __init__(self) -> None:
+        super().__init__("librarian")
+        self.history: list[Request] = []
+
+    async def complete(self, request: Request) -> Completion:
+        self.history.append(request)
+        if request.template == "propose_groups":
+            answer = {"groups": [{"name": "Colors", "description": "hues"}, {"name": "Shapes", "description": "forms"}]}
+        elif request.template == "groups":
+            features = re.findall(r"^- feature (\d+): (.*?): ", request.user, re.M)
+            answer = {"assignments": [{"feature": int(f), "groups": [1 if title.startswith("Color") else 2]}
+                                      for f, title in features]}
+        else:
+            found = re.findall(r"^Bin (\d+) .*\n- (.*)$", request.user, re.M)
+            answer = {"bins": [{"bin": int(b), "name": f"Theme of {title}"} for b, title in found[:-1]]}
+        return Completion(text=json.dumps(answer))
+
+
+def test_llm_proposes_groups_and_names_bins(planted, config, store):
     run_mine(config, store)
-    explain(store, config, None)
-    score(store, config, None)
-    taxonomy(store, config, None)
-    out = tmp_path / "export"
-    export(store, out)
+    explain(store, config, None)  # offline titles: "Color: red", "Shape: star", ...
+    model = Librarian()
+    taxonomy(store, config, model)
     with store.session() as s:
-        features = {f.id: f for f in s.scalars(select(Feature))}
-        labels = {l.feature_id: l for l in s.scalars(select(Label))}
-    annotations = json.loads((out / "annotations.json").read_text())
-    assert set(annotations) == {str(f) for f, l in labels.items() if l.status == "done"}
-    first = annotations["0"]
-    assert set(first) == {"bin", "bin_name", "title", "description", "consistency", "reasoning"}
-    assert first["title"] == "Color: red" and isinstance(first["bin"], int)
-    groups = json.loads((out / "group_assignments.json").read_text())
-    names = json.loads((out / "groups.json").read_text())
-    assert names[str(groups["0"][0])]["name"] == "Color"
-    lines = [json.loads(line) for line in (out / "feature_labels.jsonl").read_text().splitlines()]
-    assert [row["feature"] for row in lines] == sorted(features)
-    assert all(set(row) == {"feature", "interp", "autointerp", "confidence"} for row in lines)
-    assert {row["confidence"] for row in lines} <= {"confident", "tentative", "dead"}
-    assert all(row["confidence"] == "dead" for row in lines if features[row["feature"]].dead)
-    data = json.loads((out / "feature_data.json").read_text())
-    row = data["features"][0]
-    assert set(row) == {"i", "x", "y", "x3", "y3", "z3", "d", "mx", "mn", "c"}
-    assert row["c"] == features[0].fire_count and row["mx"] == features[0].max_act
-    assert data["meta"]["d_sae"] == len(features)
+        groups = {g.id: g.name for g in s.scalars(select(Group))}
+        placements = {p.feature_id: p for p in s.scalars(select(Placement))}
+        bins = {b.id: b for b in s.scalars(select(Bin))}
+        titles = {l.feature_id: l.title for l in s.scalars(select(Label)) if l.status == "done"}
+    assert groups == {1: "Colors", 2: "Shapes"}
+    for feature, (key, _) in planted.truth.items():
+        assert placements[feature].groups == [1 if key == "color" else 2]
+    named = [b for b in bins.values() if b.name.startswith("Theme of ")]
+    assert len(named) == len(bins) - 1 >= 2
+    for b in named:  # the LLM named the bin after one of its own members
+        members = {titles[f] for f, p in placements.items() if p.bin_id == b.id}
+        assert b.name.removeprefix("Theme of ") in members
+    unnamed = next(b for b in bins.values() if not b.name.startswith("Theme of "))
+    assert unnamed.name == ", ".join(unnamed.terms[:3]).title()  # the LLM skipped it: its top terms
+    templates = [r.template for r in model.history]
+    assert templates[0] == "propose_groups" and templates.count("bins") == 1
+    assert "frequent words" in next(r.user for r in model.history if r.template == "bins")
+    # A second run keeps groups, placements and bins, and asks nothing.
+    model.history.clear()
+    taxonomy(store, config, model)
+    assert model.history == []
+
+
+def test_the_majestrino_example_lists_its_14_groups():
+    config = load_config(Path(__file__).parent.parent / "examples" / "majestrino_groups.toml")
+    assert len(config.taxonomy.groups) == 14 and config.taxonomy.max_groups_per_feature == 2
+    assert config.taxonomy.groups[10].name == "Emotions (EmoNet 40)"
+
+
+def _clustered(n: int, clusters: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, 32))
+    which = np.arange(n) % clusters
+    return torch.tensor(centers[which] + 0.2 * rng.normal(size=(n, 32)), dtype=torch.float32), which
+
+
+def test_map_coordinates_keep_clusters_apart():
+    W_dec, which = _clustered(80, 4, 0)
+    coords = map_coordinates(W_dec)
+    assert coords.shape == (80, 5) and np.isfinite(coords).all()
+    assert silhouette_score(coords[:, :2], which) > 0.5
+    _, neighbours = NearestNeighbors(n_neighbors=6).fit(coords[:, 2:]).kneighbors(coords[:, 2:])
+    assert (which[neighbours[:, 1:]] == which[:, None]).mean() > 0.8  # 3-D: neighbours share a cluster
+    small = map_coordinates(W_dec[:10])  # too few for t-SNE: the PCA projection
+    assert small.shape == (10, 5) and (small[:, :2] == small[:, 2:4]).all()
+
+
+def test_tsne_fits_a_subset_places_the_rest_and_is_deterministic(monkeypatch):
+    monkeypatch.setattr(featuremap, "TSNE_FIT_2D", 64)
+    monkeypatch.setattr(featuremap, "TSNE_FIT_3D", 64)
+    monkeypatch.setattr(featuremap, "map_method", lambda: "tsne")
+    W_dec, which = _clustered(150, 3, 1)
+    coords = map_coordinates(W_dec)
+    assert np.isfinite(coords).all() and silhouette_score(coords[:, :2], which) > 0.5
+    assert (map_coordinates(W_dec) == coords).all()

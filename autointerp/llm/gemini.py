@@ -2,8 +2,10 @@
 
 Structured output uses response_mime_type application/json with the pydantic class as response_schema.
 The SDK's `parsed` is ignored (it is silently empty when the JSON is bad): the raw text goes back and
-LLMClient validates it. SDK retries are off: one `complete` is one attempt, and failures become
-TransientError or FatalError (never with the key).
+LLMClient validates it, so bad JSON is a parse failure. Audio clips go as inline parts
+(Part.from_bytes) after the user text. SDK retries are off: one `complete` is one attempt, and failures
+become TransientError or FatalError (never with the key). Batch mode (autointerp.llm.gemini_batch) sends
+the same requests as an inline batch job.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _TIMEOUTS, _TRANSPORT = _transport_errors()
 
 class GeminiModel(Model):
     provider = "gemini"
+    supports_batch = True
+    batch_api = "autointerp.llm.gemini_batch"
 
     def __init__(self, config: LLMConfig, api_key: str) -> None:
         super().__init__(config.model)
@@ -54,15 +58,25 @@ class GeminiModel(Model):
                                     **no_retries)
         self._client = genai.Client(api_key=api_key, http_options=options)
 
-    async def complete(self, request: Request) -> Completion:
-        settings = types.GenerateContentConfig(
+    def takes_audio(self) -> bool:
+        return True  # every Gemini model the API serves takes audio input
+
+    def settings(self, request: Request) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
             system_instruction=request.system, temperature=request.temperature,
             max_output_tokens=request.max_output_tokens, response_mime_type="application/json",
             response_schema=request.schema)
+
+    async def complete(self, request: Request) -> Completion:
+        response = await self.guard(self._client.aio.models.generate_content(
+            model=self.model_id, contents=contents(request), config=self.settings(request)))
+        return self._completion(response)
+
+    async def guard(self, work):
+        """Await an SDK call, with its failures as TransientError or FatalError."""
         where = f"Gemini model {self.model_id!r}"
         try:
-            response = await self._client.aio.models.generate_content(
-                model=self.model_id, contents=request.user, config=settings)
+            return await work
         except errors.APIError as exc:
             raise self._translate(exc) from None
         except _TIMEOUTS:
@@ -71,18 +85,19 @@ class GeminiModel(Model):
             raise TransientError(f"{where}: connection failed ({type(exc).__name__}: {exc})") from None
         except (json.JSONDecodeError, errors.UnknownApiResponseError) as exc:
             raise TransientError(f"{where}: the response is not JSON ({exc})") from None
-        return self._completion(response)
 
     def _completion(self, response: types.GenerateContentResponse) -> Completion:
         usage = response.usage_metadata
         tokens_in = (usage.prompt_token_count or 0) if usage else 0
         # thinking tokens are billed as output
         tokens_out = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
+        audio = sum(d.token_count or 0 for d in (usage.prompt_tokens_details or []) if _name(d.modality) == "AUDIO") \
+            if usage else 0
         extra: dict[str, Any] = {"model_version": response.model_version}
         feedback = response.prompt_feedback
         if feedback is not None and feedback.block_reason:
             extra["block_reason"] = _name(feedback.block_reason)
-            return Completion("", tokens_in, tokens_out, finish="filtered", extra=extra)
+            return Completion("", tokens_in, tokens_out, finish="filtered", extra=extra, audio_tokens=audio)
         if not response.candidates:
             raise TransientError(f"Gemini model {self.model_id!r} sent a response without candidates")
         candidate = response.candidates[0]
@@ -91,7 +106,7 @@ class GeminiModel(Model):
         reason = _name(candidate.finish_reason)
         extra["finish_reason"] = reason
         finish: Finish = "length" if reason == "MAX_TOKENS" else "filtered" if reason in _FILTERED else "stop"
-        return Completion(text, tokens_in, tokens_out, finish=finish, extra=extra)
+        return Completion(text, tokens_in, tokens_out, finish=finish, extra=extra, audio_tokens=audio)
 
     def _translate(self, exc: errors.APIError) -> TransientError | FatalError:
         """The SDK's error as ours, with what to do about it."""
@@ -120,6 +135,16 @@ class GeminiModel(Model):
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
+
+
+def contents(request: Request) -> str | list[types.Content]:
+    """The user turn: plain text, or text then each clip's caption and the clip as an inline part."""
+    if not request.audio:
+        return request.user
+    parts = [types.Part(text=request.user)]
+    for clip in request.audio:
+        parts += [types.Part(text=clip.caption), types.Part.from_bytes(data=clip.data, mime_type=clip.mime)]
+    return [types.Content(role="user", parts=parts)]
 
 
 def _name(value: Any) -> str:

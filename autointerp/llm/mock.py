@@ -2,7 +2,8 @@
 
 Queued answers (`enqueue`) are returned first, in order; otherwise the mock builds a valid answer
 for the request's schema from a hash of the prompt, so runs are reproducible. `history` records every
-request it received.
+request it received. It takes audio when built with audio=True, and has an in-memory batch mode whose
+jobs finish after `batch_polls` polls (a new MockModel knows no earlier jobs: they read as failed).
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from autointerp.llm.base import Completion, Model, Request
+from autointerp.llm.base import BatchStatus, Completion, Model, Request
 
 
 class MockModel(Model):
     provider = "mock"
+    supports_batch = True
 
-    def __init__(self, model_id: str = "mock-1") -> None:
+    def __init__(self, model_id: str = "mock-1", audio: bool = False, batch_polls: int = 1) -> None:
         super().__init__(model_id or "mock-1")
         self.queue: deque[Completion | Exception] = deque()
         self.history: list[Request] = []
+        self.audio = audio
+        self.batch_polls = batch_polls
+        self.batches: dict[str, tuple[str, dict[str, Request]]] = {}
+        self._polls: dict[str, int] = {}
+
+    def takes_audio(self) -> bool:
+        return self.audio
 
     def enqueue(self, answer: str | dict | Completion | Exception) -> None:
         """Queue the next answer: JSON text, a dict (serialized), a Completion, or an exception to raise."""
@@ -44,8 +53,33 @@ class MockModel(Model):
         seed = hashlib.sha256(f"{request.system}\x00{request.user}".encode()).digest()
         value = _fake(request.schema, seed, "")
         text = json.dumps(value)
-        return Completion(text=text, input_tokens=len(request.system + request.user) // 4,
-                          output_tokens=len(text) // 4)
+        return Completion(text=text, input_tokens=request.estimated_tokens(), output_tokens=len(text) // 4,
+                          audio_tokens=int(32 * request.audio_seconds))
+
+    async def submit_batch(self, requests: dict[str, Request], tag: str) -> str:
+        batch_id = f"mockbatch-{len(self.batches) + 1}"
+        self.batches[batch_id] = (tag, dict(requests))
+        return batch_id
+
+    async def find_batch(self, tag: str) -> str | None:
+        return next((bid for bid, (t, _) in self.batches.items() if t == tag), None)
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        if batch_id not in self.batches:
+            return BatchStatus("failed", "unknown to this mock (jobs live in memory)")
+        self._polls[batch_id] = self._polls.get(batch_id, 0) + 1
+        done = self._polls[batch_id] >= self.batch_polls
+        return BatchStatus("done" if done else "running", "mock", len(self.batches[batch_id][1]) if done else 0,
+                           len(self.batches[batch_id][1]))
+
+    async def batch_results(self, batch_id: str) -> dict[str, Completion | Exception]:
+        out: dict[str, Completion | Exception] = {}
+        for key, request in self.batches[batch_id][1].items():
+            try:
+                out[key] = await self.complete(request)
+            except Exception as exc:  # noqa: BLE001 - a queued exception is that request's answer
+                out[key] = exc
+        return out
 
 
 def _fake(annotation: Any, seed: bytes, path: str) -> Any:

@@ -3,15 +3,19 @@ Ollama, OpenRouter).
 
 Structured output uses `response_format` json_schema in strict mode. A server that rejects json_schema
 is remembered and asked again, in the same attempt, with json_object mode and the schema in the system
-message; one that rejects `max_completion_tokens` gets `max_tokens`. SDK retries are off: one
-`complete` is one attempt, and failures become TransientError or FatalError (never with the key).
+message; one that rejects `max_completion_tokens` gets `max_tokens`. Audio clips go as `input_audio`
+parts (base64 wav or mp3) after the user text. SDK retries are off: one `complete` is one attempt, and
+failures become TransientError or FatalError (never with the key). Batch mode (autointerp.llm.openai_batch)
+sends the same request bodies through the Batch API.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import time
+from functools import lru_cache
 from typing import Any, Literal
 
 import openai
@@ -19,7 +23,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from autointerp.config import LLMConfig
-from autointerp.llm.base import Completion, FatalError, Model, Request, TransientError
+from autointerp.llm.base import Completion, FatalError, Model, Request, TransientError, json_schema
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Finish = Literal["stop", "length", "refusal", "filtered"]
@@ -29,6 +33,8 @@ _JSON_FALLBACK_NOTE = ("\n\nAnswer with one JSON object and nothing else. It mus
 
 class OpenAIChatModel(Model):
     provider = "openai"
+    supports_batch = True
+    batch_api = "autointerp.llm.openai_batch"
 
     def __init__(self, config: LLMConfig, api_key: str) -> None:
         super().__init__(config.model)
@@ -41,6 +47,9 @@ class OpenAIChatModel(Model):
         self.json_schema_supported = True
         """False once the server rejected response_format json_schema; json_object is used from then on."""
         self.max_completion_tokens_supported = True
+
+    def takes_audio(self) -> bool:
+        return "audio" in self.model_id.lower()
 
     async def complete(self, request: Request) -> Completion:
         for _ in range(3):  # each pass can only switch one fallback off, so this ends
@@ -61,13 +70,13 @@ class OpenAIChatModel(Model):
         system = request.system
         if self.json_schema_supported:
             response_format: dict[str, Any] = {"type": "json_schema", "json_schema": {
-                "name": request.schema.__name__, "strict": True, "schema": strict_json_schema(request.schema)}}
+                "name": request.schema.__name__, "strict": True, "schema": _strict_cached(request.schema)}}
         else:
             response_format = {"type": "json_object"}
-            system += _JSON_FALLBACK_NOTE + json.dumps(request.schema.model_json_schema())
+            system += _JSON_FALLBACK_NOTE + json.dumps(json_schema(request.schema))
         limit = "max_completion_tokens" if self.max_completion_tokens_supported else "max_tokens"
         return {"model": self.model_id, "temperature": request.temperature, limit: request.max_output_tokens,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": request.user}],
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user_content(request)}],
                 "response_format": response_format}
 
     def _fall_back(self, exc: openai.BadRequestError) -> bool:
@@ -90,13 +99,22 @@ class OpenAIChatModel(Model):
         usage = response.usage
         tokens_in = (usage.prompt_tokens or 0) if usage else 0
         tokens_out = (usage.completion_tokens or 0) if usage else 0
+        details = usage.prompt_tokens_details if usage else None
+        audio = (details.audio_tokens or 0) if details is not None else 0
         extra = {"id": response.id, "response_format": "json_schema" if self.json_schema_supported else "json_object"}
         message = choice.message
         text = (message.content if message is not None else None) or ""
         if message is not None and message.refusal:
-            return Completion(text, tokens_in, tokens_out, finish="refusal", refusal=message.refusal, extra=extra)
+            return Completion(text, tokens_in, tokens_out, finish="refusal", refusal=message.refusal, extra=extra,
+                              audio_tokens=audio)
         finish = _FINISH.get(choice.finish_reason or "", "stop")
-        return Completion(text, tokens_in, tokens_out, finish=finish, extra=extra)
+        return Completion(text, tokens_in, tokens_out, finish=finish, extra=extra, audio_tokens=audio)
+
+    async def guard(self, work):
+        try:
+            return await work
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from None
 
     def _translate(self, exc: openai.OpenAIError) -> TransientError | FatalError:
         """The SDK's error as ours, with what to do about it."""
@@ -131,6 +149,20 @@ class OpenAIChatModel(Model):
         await self._client.close()
 
 
+def user_content(request: Request) -> str | list[dict[str, Any]]:
+    """The user message: plain text, or text then each clip's caption and an input_audio part."""
+    if not request.audio:
+        return request.user
+    parts: list[dict[str, Any]] = [{"type": "text", "text": request.user}]
+    for clip in request.audio:
+        if clip.format not in ("wav", "mp3"):
+            raise FatalError(f"OpenAI takes wav or mp3 audio, not {clip.format}: set [explain] audio_format")
+        parts.append({"type": "text", "text": clip.caption})
+        parts.append({"type": "input_audio", "input_audio": {"data": base64.b64encode(clip.data).decode("ascii"),
+                                                             "format": clip.format}})
+    return parts
+
+
 def _server_message(exc: openai.APIError) -> str:
     body = exc.body
     if isinstance(body, dict) and isinstance(body.get("message"), str):
@@ -162,6 +194,11 @@ def retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+@lru_cache(maxsize=64)
+def _strict_cached(schema: type[BaseModel]) -> dict[str, Any]:
+    return strict_json_schema(schema)
 
 
 def strict_json_schema(schema: type[BaseModel]) -> dict[str, Any]:

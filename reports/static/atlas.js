@@ -1,4 +1,5 @@
-/* autointerp atlas: the index table (search, sort, filters) and keyboard navigation between features.
+/* autointerp atlas: the index table (search, sort, filters), keyboard navigation between features, and
+ * the playhead that follows each example's player along its activation trace.
  *
  * Data comes from <script type="application/json" id="data"> (never executed, read with JSON.parse).
  * Every string from the database is untrusted: it is inserted with textContent only, and links are
@@ -9,7 +10,7 @@
   "use strict";
 
   var PAGE = 400;
-  var CONF_RANK = { high: 3, medium: 2, low: 1 };
+  var CONF_RANK = { confident: 3, tentative: 2, dead: 1 };
 
   function isTyping(el) {
     return el && /^(INPUT|SELECT|TEXTAREA|BUTTON|AUDIO|VIDEO)$/.test(el.tagName);
@@ -28,6 +29,24 @@
     var rel = event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : null;
     var link = rel && document.querySelector("a[rel='" + rel + "']");
     if (link) window.location.href = link.href;
+  });
+
+  // Feature pages: a playing clip moves a line along the activation trace drawn under its player.
+  Array.prototype.forEach.call(document.querySelectorAll("li.example audio"), function (audio) {
+    var line = audio.parentNode.querySelector("svg.trace line.playhead");
+    if (!line) return;
+    var width = line.ownerSVGElement.viewBox.baseVal.width;
+    var frame = 0;
+    function place() {
+      var x = audio.duration > 0 ? Math.min(1, audio.currentTime / audio.duration) * width : 0;
+      line.setAttribute("x1", x.toFixed(1));
+      line.setAttribute("x2", x.toFixed(1));
+      line.setAttribute("visibility", audio.currentTime > 0 ? "visible" : "hidden");
+      frame = audio.paused ? 0 : window.requestAnimationFrame(place);
+    }
+    ["play", "seeked", "timeupdate", "pause", "ended"].forEach(function (name) {
+      audio.addEventListener(name, function () { if (!frame) place(); });
+    });
   });
 
   var dataEl = document.getElementById("data");
@@ -61,6 +80,8 @@
   var groupEl = document.getElementById("group");
   var confEl = document.getElementById("confidence");
   var deadEl = document.getElementById("hide-dead");
+  var minEl = document.getElementById("score-min");
+  var maxEl = document.getElementById("score-max");
   var headers = Array.prototype.slice.call(document.querySelectorAll("#features th[data-key]"));
 
   var state = { sort: "id", dir: 1 };
@@ -103,6 +124,7 @@
   function filterRows() {
     var terms = qEl.value.toLowerCase().split(/\s+/).filter(Boolean);
     var group = groupEl.value, conf = confEl.value, hideDead = deadEl.checked;
+    var lo = bound(minEl), hi = bound(maxEl), scored = lo !== null || hi !== null;
     var idTerm = /^#?\d+$/.test(qEl.value.trim()) ? Number(qEl.value.trim().replace("#", "")) : null;
     view = [];
     for (var k = 0; k < n; k++) {
@@ -112,7 +134,11 @@
         var gs = r[col.groups] || [];
         if (group === "none" ? gs.length > 0 : gs.indexOf(Number(group)) < 0) continue;
       }
-      if (conf && (conf === "none" ? r[col.confidence] != null : r[col.confidence] !== conf)) continue;
+      if (conf && r[col.confidence] !== conf) continue;
+      if (scored) {
+        var s = r[col.score];
+        if (s == null || (lo !== null && s < lo) || (hi !== null && s > hi)) continue;
+      }
       if (terms.length && ids[i] !== idTerm) {
         var h = hay[i], ok = true;
         for (var t = 0; t < terms.length; t++) if (h.indexOf(terms[t]) < 0) { ok = false; break; }
@@ -120,6 +146,11 @@
       }
       view.push(i);
     }
+  }
+
+  function bound(input) {
+    var v = input.value.trim() === "" ? NaN : Number(input.value);
+    return isFinite(v) ? v : null;
   }
 
   function cell(tr, text, cls) {
@@ -161,7 +192,7 @@
     var ctd = cell(tr, "", "conf-cell");
     if (conf != null) {
       var span = document.createElement("span");
-      span.className = "conf" + (CONF_RANK[conf] ? " conf-" + conf : "");
+      span.className = "conf" + (CONF_RANK[conf] ? " final-" + conf : "");
       span.textContent = String(conf);
       ctd.appendChild(span);
     }
@@ -196,6 +227,7 @@
     appendMore();
     if (view.length === 0) moreEl.hidden = true;
     countEl.textContent = view.length + " of " + n + " features (" + (n - nDead) + " live, " + nDead + " dead)";
+    if (window.performance && performance.mark) performance.mark("atlas-render");
   }
 
   function saveHash() {
@@ -204,6 +236,8 @@
     if (groupEl.value) p.set("group", groupEl.value);
     if (confEl.value) p.set("confidence", confEl.value);
     if (deadEl.checked) p.set("hidedead", "1");
+    if (bound(minEl) !== null) p.set("min", String(bound(minEl)));
+    if (bound(maxEl) !== null) p.set("max", String(bound(maxEl)));
     if (state.sort !== "id" || state.dir !== 1) p.set("sort", (state.dir < 0 ? "-" : "") + state.sort);
     var hash = p.toString();
     history.replaceState(null, "", hash ? "#" + hash : window.location.pathname + window.location.search);
@@ -211,20 +245,20 @@
 
   function loadHash() {
     var p = new URLSearchParams(window.location.hash.replace(/^#/, ""));
-    qEl.value = p.get("q") || qEl.value;
+    qEl.value = p.get("q") || "";
     var g = p.get("group");
-    if (g && groupEl.querySelector("option[value='" + (g === "none" ? "none" : String(Number(g))) + "']")) groupEl.value = g;
+    groupEl.value = g && groupEl.querySelector("option[value='" + (g === "none" ? "none" : String(Number(g))) + "']") ? g : "";
     var c = p.get("confidence");
-    if (c && CONF_RANK[c] || c === "none") confEl.value = c;
-    if (p.get("hidedead") === "1") deadEl.checked = true;
-    var s = p.get("sort");
-    if (s) {
-      var key = s.replace(/^-/, "");
-      if (headers.some(function (th) { return th.dataset.key === key; })) {
-        state.sort = key;
-        state.dir = s.charAt(0) === "-" ? -1 : 1;
-      }
-    }
+    confEl.value = c && CONF_RANK[c] ? c : "";
+    deadEl.checked = p.get("hidedead") === "1";
+    [["min", minEl], ["max", maxEl]].forEach(function (pair) {
+      var v = Number(p.get(pair[0]));
+      pair[1].value = p.get(pair[0]) !== null && isFinite(v) ? String(v) : "";
+    });
+    var s = p.get("sort") || "id", key = s.replace(/^-/, "");
+    if (!headers.some(function (th) { return th.dataset.key === key; })) { s = "id"; key = "id"; }
+    state.sort = key;
+    state.dir = s.charAt(0) === "-" ? -1 : 1;
   }
 
   var pending = 0;
@@ -251,6 +285,8 @@
   groupEl.addEventListener("change", update);
   confEl.addEventListener("change", update);
   deadEl.addEventListener("change", update);
+  minEl.addEventListener("input", update);
+  maxEl.addEventListener("input", update);
   document.getElementById("controls").addEventListener("submit", function (e) { e.preventDefault(); });
 
   if ("IntersectionObserver" in window) {
@@ -269,8 +305,16 @@
   window.addEventListener("resize", stickHeaders);
   stickHeaders();
 
+  // A link to another view of the index (#group=3&sort=-score) applies it without a reload.
+  window.addEventListener("hashchange", function () {
+    loadHash();
+    sortRows();
+    update();
+  });
+
   loadHash();
   sortRows();
   filterRows();
   render();
+  if (window.performance && performance.mark) performance.mark("atlas-ready");
 })();

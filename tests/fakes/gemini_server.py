@@ -3,6 +3,9 @@
 POST /v1beta/models/{model}:generateContent answers a GenerateContentResponse whose text is a valid
 answer for the request's generationConfig.responseSchema / responseJsonSchema (or the fixed `answer`
 a test sets). Errors use Google's format, and `fail(..., retry_delay="7s")` adds a RetryInfo detail.
+Batch mode: POST .../models/{model}:batchGenerateContent (inline requests), GET .../batches/{id} (the
+job succeeds on its `batch_polls`-th GET, with inlined responses built like live ones) and
+GET .../batches (the list).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Any
 from tests.fakes.openai_server import FakeServer, Received, Reply, example_for_schema
 
 _ROUTE = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:?]+):generateContent$")
+_BATCH_CREATE = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:?]+):batchGenerateContent$")
+_BATCH_GET = re.compile(r"^/(v1beta|v1|v1alpha)/batches/([^/:?]+)$")
+_BATCH_LIST = re.compile(r"^/(v1beta|v1|v1alpha)/batches$")
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -23,8 +29,14 @@ class FakeGeminiServer(FakeServer):
     """`url` is the API root, to be given as HttpOptions(base_url=...)."""
 
     def __init__(self, answer: dict[str, Any] | str | None = None, *, prompt_tokens: int = 13,
-                 candidates_tokens: int = 5, thoughts_tokens: int = 0) -> None:
+                 candidates_tokens: int = 5, thoughts_tokens: int = 0, audio_tokens: int = 0,
+                 batch_polls: int = 1) -> None:
         self.answer = answer
+        self.audio_tokens = audio_tokens
+        """Reported as the AUDIO part of promptTokenCount (promptTokensDetails)."""
+        self.batch_polls = batch_polls
+        """A batch job succeeds on this GET of it (a huge number: never)."""
+        self.batches: dict[str, dict[str, Any]] = {}
         """Fixed answer text (a dict is sent as JSON text); None builds one from the request's schema."""
         self.prompt_tokens = prompt_tokens
         self.candidates_tokens = candidates_tokens
@@ -36,7 +48,10 @@ class FakeGeminiServer(FakeServer):
         return self.root
 
     def handles(self, method: str, path: str) -> bool:
-        return method == "POST" and _ROUTE.match(path.split("?")[0]) is not None
+        path = path.split("?")[0]
+        if method == "POST":
+            return _ROUTE.match(path) is not None or _BATCH_CREATE.match(path) is not None
+        return method == "GET" and (_BATCH_GET.match(path) is not None or _BATCH_LIST.match(path) is not None)
 
     @staticmethod
     def model_of(received: Received) -> str | None:
@@ -58,10 +73,11 @@ class FakeGeminiServer(FakeServer):
             headers["Retry-After"] = str(retry_after)
         self.queue.append(Reply(status, self.error_body(status, message, details), headers))
 
-    def text_for(self, received: Received) -> str:
+    def text_for(self, received: Received | dict[str, Any]) -> str:
         if self.answer is not None:
             return self.answer if isinstance(self.answer, str) else json.dumps(self.answer)
-        config = (received.body or {}).get("generationConfig") or {}
+        body = received if isinstance(received, dict) else received.body
+        config = (body or {}).get("generationConfig") or {}
         schema = config.get("responseJsonSchema") or config.get("responseSchema")
         return json.dumps(example_for_schema(schema) if schema else {"answer": "example"})
 
@@ -79,7 +95,50 @@ class FakeGeminiServer(FakeServer):
                 "promptTokenCount": self.prompt_tokens, "candidatesTokenCount": self.candidates_tokens,
                 "totalTokenCount": self.prompt_tokens + self.candidates_tokens + self.thoughts_tokens,
                 **({"thoughtsTokenCount": self.thoughts_tokens} if self.thoughts_tokens else {})}
+            if self.audio_tokens:
+                body["usageMetadata"]["promptTokensDetails"] = [
+                    {"modality": "TEXT", "tokenCount": self.prompt_tokens - self.audio_tokens},
+                    {"modality": "AUDIO", "tokenCount": self.audio_tokens}]
         return body
 
     def default_reply(self, received: Received) -> Reply:
-        return Reply(200, self.response(self.text_for(received)))
+        path = received.path.split("?")[0]
+        if _ROUTE.match(path):
+            return Reply(200, self.response(self.text_for(received)))
+        with self._lock:
+            return self._batch_reply(received, path)
+
+    @staticmethod
+    def inline_parts(received: Received) -> list[dict[str, Any]]:
+        """The inlineData parts of a generateContent request."""
+        return [part["inlineData"] for content in (received.body or {}).get("contents", [])
+                for part in content.get("parts", []) if "inlineData" in part]
+
+    # batch mode ----------------------------------------------------------------------------------------
+    def _batch_reply(self, received: Received, path: str) -> Reply:
+        match = _BATCH_CREATE.match(path)
+        if match:
+            batch = (received.body or {}).get("batch") or {}
+            requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests") or []
+            name = f"batches/fake{len(self.batches) + 1}"
+            self.batches[name] = {"requests": requests, "polls": 0, "metadata": {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+                "name": name, "displayName": batch.get("displayName", ""), "model": f"models/{match.group(2)}",
+                "state": "BATCH_STATE_PENDING", "createTime": "2025-01-01T00:00:00Z"}}
+            return Reply(200, {"name": name, "metadata": self.batches[name]["metadata"]})
+        if _BATCH_LIST.match(path):
+            return Reply(200, {"operations": [{"name": n, "metadata": b["metadata"]} for n, b in self.batches.items()]})
+        name = "batches/" + _BATCH_GET.match(path).group(2)
+        job = self.batches.get(name)
+        if job is None:
+            return Reply(404, self.error_body(404, f"{name} not found"))
+        job["polls"] += 1
+        if job["polls"] >= self.batch_polls and job["metadata"]["state"] != "BATCH_STATE_SUCCEEDED":
+            answers = [{"response": self.response(self.text_for(r.get("request") or {})),
+                        **({"metadata": r["metadata"]} if "metadata" in r else {})} for r in job["requests"]]
+            job["metadata"].update(state="BATCH_STATE_SUCCEEDED", endTime="2025-01-01T00:01:00Z",
+                                   output={"inlinedResponses": {"inlinedResponses": answers}})
+        elif job["metadata"]["state"] == "BATCH_STATE_PENDING":
+            job["metadata"]["state"] = "BATCH_STATE_RUNNING"
+        done = job["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
+        return Reply(200, {"name": name, "metadata": job["metadata"], "done": done})

@@ -5,12 +5,16 @@ the next entry of `queue` (a `Reply`, or a callable from the `Received` request 
 the queue is empty it gets `default_reply`. Every request is recorded in `requests`, and `ok_count`
 counts the 200s sent. Replies can be delayed (for timeouts), dropped (the socket closed unanswered)
 and carry any headers (Retry-After). `FakeOpenAIServer` answers POST [/v1]/chat/completions with a
-valid answer built from the request's JSON schema, or with the fixed `answer` a test sets.
+valid answer built from the request's JSON schema, or with the fixed `answer` a test sets; and the
+Batch API: POST /v1/files (multipart upload), POST /v1/batches, GET /v1/batches[/{id}] and
+GET /v1/files/{id}/content. A batch job completes on its `batch_polls`-th GET, its answers built
+like live ones.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -31,6 +35,8 @@ class Received:
     raw: bytes
     body: Any
     """The JSON body, or None if it was not JSON."""
+    at: float = field(default_factory=time.monotonic)
+    """When the request arrived (time.monotonic)."""
 
 
 @dataclass
@@ -48,6 +54,12 @@ class Reply:
 Script = Reply | Callable[[Received], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    """socketserver's default listen backlog is 5: 32 clients connecting at once would wait for SYN
+    retransmits (a second or more), which is the fake's doing, not the client's."""
+
+
 class FakeServer:
     """Base scripted server; subclasses implement `default_reply` and may override `handles`."""
 
@@ -57,7 +69,7 @@ class FakeServer:
         self.ok_count = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.handle_error = lambda request, address: None  # clients that hung up: not our business
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
@@ -226,16 +238,39 @@ def schema_in_text(text: str) -> dict[str, Any] | None:
     return None
 
 
+_CHAT = ("/v1/chat/completions", "/chat/completions")
+_BATCH_ROUTES = [("POST", re.compile(r"^/v1/files$")), ("POST", re.compile(r"^/v1/batches$")),
+                 ("GET", re.compile(r"^/v1/batches$")), ("GET", re.compile(r"^/v1/batches/([^/]+)$")),
+                 ("GET", re.compile(r"^/v1/files/([^/]+)/content$"))]
+
+
+def multipart_file(received: Received) -> bytes:
+    """The `file` field of a multipart/form-data upload."""
+    boundary = received.headers.get("content-type", "").split("boundary=")[-1].strip('"').encode()
+    for part in received.raw.split(b"--" + boundary):
+        head, _, data = part.partition(b"\r\n\r\n")
+        if b'name="file"' in head:
+            return data.rstrip(b"\r\n").removesuffix(b"--").rstrip(b"\r\n")
+    return b""
+
+
 class FakeOpenAIServer(FakeServer):
-    """OpenAI-compatible Chat Completions. `url` ends in /v1, as OpenAI-compatible base URLs do."""
+    """OpenAI-compatible Chat Completions (and the Batch API). `url` ends in /v1, as OpenAI-compatible
+    base URLs do."""
 
     def __init__(self, answer: dict[str, Any] | str | None = None, *, model: str = "fake-model",
-                 prompt_tokens: int = 11, completion_tokens: int = 7) -> None:
+                 prompt_tokens: int = 11, completion_tokens: int = 7, batch_polls: int = 1) -> None:
         self.answer = answer
         """Fixed answer content (a dict is sent as JSON text); None builds one from the request's schema."""
         self.model = model
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        self.batch_polls = batch_polls
+        """A batch job completes on this GET of it (a huge number: never)."""
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_line_status: dict[str, int] = {}
+        """custom_id -> HTTP status its batch line answers with (default 200)."""
         super().__init__()
 
     @property
@@ -243,7 +278,80 @@ class FakeOpenAIServer(FakeServer):
         return f"{self.root}/v1"
 
     def handles(self, method: str, path: str) -> bool:
-        return method == "POST" and path.split("?")[0] in ("/v1/chat/completions", "/chat/completions")
+        path = path.split("?")[0]
+        return (method == "POST" and path in _CHAT) or any(m == method and r.match(path) for m, r in _BATCH_ROUTES)
+
+    # the Batch API -------------------------------------------------------------------------------------
+    def batch_reply(self, received: Received) -> Reply:
+        path = received.path.split("?")[0]
+        with self._lock:
+            if received.method == "POST" and path == "/v1/files":
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = multipart_file(received)
+                return Reply(200, {"id": file_id, "object": "file", "bytes": len(self.files[file_id]),
+                                   "created_at": int(time.time()), "filename": "batch.jsonl", "purpose": "batch",
+                                   "status": "processed"})
+            if received.method == "POST" and path == "/v1/batches":
+                body = received.body or {}
+                if body.get("input_file_id") not in self.files:
+                    return Reply(404, self.error_body(404, f"no file {body.get('input_file_id')}"))
+                batch_id = f"batch_{len(self.batches) + 1}"
+                lines = [json.loads(x) for x in self.files[body["input_file_id"]].decode().splitlines() if x.strip()]
+                self.batches[batch_id] = {"object": self._batch_object(batch_id, body, len(lines)), "lines": lines,
+                                          "polls": 0}
+                return Reply(200, self.batches[batch_id]["object"])
+            if received.method == "GET" and path == "/v1/batches":
+                data = [b["object"] for b in reversed(self.batches.values())]
+                return Reply(200, {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                                   "last_id": data[-1]["id"] if data else None, "has_more": False})
+            match = re.match(r"^/v1/batches/([^/]+)$", path)
+            if match:
+                batch = self.batches.get(match.group(1))
+                if batch is None:
+                    return Reply(404, self.error_body(404, f"no batch {match.group(1)}"))
+                batch["polls"] += 1
+                if batch["polls"] >= self.batch_polls and batch["object"]["status"] != "completed":
+                    self._complete(match.group(1))
+                elif batch["object"]["status"] == "validating":
+                    batch["object"]["status"] = "in_progress"
+                return Reply(200, batch["object"])
+            match = re.match(r"^/v1/files/([^/]+)/content$", path)
+            if match and match.group(1) in self.files:
+                return Reply(200, self.files[match.group(1)])
+        return Reply(404, self.error_body(404, f"no route {received.method} {path}"))
+
+    def _batch_object(self, batch_id: str, body: dict[str, Any], total: int) -> dict[str, Any]:
+        return {"id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                "input_file_id": body.get("input_file_id"), "completion_window": body.get("completion_window"),
+                "status": "validating", "output_file_id": None, "error_file_id": None,
+                "created_at": int(time.time()), "metadata": body.get("metadata"),
+                "request_counts": {"total": total, "completed": 0, "failed": 0}}
+
+    def _complete(self, batch_id: str) -> None:
+        """Answer every line (called with the lock held)."""
+        batch = self.batches[batch_id]
+        out, errors = [], []
+        for n, line in enumerate(batch["lines"]):
+            status = self.batch_line_status.get(line["custom_id"], 200)
+            received = Received("POST", line["url"], {}, b"", line["body"])
+            if status == 200:
+                body = self.completion(self.content_for(received))
+                body["id"] = f"chatcmpl-batch-{n}"
+                out.append({"id": f"batch_req_{n}", "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": 200, "request_id": f"req_{n}", "body": body}})
+            else:
+                errors.append({"id": f"batch_req_{n}", "custom_id": line["custom_id"], "error": None,
+                               "response": {"status_code": status, "request_id": f"req_{n}",
+                                            "body": self.error_body(status, "scripted batch line failure")}})
+        obj = batch["object"]
+        for name, rows in (("output_file_id", out), ("error_file_id", errors)):
+            if rows:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = ("\n".join(json.dumps(r) for r in rows) + "\n").encode()
+                obj[name] = file_id
+        obj["status"] = "completed"
+        obj["completed_at"] = int(time.time())
+        obj["request_counts"] = {"total": len(batch["lines"]), "completed": len(out), "failed": len(errors)}
 
     def error_body(self, status: int, message: str) -> Any:
         kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -275,4 +383,11 @@ class FakeOpenAIServer(FakeServer):
         return body
 
     def default_reply(self, received: Received) -> Reply:
+        if received.path.split("?")[0] not in _CHAT:
+            return self.batch_reply(received)
         return Reply(200, self.completion(self.content_for(received)))
+
+    def audio_parts(self, received: Received) -> list[dict[str, Any]]:
+        """The input_audio parts of a chat request's messages."""
+        return [part["input_audio"] for m in (received.body or {}).get("messages", [])
+                if isinstance(m.get("content"), list) for part in m["content"] if part.get("type") == "input_audio"]

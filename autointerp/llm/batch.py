@@ -1,0 +1,227 @@
+"""Batch mode: requests go to the provider's batch API (half price, answered within 24 h) instead of
+one HTTP call each, and every answer lands in llm_calls exactly as a live answer would.
+
+Never twice: a request whose answer is in the call log is not sent; a request that an open job already
+holds is not sent again; a job's row (llm_batches) is committed before the job is submitted and its
+provider id right after, before any polling. A run that dies while a job is out resumes polling that
+job; one that died between submitting and saving the id finds the job again by its tag. Only a job
+that failed or expired has its requests sent again, by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from autointerp.errors import CostLimitReached
+from autointerp.llm.base import FatalError, Request, TransientError
+from autointerp.llm.client import CallResult, LLMClient
+from autointerp.llm.pricing import cost_usd
+from autointerp.schema import LLMBatch, utcnow
+
+OPEN = ("submitting", "submitted")
+
+
+@dataclass
+class BatchAnswer:
+    request_hash: str
+    meta: dict
+    """Request.meta() of the request: purpose, feature_id, template, prompt_hash, request."""
+    result: CallResult
+
+
+class BatchRunner:
+    """`async for answer in BatchRunner(client).run(chunks, schema)`: answers in the order they land."""
+
+    def __init__(self, client: LLMClient) -> None:
+        self.client = client
+        self.model = client.model
+        self.config = client.config
+        self.submitted = 0
+        """Jobs this runner submitted (not counting the ones it resumed)."""
+        self.left_out = 0
+        """Requests not submitted because their worst-case cost would pass --max-cost."""
+        self._committed = 0.0
+        """Worst-case cost of the requests this runner submitted (not yet paid, so not in client.spent)."""
+
+    async def run(self, chunks: Iterable[list[Request]], schema) -> AsyncIterator[BatchAnswer]:
+        waiting: dict[str, list[dict]] = {}  # request hash -> metas of the requests an open job answers
+        rows: set[int] = set()
+        for chunk in chunks:
+            fresh: dict[str, Request] = {}
+            for request in chunk:
+                key = request.request_hash(self.model.provider, self.model.model_id)
+                previous = self.client.cached(key)
+                if previous is not None:
+                    yield BatchAnswer(key, request.meta(), self.client.from_log(previous, schema))
+                elif key in waiting or key in fresh:  # an identical request: one answer serves both
+                    waiting.setdefault(key, []).append(request.meta())
+                else:
+                    fresh[key] = request
+            held = await self._open_jobs(fresh)
+            parts = self._split({k: r for k, r in fresh.items() if not any(k in keys for keys in held.values())})
+            for row_id in held:
+                rows.add(row_id)
+            for part in parts:
+                rows.add(await self._submit(part))
+            for key in [k for keys in held.values() for k in keys] + [k for part in parts for k in part]:
+                waiting.setdefault(key, []).insert(0, fresh[key].meta())
+        async for answer in self._collect(rows, waiting, schema):
+            yield answer
+        if self.left_out:
+            error = CostLimitReached(
+                f"{self.left_out} requests were not submitted: at their worst case (every answer max_output_tokens "
+                f"long) they would pass --max-cost ${self.client.max_cost:.4f} (spent ${self.client.spent:.4f}); "
+                f"finished work is saved; raise --max-cost to continue")
+            self.client._stopped = error
+            raise error
+
+    # submitting ------------------------------------------------------------------------------------
+    async def _open_jobs(self, fresh: dict[str, Request]) -> dict[int, list[str]]:
+        """{row id: the fresh requests it holds} for the open jobs that hold any; lost ids looked up."""
+        if not fresh:
+            return {}
+        with self.client.store.session() as s:
+            open_rows = s.scalars(select(LLMBatch).where(LLMBatch.provider == self.model.provider,
+                                                         LLMBatch.model == self.model.model_id,
+                                                         LLMBatch.status.in_(OPEN))).all()
+        held: dict[int, list[str]] = {}
+        for row in open_rows:
+            keys = [key for key in row.requests if key in fresh]
+            if not keys:
+                continue
+            if row.batch_id is None and not await self._recover(row):
+                continue
+            held[row.id] = keys
+        return held
+
+    async def _recover(self, row: LLMBatch) -> bool:
+        """A job whose id was never saved (a crash right after submitting): find it by its tag, or give
+        its requests up for resubmission."""
+        found = await self.model.find_batch(row.tag)
+        with self.client.store.session() as s:
+            stored = s.get(LLMBatch, row.id)
+            if found:
+                stored.batch_id, stored.status = found, "submitted"
+            else:
+                stored.status, stored.detail = "abandoned", "never reached the provider (no job with its tag)"
+        return found is not None
+
+    def _split(self, fresh: dict[str, Request]) -> list[dict[str, Request]]:
+        """Jobs of at most batch_max_requests requests and batch_max_mb of payload each; under --max-cost
+        only as many requests as the budget covers at their worst case (every answer max_output_tokens)."""
+        limit_bytes = self.config.batch_max_mb * 1_000_000
+        budget = None if self.client.max_cost is None else self.client.max_cost - self.client.spent - self._committed
+        parts: list[dict[str, Request]] = []
+        current: dict[str, Request] = {}
+        size = 0
+        for key, request in fresh.items():
+            if budget is not None:
+                worst = cost_usd(self.model.model_id, request.estimated_tokens(), request.max_output_tokens,
+                                 self.client.prices, int(32 * request.audio_seconds), self.config.batch_discount)
+                if worst > budget:
+                    break
+                budget -= worst
+                self._committed += worst
+            weight = len(request.system) + len(request.user) + sum(len(p.data) * 4 // 3 for p in request.audio) + 2000
+            if current and (len(current) >= self.config.batch_max_requests or size + weight > limit_bytes):
+                parts.append(current)
+                current, size = {}, 0
+            current[key] = request
+            size += weight
+        if current:
+            parts.append(current)
+        self.left_out += len(fresh) - sum(map(len, parts))
+        return parts
+
+    async def _submit(self, part: dict[str, Request]) -> int:
+        tag = f"autointerp-{uuid.uuid4().hex}"
+        purpose = next(iter(part.values())).purpose
+        with self.client.store.session() as s:
+            row = LLMBatch(tag=tag, provider=self.model.provider, model=self.model.model_id, purpose=purpose,
+                           status="submitting", requests={key: r.meta() for key, r in part.items()},
+                           n_requests=len(part))
+            s.add(row)
+            s.flush()
+            row_id = row.id
+        batch_id = None
+        for attempt in range(1, self.config.max_attempts + 1):
+            try:
+                batch_id = await self.model.submit_batch(part, tag)
+                break
+            except FatalError as exc:
+                self._finish(row_id, "failed", str(exc))
+                raise self.client.stop(exc) from None
+            except TransientError as exc:
+                batch_id = await self.model.find_batch(tag)  # it may have gone through before the error
+                if batch_id or attempt == self.config.max_attempts:
+                    if not batch_id:
+                        self._finish(row_id, "failed", f"gave up submitting after {attempt} attempts: {exc}")
+                        raise
+                    break
+                await asyncio.sleep(exc.retry_after if exc.retry_after is not None
+                                    else self.config.retry_base_s * 2 ** (attempt - 1))
+        with self.client.store.session() as s:
+            stored = s.get(LLMBatch, row_id)
+            stored.batch_id, stored.status = batch_id, "submitted"
+        self.submitted += 1
+        return row_id
+
+    # polling and collecting -----------------------------------------------------------------------------
+    async def _collect(self, rows: set[int], waiting: dict[str, dict], schema) -> AsyncIterator[BatchAnswer]:
+        pending = set(rows)
+        while pending:
+            for row_id in sorted(pending):
+                with self.client.store.session() as s:
+                    row = s.get(LLMBatch, row_id)
+                try:
+                    status = await self.model.poll_batch(row.batch_id)
+                except TransientError:
+                    continue  # polled again next round
+                except FatalError as exc:
+                    raise self.client.stop(exc) from None
+                if status.state == "running":
+                    self._finish(row_id, "submitted", status.detail)
+                    continue
+                pending.discard(row_id)
+                if status.state == "failed":
+                    answers = {}
+                else:
+                    try:
+                        answers = await self.model.batch_results(row.batch_id)
+                    except TransientError:
+                        pending.add(row_id)
+                        continue
+                for key, meta in row.requests.items():
+                    result = self._land(row, key, meta, answers.get(key), status.detail, schema)
+                    for asked in waiting.pop(key, []):
+                        yield BatchAnswer(key, asked, result)
+                self._finish(row_id, "collected" if status.state == "done" else "failed", status.detail)
+            if pending:
+                await asyncio.sleep(self.config.batch_poll_s)
+
+    def _land(self, row: LLMBatch, key: str, meta: dict, answer, detail: str, schema) -> CallResult:
+        """One answer into llm_calls (unless an identical request was answered meanwhile)."""
+        previous = self.client.cached(key)
+        if previous is not None:
+            return self.client.from_log(previous, schema)
+        if answer is None:
+            return self.client.record_error(meta, key, TransientError(f"batch job {row.batch_id} ended ({detail}) "
+                                                                      f"without answering it; the next run resends it"),
+                                            batch_id=row.batch_id)
+        if isinstance(answer, Exception):
+            return self.client.record_error(meta, key, answer, batch_id=row.batch_id)
+        return self.client.record(meta, key, answer, schema, discount=self.config.batch_discount,
+                                  batch_id=row.batch_id)
+
+    def _finish(self, row_id: int, status: str, detail: str) -> None:
+        with self.client.store.session() as s:
+            row = s.get(LLMBatch, row_id)
+            row.status, row.detail = status, detail
+            if status in ("collected", "failed"):
+                row.finished_at = utcnow()
+

@@ -1,0 +1,187 @@
+"""Batch mode (autointerp.llm.batch) against the fake OpenAI Batch API and Gemini batch endpoints:
+submit, poll, collect into llm_calls, and resume after a crash without submitting twice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from autointerp.config import LLMConfig
+from autointerp.errors import CostLimitReached
+from autointerp.llm.batch import BatchRunner
+from autointerp.llm.client import LLMClient
+from autointerp.llm.gemini import GeminiModel
+from autointerp.llm.openai_chat import OpenAIChatModel
+from autointerp.schema import LLMBatch, LLMCall
+from autointerp.store import Store
+from tests.fakes.gemini_server import FakeGeminiServer
+from tests.fakes.openai_server import FakeOpenAIServer
+
+
+class Answer(BaseModel):
+    title: str
+    confidence: Literal["high", "low"]
+
+
+def requests(n: int, offset: int = 0) -> list:
+    from autointerp.llm.base import Request
+    return [Request(purpose="explain", template="explain", system="Label SAE features.", user=f"Feature {i} fires.",
+                    schema=Answer, feature_id=i, max_output_tokens=100) for i in range(offset, offset + n)]
+
+
+def config_for(provider: str, url: str, **extra) -> LLMConfig:
+    model = "gpt-4.1-mini" if provider == "openai" else "gemini-2.5-flash"
+    return LLMConfig(provider=provider, model=model, base_url=url, batch=True, batch_poll_s=0.01,
+                     retry_base_s=0.01, **extra)
+
+
+def make(provider: str, config: LLMConfig):
+    return (OpenAIChatModel if provider == "openai" else GeminiModel)(config, "key-0123456789")
+
+
+def run(store: Store, config: LLMConfig, provider: str, reqs, timeout: float | None = None, chunk: int = 100):
+    """Answers as {feature_id: CallResult}; with a timeout, the run is cut off like a crash."""
+    async def go():
+        client = LLMClient(make(provider, config), store, config)
+        runner = BatchRunner(client)
+        got = {}
+        try:
+            async for answer in runner.run([reqs[i:i + chunk] for i in range(0, len(reqs), chunk)], Answer):
+                got[answer.meta["feature_id"]] = answer.result
+        finally:
+            await client.aclose()
+        return got, runner
+    if timeout is None:
+        return asyncio.run(go())
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(go(), timeout))
+    return None
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    yield s
+    s.close()
+
+
+def rows(store: Store, table):
+    with store.session() as s:
+        return s.scalars(select(table).order_by(table.id)).all()
+
+
+def posts(fake, suffix: str) -> int:
+    return sum(1 for r in fake.requests if r.method == "POST" and r.path.split("?")[0].endswith(suffix))
+
+
+def test_openai_batch_submits_polls_and_collects_at_half_price(store):
+    with FakeOpenAIServer(batch_polls=3) as fake:
+        got, runner = run(store, config_for("openai", fake.url, batch_max_requests=4), "openai", requests(10))
+        assert posts(fake, "/files") == 3 and posts(fake, "/batches") == 3  # 4 + 4 + 2
+        lines = [line for f in list(fake.files.values())[:1] for line in f.decode().splitlines()]
+        first = __import__("json").loads(lines[0])
+        assert first["url"] == "/v1/chat/completions" and first["body"]["response_format"]["type"] == "json_schema"
+    assert sorted(got) == list(range(10)) and all(r.value == Answer(title="example", confidence="high")
+                                                  for r in got.values())
+    calls = rows(store, LLMCall)
+    assert len(calls) == 10 and {c.status for c in calls} == {"ok"} and all(c.batch_id for c in calls)
+    # 11 in, 7 out at gpt-4.1-mini (0.40, 1.60) per million, half price
+    assert calls[0].cost == pytest.approx((11 * 0.40 + 7 * 1.60) / 1e6 / 2)
+    assert [b.status for b in rows(store, LLMBatch)] == ["collected"] * 3 and runner.submitted == 3
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_crash_before_collect_resumes_polling_without_resubmitting(store, provider):
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    with server(batch_polls=10**9) as fake:
+        config = config_for(provider, fake.url)
+        run(store, config, provider, requests(5), timeout=1.0)  # killed while the job runs
+        [job] = rows(store, LLMBatch)
+        assert job.status == "submitted" and job.batch_id and rows(store, LLMCall) == []
+        fake.batch_polls = 0  # the job finishes while we are away
+        got, runner = run(store, config, provider, requests(5))
+        created = posts(fake, "/batches" if provider == "openai" else ":batchGenerateContent")
+    assert created == 1 and runner.submitted == 0
+    assert sorted(got) == list(range(5)) and all(r.value is not None and not r.cached for r in got.values())
+    assert [b.status for b in rows(store, LLMBatch)] == ["collected"]
+    assert len(rows(store, LLMCall)) == 5
+    # a third run pays nothing: every answer is in the log
+    got, runner = run(store, config, provider, requests(5))
+    assert all(r.cached for r in got.values()) and runner.submitted == 0 and len(rows(store, LLMCall)) == 5
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_crash_between_submit_and_saving_the_id_finds_the_job_by_its_tag(store, provider, monkeypatch):
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    cls = OpenAIChatModel if provider == "openai" else GeminiModel
+    real = cls.submit_batch
+
+    async def submit_then_die(self, reqs, tag):
+        await real(self, reqs, tag)
+        raise TimeoutError("killed before the id was saved")
+
+    with server() as fake:
+        config = config_for(provider, fake.url)
+        monkeypatch.setattr(cls, "submit_batch", submit_then_die)
+        with pytest.raises(TimeoutError):
+            run(store, config, provider, requests(3))
+        [job] = rows(store, LLMBatch)
+        assert job.status == "submitting" and job.batch_id is None
+        monkeypatch.setattr(cls, "submit_batch", real)
+        got, runner = run(store, config, provider, requests(3))
+        created = posts(fake, "/batches" if provider == "openai" else ":batchGenerateContent")
+    assert created == 1 and runner.submitted == 0 and sorted(got) == [0, 1, 2]
+    [job] = rows(store, LLMBatch)
+    assert job.status == "collected" and job.batch_id
+
+
+def test_failed_lines_are_logged_and_only_they_are_resubmitted(store):
+    with FakeOpenAIServer() as fake:
+        config = config_for("openai", fake.url)
+        reqs = requests(4)
+        fake.batch_line_status[reqs[1].request_hash("openai", "gpt-4.1-mini")] = 500
+        got, _ = run(store, config, "openai", reqs)
+        assert got[1].value is None and "batch request failed (500)" in got[1].error
+        assert sum(r.value is not None for r in got.values()) == 3
+        fake.batch_line_status.clear()
+        got, runner = run(store, config, "openai", reqs)
+        assert runner.submitted == 1 and len(fake.batches["batch_2"]["lines"]) == 1
+    assert all(r.value is not None for r in got.values())
+    assert [c.status for c in rows(store, LLMCall)].count("error") == 1
+
+
+def test_max_cost_submits_only_what_the_budget_covers_at_worst(store):
+    with FakeOpenAIServer() as fake:
+        # worst case per request: ~8 input tokens x 0.40 + 100 output x 1.60 per million, half price ~ 8.2e-5
+        config = config_for("openai", fake.url, max_cost=2.5e-4)
+        with pytest.raises(CostLimitReached, match="were not submitted"):
+            run(store, config, "openai", requests(10))
+        [job] = rows(store, LLMBatch)
+    assert job.n_requests == 3 and len(rows(store, LLMCall)) == 3
+
+
+def test_gemini_batch_round_trips_inline_requests(store):
+    with FakeGeminiServer(batch_polls=2) as fake:
+        got, _ = run(store, config_for("gemini", fake.url), "gemini", requests(3))
+        [create] = [r for r in fake.requests if r.path.endswith(":batchGenerateContent")]
+    batch = create.body["batch"]
+    assert batch["displayName"].startswith("autointerp-")
+    inline = batch["inputConfig"]["requests"]["requests"]
+    assert len(inline) == 3 and inline[0]["request"]["systemInstruction"]["parts"] == [{"text": "Label SAE features."}]
+    assert inline[0]["request"]["generationConfig"]["responseMimeType"] == "application/json"
+    assert sorted(got) == [0, 1, 2] and all(r.value is not None for r in got.values())
+    assert rows(store, LLMCall)[0].cost == pytest.approx((13 * 0.30 + 5 * 2.50) / 1e6 / 2)
+
+
+def test_identical_requests_share_one_line_and_one_answer(store):
+    from dataclasses import replace
+    twin = requests(2)
+    twin[1] = replace(twin[0], feature_id=7)
+    with FakeOpenAIServer() as fake:
+        got, _ = run(store, config_for("openai", fake.url), "openai", twin + requests(1, offset=3))
+        [batch] = fake.batches.values()
+    assert len(batch["lines"]) == 2 and sorted(got) == [0, 3, 7] and got[7].value == got[0].value

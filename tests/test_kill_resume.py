@@ -1,0 +1,116 @@
+"""Kill -9 at ten points across mine, explain, score, taxonomy and report, resume each time, and end
+with exactly what one uninterrupted run produces: the same database rows, exports and pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.factory import planted_corpus
+
+SLOW_MINE = """
+[mine]
+n_top = 8
+n_bottom = 4
+n_holdout = 8
+n_negative = 8
+batch_size = 16
+checkpoint_s = 0.000001
+"""
+
+
+def corpus(root: Path) -> Path:
+    planted = planted_corpus(root, n=900, extra_features=400, k=6)
+    text = planted.config.read_text()
+    text = text[:text.index("[mine]")] + SLOW_MINE + text[text.index("[output]"):]
+    planted.config.write_text(text)
+    return planted.config
+
+
+def command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "autointerp", "run", str(config), "--llm", "mock"]
+
+
+def count(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # table not there yet
+        return 0
+
+
+def kill_points(out: Path):
+    db = out / "autointerp.db"
+    pages = out / "atlas" / "features"
+    return [
+        ("mine: pass checkpointed", lambda: (out / "shards" / "shard-0-of-1.partial.pt").exists()),
+        ("mine: writing features", lambda: count(db, "SELECT count(*) FROM features") > 0),
+        ("explain: 10 labels", lambda: count(db, "SELECT count(*) FROM labels") >= 10),
+        ("explain: 100 labels", lambda: count(db, "SELECT count(*) FROM labels") >= 100),
+        ("explain: 250 labels", lambda: count(db, "SELECT count(*) FROM labels") >= 250),
+        ("score: 20 scores", lambda: count(db, "SELECT count(*) FROM scores") >= 20),
+        ("score: 200 scores", lambda: count(db, "SELECT count(*) FROM scores") >= 200),
+        ("taxonomy: placements", lambda: count(db, "SELECT count(*) FROM placements") > 0),
+        ("report: 10 pages", lambda: pages.is_dir() and len(list(pages.glob("*.html"))) >= 10),
+        ("report: 150 pages", lambda: pages.is_dir() and len(list(pages.glob("*.html"))) >= 150),
+    ]
+
+
+def snapshot(out: Path) -> dict:
+    with sqlite3.connect(out / "autointerp.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {
+            "features": "SELECT * FROM features ORDER BY id",
+            "examples": "SELECT feature_id, kind, rank, activation, item_id, position, trace FROM examples ORDER BY 1, 2, 3",
+            "labels": "SELECT feature_id, status, title, description, confidence, reasoning, error FROM labels ORDER BY 1",
+            "scores": "SELECT feature_id, method, status, balanced_accuracy, details, error FROM scores ORDER BY 1, 2",
+            "placements": "SELECT feature_id, status, groups, bin_id FROM placements ORDER BY 1",
+            "bins": "SELECT * FROM bins ORDER BY id",
+            "groups": "SELECT * FROM groups ORDER BY id",
+            "ok_calls": "SELECT request_hash, response FROM llm_calls WHERE status = 'ok' ORDER BY 1",
+        }
+        state = {name: conn.execute(sql).fetchall() for name, sql in tables.items()}
+    for folder in ("export", "atlas"):
+        for path in sorted((out / folder).rglob("*")):
+            if path.is_file() and path.name != "summary.html":
+                state[str(path.relative_to(out))] = path.read_bytes()
+    return state
+
+
+def test_killed_ten_times_ends_like_one_run(tmp_path):
+    reference = corpus(tmp_path / "reference")
+    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    config = corpus(tmp_path / "killed")
+    out = config.parent / "out"
+    hits = []
+    for name, reached in kill_points(out):
+        proc = subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not reached() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            hits.append(name)
+        proc.wait()
+    assert len(hits) >= 8, hits  # the kills landed across the stages
+    final = subprocess.run(command(config), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    a, b = snapshot(reference.parent / "out"), snapshot(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key], key
+    # No completed call was paid twice: every ok request appears once in the log.
+    with sqlite3.connect(out / "autointerp.db") as conn:
+        assert conn.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM llm_calls WHERE status='ok' "
+                            "GROUP BY request_hash)").fetchone()[0] == 1
