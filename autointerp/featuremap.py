@@ -51,9 +51,13 @@ def _pca(points: np.ndarray, dims: int) -> np.ndarray:
 
 
 def _umap(points: np.ndarray, dims: int) -> np.ndarray:
+    import warnings
+
     import umap
 
-    return umap.UMAP(n_components=dims, metric="cosine", random_state=0).fit_transform(points).astype(np.float64)
+    with warnings.catch_warnings():  # a fixed seed makes UMAP single-threaded, and it says so
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        return umap.UMAP(n_components=dims, metric="cosine", random_state=0, n_jobs=1).fit_transform(points)
 
 
 def _tsne(points: np.ndarray, dims: int, fit_at_most: int) -> np.ndarray:

@@ -31,6 +31,7 @@ class Prompts:
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
                                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
                                       autoescape=False)
+        self._sources: dict[str, str] = {}
 
     def render(self, name: str, **context) -> Prompt:
         parts = {}
@@ -38,8 +39,10 @@ class Prompts:
         for part in ("system", "user"):
             filename = f"{name}_{part}.j2"
             try:
-                template = self.env.get_template(filename)
-                sources.append(self.env.loader.get_source(self.env, filename)[0])
+                template = self.env.get_template(filename)  # compiled once, cached by the environment
+                if filename not in self._sources:
+                    self._sources[filename] = self.env.loader.get_source(self.env, filename)[0]
+                sources.append(self._sources[filename])
                 parts[part] = template.render(**context).strip()
             except jinja2.TemplateSyntaxError as exc:
                 raise ConfigError(f"prompt template {exc.filename or filename} line {exc.lineno}: {exc.message}: fix the template") from None
