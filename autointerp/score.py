@@ -125,7 +125,6 @@ def final_confidence(dead: bool, label: Label | None, score: Score | None, embed
 def score(store: Store, config: Config, model: Model | None) -> StageResult:
     """Run the configured scorers ([score] methods) on every done label that lacks their score."""
     result = StageResult("score")
-    notes = []
     if METHOD in config.score.methods:
         result = asyncio.run(_detect_all(store, config, model, _todo(store, config, METHOD)))
     if EMBEDDING in config.score.methods:
@@ -133,8 +132,7 @@ def score(store: Store, config: Config, model: Model | None) -> StageResult:
         extra = score_embedding(store, config, _todo(store, config, EMBEDDING))
         result.done += extra.done
         result.failed += extra.failed
-        notes.append(f"embedding: {extra.summary().removeprefix('score: ')}")
-    result.note = "; ".join([result.note] * bool(result.note) + notes)
+        result.note = f"embedding: {extra.done} done, {extra.failed} failed"
     return result
 
 

@@ -5,7 +5,8 @@ FVE and normalized L2 are measured by the mine stage on the corpus (a row sample
 mine.reconstruction_rows). Score distributions cover done scores only; `histogram` counts values in
 ten equal bins over [0, 1]. Tokens and cost add up every logged LLM call of every run on this
 database (answers served from the cache cost nothing and are not counted again). The file is a
-function of the database alone (no timestamps), so exporting again gives the same bytes."""
+function of the database alone (no timestamps, and no local paths, which a published file should
+not carry), so exporting again gives the same bytes."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def summary(store: Store, snap: Snapshot) -> dict:
     group_sizes = Counter(g for p in placed for g in p.groups or [])
     return {
         "autointerp_version": __version__,
-        "sae": {"path": sae.path, "format": sae.format, "activation": sae.activation, "dtype": sae.dtype,
+        "sae": {"format": sae.format, "activation": sae.activation, "dtype": sae.dtype,
                 "n_params": sae.n_params, "threshold": sae.threshold, "fingerprint": sae.fingerprint} if sae else None,
         "d_in": sae.d_in if sae else None,
         "d_sae": sae.d_sae if sae else total,

@@ -3,13 +3,16 @@
 Groups come from the config ([[taxonomy.groups]], e.g. Majestrino's 14 in examples/majestrino_groups.toml),
 or, when none are listed, the LLM proposes at most max_proposed_groups from a sample of the labels
 spread over all features (offline: one group per tag column). Each labeled feature is assigned to at
-most max_groups_per_feature groups by structured-output calls that carry batch_size features each
-(offline: the group of its tag rule's column). Bins (autointerp.bins) cluster the labels finer, and are
-named by the LLM when a provider is configured."""
+most max_groups_per_feature groups by structured-output calls that carry batch_size features each;
+the features an answer leaves out are asked about once more, together (offline: the group of its tag
+rule's column). Batches are cut from all labels in feature order, so a killed and resumed run sends
+the same requests as an uninterrupted one (answered from the call log) and ends with the same groups.
+Bins (autointerp.bins) cluster the labels finer, and are named by the LLM when a provider is configured."""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 
 from pydantic import BaseModel
 from sqlalchemy import delete, select
@@ -22,7 +25,7 @@ from autointerp.llm.client import LLMClient
 from autointerp.progress import Progress
 from autointerp.prompting import Prompts
 from autointerp.schema import Bin, Group, Label, Placement
-from autointerp.stage import StageResult, pending
+from autointerp.stage import StageResult, as_they_finish, pending
 from autointerp.store import Store
 
 
@@ -115,36 +118,59 @@ async def _taxonomy(store: Store, config: Config, model: Model | None) -> StageR
                     result.done += 1
                     bar.update()
             else:
-                size = config.taxonomy.batch_size
-                for begin in range(0, len(todo), size):
-                    batch = _labels(store, todo[begin:begin + size])
-                    done, failed = await _assign(store, config, client, prompts, groups, batch)
-                    result.done += done
-                    result.failed += failed
-                    bar.update(len(batch))
+                # Batches are cut from all labels in feature order, so a resumed or repeated run sends the
+                # very requests the first one did (answered from the call log) and places alike.
+                wanted = set(todo)
+                labels, size = _labels(store), config.taxonomy.batch_size
+                batches = [labels[begin:begin + size] for begin in range(0, len(labels), size)]
+                work = (_assign(store, config, client, prompts, groups, batch, wanted) for batch in batches
+                        if any(label.feature_id in wanted for label in batch))
+                async with aclosing(as_they_finish(work)) as finished:  # the client bounds the concurrency
+                    async for done, failed in finished:
+                        result.done += done
+                        result.failed += failed
+                        bar.update(done + failed)
         result.note = f"{await assign_bins(store, config, client, prompts)} bins"
     finally:
         if client is not None:
+            result.tokens, result.cost = client.tokens, client.spent
             await client.aclose()
     return result
 
 
-async def _assign(store: Store, config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
-                  batch: list[Label]) -> tuple[int, int]:
+async def _ask(config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
+               batch: list[Label]) -> tuple[dict[int, list], str | None]:
+    """The groups the LLM gives the batch's features ({feature: group ids}), or the call's error."""
     prompt = prompts.render("groups", groups=groups, features=[
         {"id": label.feature_id, "title": label.title, "description": label.description} for label in batch],
         max_groups=config.taxonomy.max_groups_per_feature)
     answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
                                        user=prompt.user, schema=GroupAnswer, temperature=config.llm.temperature,
                                        max_output_tokens=max(config.llm.max_output_tokens, 40 * len(batch))))
+    asked = {label.feature_id for label in batch}
+    given = {a.feature: a.groups for a in answer.value.assignments if a.feature in asked} if answer.value else {}
+    return given, answer.error
+
+
+async def _assign(store: Store, config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
+                  batch: list[Label], wanted: set[int]) -> tuple[int, int]:
+    """Place the wanted features of a batch: one request for the batch, and one more for the features
+    its answer left out. A failed request marks them failed with its error (the next run retries)."""
+    given, error = await _ask(config, client, prompts, groups, batch)
+    left = [label for label in batch if label.feature_id not in given]
+    reason = error or "the answer left this feature out, twice"
+    if left and error is None:
+        more, error = await _ask(config, client, prompts, groups, left)
+        given |= more
+        reason = error or reason
     valid = {g.id for g in groups}
-    given = {a.feature: a.groups for a in answer.value.assignments} if answer.value else {}
     done = failed = 0
     with store.session() as s:
         for label in batch:
+            if label.feature_id not in wanted:
+                continue
             chosen = given.get(label.feature_id)
             if chosen is None:
-                reason = answer.error or "the answer left this feature out"
                 s.merge(Placement(feature_id=label.feature_id, status="failed", groups=[], error=reason))
                 failed += 1
                 continue

@@ -28,7 +28,7 @@ checkpoint_s = 0.000001
 
 
 def corpus(root: Path) -> Path:
-    planted = planted_corpus(root, n=900, extra_features=400, k=6)
+    planted = planted_corpus(root, n=900, extra_features=400, k=40)
     text = planted.config.read_text()
     text = text[:text.index("[mine]")] + SLOW_MINE + text[text.index("[output]"):]
     planted.config.write_text(text)

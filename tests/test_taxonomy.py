@@ -47,29 +47,49 @@ def test_offline_groups_follow_tag_columns_and_bins_cluster_labels(planted, conf
         assert all(word.lower() in text for word in b.name.split(", "))
 
 
+class Sorter(Model):
+    """A fake LLM for group assignment: puts every listed feature in groups [1, 2, 7, 1] (7 does not
+    exist), except the features in `skip`, which it leaves out of any request with more than one
+    feature; `always` it leaves out every time."""
+    provider = "fake"
+
+    def __init__(self, skip: set[int], always: set[int]) -> None:
+        super().__init__("sorter")
+        self.skip, self.always = skip, always
+        self.history: list[Request] = []
+
+    async def complete(self, request: Request) -> Completion:
+        self.history.append(request)
+        features = [int(f) for f in re.findall(r"^- feature (\d+): ", request.user, re.M)]
+        left = self.always | (self.skip if len(features) > 1 else set())
+        answer = {"assignments": [{"feature": f, "groups": [1, 2, 7, 1]} for f in features if f not in left]}
+        return Completion(text=json.dumps(answer))
+
+
 def test_llm_group_assignment_in_batches(planted, config, store):
     run_mine(config, store)
     config.taxonomy.groups = [GroupConfig(name="Colors", description="hues"), GroupConfig(name="Shapes")]
     config.taxonomy.batch_size = 4
-    model = MockModel()
-    explain(store, config, model)
+    explain(store, config, MockModel())
     with store.session() as s:
         labeled = sorted(s.scalars(select(Label.feature_id).where(Label.status == "done")))
-    answers = []
-    for begin in range(0, len(labeled), 4):
-        batch = labeled[begin:begin + 4]
-        # group 7 does not exist and the last feature of the first batch is left out
-        answers.append({"assignments": [{"feature": f, "groups": [1, 2, 7, 1]} for f in batch[: 3 if begin == 0 else 4]]})
-    for answer in answers:
-        model.enqueue(answer)
+    # labeled[3] is left out of its batch, then placed when asked alone; labeled[5] is always left out
+    model = Sorter(skip={labeled[3]}, always={labeled[5]})
     taxonomy(store, config, model)
     with store.session() as s:
         placements = {p.feature_id: p for p in s.scalars(select(Placement))}
-    assert placements[labeled[3]].status == "failed" and "left this feature out" in placements[labeled[3]].error
-    assert all(placements[f].groups == [1, 2] for f in labeled if f != labeled[3])
+    assert placements[labeled[5]].status == "failed" and "left this feature out" in placements[labeled[5]].error
+    assert all(placements[f].groups == [1, 2] for f in labeled if f != labeled[5])
     requests = [r for r in model.history if r.template == "groups"]
-    assert len(requests) == -(-len(labeled) // 4)
+    batches = -(-len(labeled) // 4)
+    assert len(requests) == batches + 2  # one follow-up for each batch that left a feature out
     assert "1. Colors: hues" in requests[0].user
+    # A second run asks only about the failed feature's batch, with the same requests: the log answers.
+    model.history.clear()
+    taxonomy(store, config, model)
+    assert [r for r in model.history if r.template == "groups"] == []
+    with store.session() as s:
+        assert s.get(Placement, labeled[5]).status == "failed"
 
 
 class Librarian(Model):
