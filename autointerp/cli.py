@@ -15,10 +15,11 @@ COMMANDS = {
     "mine": "encode the corpus through the SAE; store per-feature statistics and examples",
     "merge": "combine the shard files of `mine --shard i/n` runs into the database",
     "explain": "label every live feature (LLM or the offline tag labeler)",
-    "score": "detection-score every label on held-out examples",
+    "score": "detection-score every label on held-out examples (and, optionally, by embedding similarity)",
     "taxonomy": "assign semantic groups and bins",
     "report": "write the static HTML atlas from the database",
-    "export": "write annotations.json, group_assignments.json, feature_labels.jsonl, feature_data.json",
+    "export": "write annotations.json, group_assignments.json, groups.json, feature_labels.jsonl, "
+              "feature_data.json and summary.json",
     "status": "per stage: done, failed, left; LLM tokens and cost",
 }
 STAGE_OF_COMMAND = {"run": ["mine", "explain", "score", "taxonomy", "report", "export"]}

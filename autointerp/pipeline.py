@@ -11,7 +11,7 @@ from sqlalchemy import delete
 
 from autointerp import __version__
 from autointerp.config import Config
-from autointerp.errors import AutointerpError
+from autointerp.errors import AutointerpError, ConfigError
 from autointerp.corpus import Corpus, load_corpus
 from autointerp.llm.base import Model
 from autointerp.sae import Encoder, load_sae
@@ -133,6 +133,10 @@ class Pipeline:
                 Shard.parse(self.shard)
             pick_device(self.config.sae.device)
             self.corpus()
+        if "score" in stages and "embedding" in self.config.score.methods:
+            from autointerp.embedding_score import unavailable
+            if (why := unavailable(self.config.score.embedding_model)) is not None:
+                raise ConfigError(why)
         if {"explain", "score", "taxonomy"} & set(stages):
             self.model()
             from autointerp.prompting import Prompts
