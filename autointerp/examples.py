@@ -10,6 +10,14 @@ from sqlalchemy.orm import Session
 from autointerp.schema import Example, Feature, Item
 
 
+def describe(text: str | None, tags: dict[str, str]) -> str:
+    """One line for a prompt: the item's text (or a note that it has none) and its tags."""
+    parts = [f'"{text}"' if text else "(no transcript)"]
+    if tags:
+        parts.append("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
+    return " | ".join(parts)
+
+
 @dataclass(frozen=True)
 class ExampleView:
     kind: str
@@ -25,11 +33,7 @@ class ExampleView:
 
     @property
     def describe(self) -> str:
-        """One line for a prompt: the item's text (or a note that it has none) and its tags."""
-        parts = [f'"{self.text}"' if self.text else "(no transcript)"]
-        if self.tags:
-            parts.append("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items())))
-        return " | ".join(parts)
+        return describe(self.text, self.tags)
 
 
 def examples(session: Session, feature: Feature, kind: str, limit: int | None = None) -> list[ExampleView]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from autointerp.examples import describe
 from autointerp.schema import Example, Feature, Item
 
 KINDS = ("quantile", "random", "hard")
@@ -49,10 +50,7 @@ class HeldOut:
     @property
     def describe(self) -> str:
         """One line for a judge's prompt: the text (or a note that there is none) and the tags."""
-        parts = [f'"{self.text}"' if self.text else "(no transcript)"]
-        if self.tags:
-            parts.append("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items())))
-        return " | ".join(parts)
+        return describe(self.text, self.tags)
 
     @property
     def embedding_text(self) -> str:
