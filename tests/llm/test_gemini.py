@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Literal
 
 import pytest
-from pydantic import BaseModel
 
 from autointerp.config import LLMConfig
-from autointerp.llm.base import Completion, FatalError, Request, TransientError
+from autointerp.llm.base import FatalError, TransientError
 from autointerp.llm.gemini import GeminiModel
 from tests.fakes.gemini_server import FakeGeminiServer, Reply
+from tests.fakes.requests import REQUEST, Answer, complete, fails
 
 KEY = "AIzaTest-0123456789abcdef"
-
-
-class Answer(BaseModel):
-    title: str
-    confidence: Literal["high", "low"]
-
-
-REQUEST = Request(purpose="explain", template="explain.j2", system="You label SAE features.",
-                  user="Feature 7 fires on barking dogs.", schema=Answer, temperature=0.2, max_output_tokens=200)
 
 
 @pytest.fixture
@@ -35,21 +24,6 @@ def fake():
 def model_for(fake: FakeGeminiServer, timeout_s: float = 5.0) -> GeminiModel:
     return GeminiModel(LLMConfig(provider="gemini", model="gemini-2.5-flash", base_url=fake.url,
                                  timeout_s=timeout_s), KEY)
-
-
-def complete(model: GeminiModel, *requests: Request) -> list[Completion]:
-    async def go() -> list[Completion]:
-        try:
-            return [await model.complete(r) for r in requests]
-        finally:
-            await model.aclose()
-    return asyncio.run(go())
-
-
-def fails(model: GeminiModel, kind: type[Exception]) -> Exception:
-    with pytest.raises(kind) as caught:
-        complete(model, REQUEST)
-    return caught.value
 
 
 def test_structured_request_round_trips(fake):

@@ -6,7 +6,6 @@ import asyncio
 import email.utils
 import json
 import time
-from typing import Literal
 
 import pytest
 from pydantic import BaseModel
@@ -14,23 +13,15 @@ from sqlalchemy import select
 
 from autointerp.config import LLMConfig
 from autointerp.llm import make_model
-from autointerp.llm.base import Completion, FatalError, Request, TransientError
+from autointerp.llm.base import FatalError, TransientError
 from autointerp.llm.client import LLMClient
 from autointerp.llm.openai_chat import OpenAIChatModel, strict_json_schema
 from autointerp.schema import LLMCall
 from autointerp.store import Store
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
+from tests.fakes.requests import REQUEST, Answer, complete, fails
 
 KEY = "sk-test-0123456789abcdef"
-
-
-class Answer(BaseModel):
-    title: str
-    confidence: Literal["high", "low"]
-
-
-REQUEST = Request(purpose="explain", template="explain.j2", system="You label SAE features.",
-                  user="Feature 7 fires on barking dogs.", schema=Answer, temperature=0.2, max_output_tokens=200)
 
 
 @pytest.fixture
@@ -42,21 +33,6 @@ def fake():
 def model_for(fake: FakeOpenAIServer, timeout_s: float = 5.0) -> OpenAIChatModel:
     return OpenAIChatModel(LLMConfig(provider="openai", model="gpt-4.1-mini", base_url=fake.url,
                                      timeout_s=timeout_s), KEY)
-
-
-def complete(model: OpenAIChatModel, *requests: Request) -> list[Completion]:
-    async def go() -> list[Completion]:
-        try:
-            return [await model.complete(r) for r in requests]
-        finally:
-            await model.aclose()
-    return asyncio.run(go())
-
-
-def fails(model: OpenAIChatModel, kind: type[Exception]) -> Exception:
-    with pytest.raises(kind) as caught:
-        complete(model, REQUEST)
-    return caught.value
 
 
 def test_structured_request_round_trips(fake):

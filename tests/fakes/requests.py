@@ -1,0 +1,37 @@
+"""A small structured request and helpers to drive one provider Model against a fake server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from autointerp.llm.base import Completion, Model, Request
+
+
+class Answer(BaseModel):
+    title: str
+    confidence: Literal["high", "low"]
+
+
+REQUEST = Request(purpose="explain", template="explain.j2", system="You label SAE features.",
+                  user="Feature 7 fires on barking dogs.", schema=Answer, temperature=0.2, max_output_tokens=200)
+
+
+def complete(model: Model, *requests: Request) -> list[Completion]:
+    """One attempt per request, in order, then close the model."""
+    async def go() -> list[Completion]:
+        try:
+            return [await model.complete(r) for r in requests]
+        finally:
+            await model.aclose()
+    return asyncio.run(go())
+
+
+def fails(model: Model, kind: type[Exception]) -> Exception:
+    """The error of type `kind` that REQUEST raises."""
+    with pytest.raises(kind) as caught:
+        complete(model, REQUEST)
+    return caught.value
