@@ -6,9 +6,7 @@ import os
 
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError
-from autointerp.llm.base import Model
-
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
+from autointerp.llm.base import DEFAULT_KEY_ENV, Model
 
 
 def api_key(config: LLMConfig) -> str:

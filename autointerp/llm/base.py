@@ -189,3 +189,19 @@ class Model(ABC):
 
     async def aclose(self) -> None:
         """Release connections (optional)."""
+
+
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
+
+
+class KeyedModel(Model):
+    """A provider that authenticates with an API key: which variable holds it, and scrubbing it from
+    every message that could reach a log, the database or the terminal."""
+
+    def __init__(self, model_id: str, provider: str, api_key_env: str, api_key: str) -> None:
+        super().__init__(model_id)
+        self.key_env = api_key_env or DEFAULT_KEY_ENV[provider]
+        self._key = api_key
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if len(self._key) >= 4 else text

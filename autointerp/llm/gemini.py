@@ -18,7 +18,7 @@ from google import genai
 from google.genai import errors, types
 
 from autointerp.config import LLMConfig
-from autointerp.llm.base import Completion, FatalError, Model, Request, TransientError
+from autointerp.llm.base import Completion, FatalError, KeyedModel, Request, TransientError
 from autointerp.llm.openai_chat import retry_after
 
 Finish = Literal["stop", "length", "refusal", "filtered"]
@@ -43,16 +43,14 @@ def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Bas
 _TIMEOUTS, _TRANSPORT = _transport_errors()
 
 
-class GeminiModel(Model):
+class GeminiModel(KeyedModel):
     provider = "gemini"
     supports_batch = True
     batch_api = "autointerp.llm.gemini_batch"
 
     def __init__(self, config: LLMConfig, api_key: str) -> None:
-        super().__init__(config.model)
+        super().__init__(config.model, self.provider, config.api_key_env, api_key)
         self.config = config
-        self.key_env = config.api_key_env or "GEMINI_API_KEY"
-        self._key = api_key
         no_retries = {"retry_options": types.HttpRetryOptions(attempts=1)} if hasattr(types, "HttpRetryOptions") else {}
         options = types.HttpOptions(base_url=config.base_url or None, timeout=max(1, int(config.timeout_s * 1000)),
                                     **no_retries)
@@ -129,9 +127,6 @@ class GeminiModel(Model):
         if code == 404:
             return FatalError(f"{where} not found (404): check [llm] model (e.g. gemini-2.5-flash): {said}")
         return FatalError(f"{where} rejected the request ({code} {status}): {said}")
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if len(self._key) >= 4 else text
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()

@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from autointerp.config import LLMConfig
-from autointerp.llm.base import Completion, FatalError, Model, Request, TransientError, json_schema
+from autointerp.llm.base import Completion, FatalError, KeyedModel, Request, TransientError, json_schema
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Finish = Literal["stop", "length", "refusal", "filtered"]
@@ -31,17 +31,15 @@ _FINISH: dict[str, Finish] = {"length": "length", "content_filter": "filtered"}
 _JSON_FALLBACK_NOTE = ("\n\nAnswer with one JSON object and nothing else. It must match this JSON schema:\n")
 
 
-class OpenAIChatModel(Model):
+class OpenAIChatModel(KeyedModel):
     provider = "openai"
     supports_batch = True
     batch_api = "autointerp.llm.openai_batch"
 
     def __init__(self, config: LLMConfig, api_key: str) -> None:
-        super().__init__(config.model)
+        super().__init__(config.model, self.provider, config.api_key_env, api_key)
         self.config = config
         self.base_url = config.base_url or DEFAULT_BASE_URL
-        self.key_env = config.api_key_env or "OPENAI_API_KEY"
-        self._key = api_key
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=config.base_url or None,
                                           max_retries=0, timeout=config.timeout_s)
         self.json_schema_supported = True
@@ -141,9 +139,6 @@ class OpenAIChatModel(Model):
             return FatalError(f"model {self.model_id!r} not found at {self.base_url} (404): "
                               f"check [llm] model and [llm] base_url: {said}")
         return FatalError(f"{where} rejected the request ({status}): {said}")
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if len(self._key) >= 4 else text
 
     async def aclose(self) -> None:
         await self._client.close()
