@@ -22,6 +22,10 @@ HIST_BINS = 128
 HIST_OFFSET = 80
 """Histogram bin b counts nonzero activations in [2^((b-80)/4), 2^((b-79)/4)): quarter octaves from
 about 1e-6 to 4,000; values outside fall in the end bins."""
+BLOCK_ROWS = 16
+"""Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
+SLAB_BYTES = 8 << 20
+"""Pre-activations scanned at a time on the CPU (see block_extremes): about what a core's cache holds."""
 NEGATIVE_POOL = 8
 """The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
 
@@ -60,6 +64,26 @@ def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, t
     acts = encoder.activate(pre)
     rows, features = acts.nonzero(as_tuple=True)
     return rows, features, acts[rows, features]
+
+
+def block_extremes(pre: torch.Tensor, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per block of BLOCK_ROWS rows and per feature: the lowest pre-activation, and the highest where
+    the feature does not fire ((rows, features): the firing entries, rows ascending), each
+    [ceil(B / BLOCK_ROWS), F]. The firing entries are left at -inf in `pre`. On the CPU a slab of
+    rows that fits in the cache is done at a time, so that the batch is read from memory once."""
+    B, F = pre.shape
+    slab = B if pre.is_cuda else max(1, SLAB_BYTES // (BLOCK_ROWS * F * pre.element_size())) * BLOCK_ROWS
+    cuts = torch.searchsorted(rows, torch.arange(0, B + slab, slab, device=rows.device)).tolist()
+    lows, highs = [], []
+    for i, lo in enumerate(range(0, B, slab)):
+        part = pre[lo:lo + slab]
+        whole = len(part) // BLOCK_ROWS * BLOCK_ROWS
+        blocks = [part[:whole].view(-1, BLOCK_ROWS, F)] if whole else []
+        blocks += [part[whole:][None]] if whole < len(part) else []
+        lows += [block.amin(1) for block in blocks]
+        part[rows[cuts[i]:cuts[i + 1]] - lo, features[cuts[i]:cuts[i + 1]]] = -torch.inf
+        highs += [block.amax(1) for block in blocks]
+    return torch.cat(lows), torch.cat(highs)
 
 
 def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
@@ -110,92 +134,63 @@ class Accumulator:
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
-        low = self._extremes(pre, -1, self.bottom, item, position)
-        hard = self._extremes(pre, 1, self.near, item, position, excluded=(r, f))
+        fired = pre[r, f]
+        low_blocks, high_blocks = block_extremes(pre, r, f)
+        pre[r, f] = fired
+        low = self._extremes(pre, -1, self.bottom, -low_blocks, item, position)
+        pre[r, f] = -torch.inf  # a near miss is where the feature does not fire (pre is not used after this)
+        hard = self._extremes(pre, 1, self.near, high_blocks, item, position)
         if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
         return Candidates(item[r], f, v, position[r], *low, *hard)
 
-    def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
-                  position: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """Per (item, feature), the extreme pre-activation (sign -1: lowest, +1: highest, skipping the
-        `excluded` (row, feature) entries), only where it could enter `top`: entries at or beyond the
-        feature's current K-th (a cheap column extreme finds the features concerned; after the first
-        batches they are few). A feature whose `top` is still unfilled takes its K best items of the batch."""
+    def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, blocks: torch.Tensor,
+                  item: torch.Tensor, position: torch.Tensor):
+        """Per (item, feature), the extreme pre-activation (sign -1: lowest, +1: highest; for +1, entries
+        set to -inf are skipped), only where it could enter `top`: at or beyond the feature's current
+        K-th. `blocks` holds the extreme of sign * pre in each block of BLOCK_ROWS rows per feature
+        (see block_extremes); only the (block, feature) pairs that reach the bound are read again, and
+        once the features' `top`s have filled they are few. While a feature's `top` is unfilled the bound is the batch's
+        K-th best block (one row per item: at most the K-th best item), else all its items are taken."""
         empty = torch.empty(0, dtype=torch.int64, device=pre.device)
         if top.k == 0:
             return empty, empty, empty.float(), empty
         worst = top.worst()
-        unfilled_all = worst == EMPTY
-        threshold = torch.where(unfilled_all, -torch.inf, key_float(worst >> 32))  # in key units: sign * pre
-        column = torch.amax(pre, dim=0) if sign > 0 else -torch.amin(pre, dim=0)
-        touched = torch.nonzero(column >= threshold).flatten()
-        if len(touched) == 0:
-            return empty, empty, empty.float(), empty
-        unfilled = unfilled_all[touched]
-        rows, cols = [], []
-        if bool(unfilled.any()):
-            r, c = self._best_items(pre, sign, touched[unfilled], item, top.k, excluded)
-            rows.append(r)
-            cols.append(touched[unfilled][c])
-        filled = touched[~unfilled]
-        if len(filled) * 4 > self.features:  # many: one pass over the whole batch
-            limit = torch.where(unfilled_all, torch.inf, threshold)  # unfilled ones were handled above
-            mask = pre >= limit[None, :] if sign > 0 else pre <= -limit[None, :]
-            if excluded is not None:
-                mask[excluded] = False
-            r, c = torch.nonzero(mask, as_tuple=True)
-            rows.append(r)
-            cols.append(c)
-        elif len(filled):  # few: only their columns
-            sub = pre[:, filled]
-            mask = sub >= threshold[filled][None, :] if sign > 0 else sub <= -threshold[filled][None, :]
-            r, c = torch.nonzero(mask, as_tuple=True)
-            if excluded is not None:
-                keep = ~torch.isin(r * self.features + filled[c], excluded[0] * self.features + excluded[1])
-                r, c = r[keep], c[keep]
-            rows.append(r)
-            cols.append(filled[c])
-        rows, features = torch.cat(rows), torch.cat(cols)
+        unfilled = worst == EMPTY
+        one_row_items = bool(item[-1] - item[0] + 1 == len(item))
+        bound = torch.full_like(blocks[0], -torch.inf)
+        if one_row_items and len(blocks) >= top.k and bool(unfilled.any()):
+            bound = blocks.topk(top.k, dim=0).values[-1]
+        limit = torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(pre.dtype).min)
+        if not one_row_items:
+            limit = torch.where(unfilled, torch.inf, limit)  # handled below by _best_items
+        block, feature = torch.nonzero(blocks >= limit[None, :], as_tuple=True)
+        r = block[:, None] * BLOCK_ROWS + torch.arange(BLOCK_ROWS, device=pre.device)  # [pairs, BLOCK_ROWS]
+        inside = r < pre.shape[0]
+        r = r.clamp(max=pre.shape[0] - 1)
+        pair, offset = torch.nonzero((pre[r, feature[:, None]] * sign >= limit[feature][:, None]) & inside,
+                                     as_tuple=True)
+        rows, features = r[pair, offset], feature[pair]
+        fresh = torch.nonzero(unfilled).flatten()
+        if not one_row_items and len(fresh):
+            more_rows, column = self._best_items(pre, sign, fresh, item, top.k)
+            rows, features = torch.cat([rows, more_rows]), torch.cat([features, fresh[column]])
         values = pre[rows, features]
-        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's extreme
+        if not one_row_items:  # keep each item's extreme
             best = best_per_group(item[rows], features, sign * values.double(), position[rows], self.features)
             rows, features, values = rows[best], features[best], values[best]
         return item[rows], features, values.float(), position[rows]
 
-    def _best_items(self, pre: torch.Tensor, sign: int, columns: torch.Tensor, item: torch.Tensor, k: int,
-                    excluded: tuple[torch.Tensor, torch.Tensor] | None):
+    def _best_items(self, pre: torch.Tensor, sign: int, columns: torch.Tensor, item: torch.Tensor, k: int):
         """(row, column index) of every row whose item is at or beyond the k-th best item of the batch
-        (in `columns`, skipping `excluded` entries); rows may include a few more, never fewer."""
+        (in `columns`; -inf entries skipped); items span several rows."""
         local = item - item[0]  # items are contiguous within a batch
         n_items = int(local[-1]) + 1
-        k = min(k, n_items)
-        slot = torch.full((self.features,), -1, dtype=torch.int64, device=pre.device)
-        slot[columns] = torch.arange(len(columns), device=pre.device)
-        if excluded is not None:
-            hit = slot[excluded[1]] >= 0
-            ex_rows, ex_cols = excluded[0][hit], slot[excluded[1][hit]]
-        if n_items == pre.shape[0]:
-            # One row per item. The k-th best of every `step`-th row (excluded entries left out) is at
-            # most the batch's k-th best: a lower bound, so every row that matters passes; cheap to find.
-            step = 8 if pre.shape[0] >= 8 * k else 1
-            keyed = pre[::step, columns] * sign
-            if excluded is not None:
-                on_grid = ex_rows % step == 0
-                keyed[ex_rows[on_grid] // step, ex_cols[on_grid]] = -torch.inf
-            kth = keyed.topk(k if step == 1 else min(k, keyed.shape[0]), dim=0).values[-1]
-            sub = pre[:, columns]
-            mask = sub >= kth[None, :] if sign > 0 else sub <= -kth[None, :]
-            if excluded is not None:
-                mask[ex_rows, ex_cols] = False
-            return torch.nonzero(mask, as_tuple=True)
         sub = (pre[:, columns] * sign).T.contiguous()  # [U, B]: row-wise top-k is the fast path
-        if excluded is not None:
-            sub[ex_cols, ex_rows] = -torch.inf
         best = torch.full((sub.shape[0], n_items), -torch.inf, dtype=sub.dtype, device=sub.device)
         best.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amax")
-        kth = best.topk(k, dim=1).values[:, -1]
+        kth = best.topk(min(k, n_items), dim=1).values[:, -1]
         c, r = torch.nonzero((sub >= kth[:, None]) & torch.isfinite(sub), as_tuple=True)
         return r, c
 

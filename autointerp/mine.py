@@ -144,14 +144,16 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             row_id = torch.arange(row_lo, row_hi, device=device)
             item = torch.from_numpy(corpus.item_of_rows(np.arange(row_lo, row_hi))).to(device)
             position = row_id - torch.from_numpy(corpus.first_row).to(device)[item]
-            bad = ~torch.isfinite(x).all(dim=1)
-            if bool(bad.any()):
-                row = row_lo + int(torch.nonzero(bad)[0])
+            suspect = torch.nonzero(~torch.isfinite(x.sum(dim=1))).flatten()  # cheap; then the exact check
+            bad = suspect[~torch.isfinite(x[suspect]).all(dim=1)]
+            if len(bad):
+                row = row_lo + int(bad[0])
                 if nonfinite == "reject":
                     raise InputError(f"corpus vectors row {row} contains NaN or Inf: remove or fix those rows "
                                      f"(or set [corpus] nonfinite = \"skip\" to leave them out and count them)")
-                acc.skipped += int(bad.sum())
-                keep = ~bad
+                acc.skipped += len(bad)
+                keep = torch.ones(len(x), dtype=torch.bool, device=device)
+                keep[bad] = False
                 x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
             if x.shape[0]:
                 pending.append(acc.candidates(enc, x, item, position, row_id, recon_p))

@@ -103,7 +103,7 @@ class TopPerFeature:
         keep = rank < self.k
         order, group, rank = order[keep], group[keep], rank[keep]
         touched, slot = torch.unique(group, return_inverse=True)
-        width = 2 * self.k
+        width = self.k + int(rank.max()) + 1  # room for the most new candidates of any one feature
         merged = torch.full((len(touched), width), EMPTY, dtype=torch.int64, device=packed.device)
         merged_values = torch.zeros((len(touched), width), dtype=torch.float32, device=packed.device)
         merged_positions = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)

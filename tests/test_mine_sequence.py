@@ -23,7 +23,8 @@ from tests.factory import write_majestrino
 F, D, K = 12, 6, 3
 
 
-def make_corpus(root: Path, lengths: list[int], seed: int = 0, fmt: str = "npy", extra: str = "") -> Path:
+def make_corpus(root: Path, lengths: list[int], seed: int = 0, fmt: str = "npy", extra: str = "",
+                batch_size: int = 7) -> Path:
     rng = np.random.default_rng(seed)
     W = rng.integers(-2, 3, size=(F, D)).astype(np.float32)
     b = rng.integers(-1, 2, size=F).astype(np.float32)
@@ -49,7 +50,7 @@ n_bottom = 3
 n_holdout = 3
 n_negative = 4
 n_hard = 3
-batch_size = 7
+batch_size = {batch_size}
 trace_window = 2
 [output]
 dir = "out"
@@ -198,6 +199,16 @@ def test_mining_matches_brute_force(tmp_path, lengths):
     config = make_corpus(tmp_path, lengths)
     run(config, "mine")
     check(config, sequence=any(n > 1 for n in lengths))
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_block_scans_match_brute_force(tmp_path, sequence):
+    """Batches of several scan blocks plus a remainder (BLOCK_ROWS = 16, batch 37), over many batches,
+    so that bottom and near-miss candidates come from the block scans once the features have filled."""
+    lengths = np.random.default_rng(1).integers(1, 6, size=150).tolist() if sequence else [1] * 400
+    config = make_corpus(tmp_path, lengths, seed=3, batch_size=37)
+    run(config, "mine")
+    check(config, sequence=sequence)
 
 
 @pytest.mark.parametrize("fmt", ["shards", "safetensors", "parquet"])
