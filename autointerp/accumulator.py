@@ -86,6 +86,14 @@ def block_extremes(pre: torch.Tensor, rows: torch.Tensor, features: torch.Tensor
     return torch.cat(lows), torch.cat(highs)
 
 
+def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
+    """[items, F]: each item's extreme of sign * pre per feature (items contiguous in the batch)."""
+    local = item - item[0]
+    out = torch.full((int(local[-1]) + 1, pre.shape[1]), sign * -torch.inf, dtype=pre.dtype, device=pre.device)
+    out.scatter_reduce_(0, local[:, None].expand_as(pre), pre, "amax" if sign > 0 else "amin")
+    return out if sign > 0 else -out
+
+
 def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
                    features: int) -> torch.Tensor:
     """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature)."""
@@ -149,10 +157,10 @@ class Accumulator:
                   item: torch.Tensor, position: torch.Tensor):
         """Per (item, feature), the extreme pre-activation (sign -1: lowest, +1: highest; for +1, entries
         set to -inf are skipped), only where it could enter `top`: at or beyond the feature's current
-        K-th. `blocks` holds the extreme of sign * pre in each block of BLOCK_ROWS rows per feature
-        (see block_extremes); only the (block, feature) pairs that reach the bound are read again, and
-        once the features' `top`s have filled they are few. While a feature's `top` is unfilled the bound is the batch's
-        K-th best block (one row per item: at most the K-th best item), else all its items are taken."""
+        K-th, or while its `top` is unfilled, at or beyond the batch's K-th best item (bounded below by
+        the K-th best block when every item is one row). `blocks` holds the extreme of sign * pre in
+        each block of BLOCK_ROWS rows per feature (see block_extremes); only the (block, feature) pairs
+        that reach the bound are read again, and once the features' `top`s have filled they are few."""
         empty = torch.empty(0, dtype=torch.int64, device=pre.device)
         if top.k == 0:
             return empty, empty, empty.float(), empty
@@ -160,11 +168,11 @@ class Accumulator:
         unfilled = worst == EMPTY
         one_row_items = bool(item[-1] - item[0] + 1 == len(item))
         bound = torch.full_like(blocks[0], -torch.inf)
-        if one_row_items and len(blocks) >= top.k and bool(unfilled.any()):
-            bound = blocks.topk(top.k, dim=0).values[-1]
+        if bool(unfilled.any()):
+            best = blocks if one_row_items else item_extremes(pre, sign, item)
+            if len(best) >= top.k:
+                bound = best.topk(top.k, dim=0).values[-1]
         limit = torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(pre.dtype).min)
-        if not one_row_items:
-            limit = torch.where(unfilled, torch.inf, limit)  # handled below by _best_items
         block, feature = torch.nonzero(blocks >= limit[None, :], as_tuple=True)
         r = block[:, None] * BLOCK_ROWS + torch.arange(BLOCK_ROWS, device=pre.device)  # [pairs, BLOCK_ROWS]
         inside = r < pre.shape[0]
@@ -172,27 +180,11 @@ class Accumulator:
         pair, offset = torch.nonzero((pre[r, feature[:, None]] * sign >= limit[feature][:, None]) & inside,
                                      as_tuple=True)
         rows, features = r[pair, offset], feature[pair]
-        fresh = torch.nonzero(unfilled).flatten()
-        if not one_row_items and len(fresh):
-            more_rows, column = self._best_items(pre, sign, fresh, item, top.k)
-            rows, features = torch.cat([rows, more_rows]), torch.cat([features, fresh[column]])
         values = pre[rows, features]
         if not one_row_items:  # keep each item's extreme
             best = best_per_group(item[rows], features, sign * values.double(), position[rows], self.features)
             rows, features, values = rows[best], features[best], values[best]
         return item[rows], features, values.float(), position[rows]
-
-    def _best_items(self, pre: torch.Tensor, sign: int, columns: torch.Tensor, item: torch.Tensor, k: int):
-        """(row, column index) of every row whose item is at or beyond the k-th best item of the batch
-        (in `columns`; -inf entries skipped); items span several rows."""
-        local = item - item[0]  # items are contiguous within a batch
-        n_items = int(local[-1]) + 1
-        sub = (pre[:, columns] * sign).T.contiguous()  # [U, B]: row-wise top-k is the fast path
-        best = torch.full((sub.shape[0], n_items), -torch.inf, dtype=sub.dtype, device=sub.device)
-        best.scatter_reduce_(1, local[None, :].expand_as(sub), sub, reduce="amax")
-        kth = best.topk(min(k, n_items), dim=1).values[:, -1]
-        c, r = torch.nonzero((sub >= kth[:, None]) & torch.isfinite(sub), as_tuple=True)
-        return r, c
 
     def _reconstruction(self, encoder: Encoder, x: torch.Tensor, entries, row_id: torch.Tensor, p: float) -> None:
         """Reconstruction error on the rows of a deterministic sample (fraction p), decoded sparsely."""

@@ -3,6 +3,7 @@ and peak memory as the corpus grows 4x. Prints its figures; not part of the test
 
     python bench/mine.py                      # Majestrino shape: d=768, F=12,288, k=5, N=50,000
     python bench/mine.py --rows 200000 --device cuda
+    python bench/mine.py --positions 50         # a sequence corpus: items of 50 rows (frames or tokens)
 
 Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
 reconstruction sample) / time of the bare encode (read the same batches from the same memory-mapped
@@ -48,9 +49,11 @@ def make_vectors(path: Path, rows: int, d: int) -> None:
     out.flush()
 
 
-def corpus_of(path: Path) -> Corpus:
+def corpus_of(path: Path, positions: int = 1) -> Corpus:
+    """One item per `positions` rows (1: an utterance corpus; more: a sequence corpus, e.g. audio frames)."""
     vectors = open_vectors(path)
-    return Corpus(vectors=vectors, items=[ItemRow(key=str(i)) for i in range(vectors.rows)], audio_root=path.parent)
+    items = [ItemRow(key=str(i), positions=positions) for i in range(vectors.rows // positions)]
+    return Corpus(vectors=vectors, items=items, audio_root=path.parent)
 
 
 def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
@@ -76,7 +79,7 @@ def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torc
 
 def child(args) -> None:
     encoder = make_encoder(args.dim, args.features, args.k)
-    full_pass(encoder, corpus_of(Path(args.child)), MineConfig(batch_size=args.batch), pick_device(args.device))
+    full_pass(encoder, corpus_of(Path(args.child), args.positions), MineConfig(batch_size=args.batch), pick_device(args.device))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_mb": peak_kb / 1024}))
 
@@ -89,6 +92,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--positions", type=int, default=1, help="rows per item (more than 1: a sequence corpus)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -96,14 +100,14 @@ def main() -> None:
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     print(f"device {device}, torch threads {torch.get_num_threads()}, shape d={args.dim} F={args.features} k={args.k}, "
-          f"N={args.rows:,}, batch {args.batch}")
+          f"N={args.rows:,}, batch {args.batch}, {args.positions} row(s) per item")
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "n.npy", Path(tmp) / "4n.npy"
         make_vectors(small, args.rows, args.dim)
         encoder = make_encoder(args.dim, args.features, args.k)
-        corpus = corpus_of(small)
+        corpus = corpus_of(small, args.positions)
         config = MineConfig(batch_size=args.batch)
-        bare_encode(encoder, corpus_of(small), config, device)  # warm-up: page cache, allocator
+        bare_encode(encoder, corpus, config, device)  # warm-up: page cache, allocator
         no_hard = config.model_copy(update={"n_hard": 0})
         bare, full, lean = [], [], []
         for _ in range(2):
@@ -119,7 +123,8 @@ def main() -> None:
         for path in (small, large):
             out = subprocess.run([sys.executable, __file__, "--child", str(path), "--dim", str(args.dim),
                                   "--features", str(args.features), "--k", str(args.k), "--batch", str(args.batch),
-                                  "--device", args.device], capture_output=True, text=True, check=True)
+                                  "--device", args.device,
+                                  "--positions", str(args.positions)], capture_output=True, text=True, check=True)
             peaks.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
         print(f"peak RSS    : N={args.rows:,}: {peaks[0]:,.0f} MB   4N={4 * args.rows:,}: {peaks[1]:,.0f} MB   "
               f"growth {100 * (peaks[1] / peaks[0] - 1):+.1f}% (target < 10%)")
