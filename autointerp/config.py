@@ -69,8 +69,9 @@ class MineConfig(Section):
     """Random non-firing examples per feature, the scorer's negatives."""
     n_hard: int = Field(5, ge=0, le=1000)
     """Hard negatives per feature: items with the highest pre-activation where the feature does not fire."""
-    batch_size: int = Field(4096, ge=1)
-    """Rows encoded per batch (lowered automatically to fit a quarter of the free memory)."""
+    batch_size: int | None = Field(None, ge=1)
+    """Rows encoded per batch; unset: 4,096 on the CPU, up to 65,536 on a GPU. Lowered automatically to
+    fit a quarter of the free memory. The result does not depend on it."""
     seed: int = 0
     """Seed of the hash that draws the random samples (deterministic and shard-mergeable)."""
     reconstruction_rows: int = Field(20000, ge=0)

@@ -1,4 +1,12 @@
-"""The exceptions a user can meet. Each message names the input and the fix; the CLI prints it on one line."""
+"""The exceptions a user can meet, and warnings. Each message names the input and the fix; the CLI prints
+it on one line."""
+
+import sys
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"autointerp: warning: {message}", file=sys.stderr)
 
 
 class AutointerpError(Exception):

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from autointerp.accumulator import Accumulator, Candidates, best_per_group
 from autointerp.config import MineConfig
 from autointerp.corpus import Corpus
-from autointerp.errors import InputError
+from autointerp.errors import InputError, warn
 from autointerp.progress import Progress
 from autointerp.sae import Encoder
 from autointerp.schema import SAE, Example, Feature, Item
@@ -26,6 +26,10 @@ from autointerp.store import Store
 
 WRITE_BATCH = 256
 """Features written per transaction."""
+DEFAULT_BATCH = 4096
+"""Rows per batch on the CPU when [mine] batch_size is unset (larger gains nothing there)."""
+GPU_MAX_BATCH = 65536
+"""Rows per batch on a GPU when [mine] batch_size is unset, if its free memory allows."""
 LOW_FVE = 0.5
 
 
@@ -74,9 +78,10 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def batch_rows(requested: int, features: int, device: torch.device) -> int:
-    """Rows per batch: as asked, but the [rows, features] pre-activations and their temporaries must fit
-    in a quarter of the free memory of the device."""
+def batch_rows(requested: int | None, features: int, device: torch.device) -> int:
+    """Rows per batch: as asked (unset: DEFAULT_BATCH on the CPU, up to GPU_MAX_BATCH on a GPU), but the
+    [rows, features] pre-activations and their temporaries must fit in a quarter of the free memory of
+    the device."""
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
@@ -85,7 +90,8 @@ def batch_rows(requested: int, features: int, device: torch.device) -> int:
         except (ValueError, OSError):
             free = 4 << 30
     per_row = features * 4 * 4
-    return max(1, min(requested, int(free // 4 // per_row)))
+    wanted = requested or (GPU_MAX_BATCH if device.type == "cuda" else DEFAULT_BATCH)
+    return max(1, min(wanted, int(free // 4 // per_row)))
 
 
 def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
@@ -123,27 +129,39 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             next_item = state["next_item"]
     recon_p = min(1.0, config.reconstruction_rows / max(corpus.rows, 1))
     rows_per_batch = batch_rows(config.batch_size, enc.d_sae, device)
-    pin = device.type == "cuda"
     total = int(corpus.first_row[stop_item] - corpus.first_row[next_item])
     last_save = time.monotonic()
     pending: list[Candidates] = []
+    copies = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def load(step):
+        """Read a batch (in the reader thread); on a GPU, start its copy from pinned memory on a side
+        stream, so that it overlaps the encoding of the batch before."""
         _, _, lo, hi, _ = step
         chunk = torch.from_numpy(corpus.vectors.read(lo, hi))
-        return chunk.pin_memory() if pin else chunk
+        if copies is None:
+            return chunk, None
+        with torch.cuda.stream(copies):
+            x = chunk.pin_memory().to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(copies)
+        return x, copied
 
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
     with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader:
         upcoming = reader.submit(load, steps[0]) if steps else None
         for index, step in enumerate(steps):
             item_lo, item_hi, row_lo, row_hi, complete = step
-            x = upcoming.result()
+            x, copied = upcoming.result()
+            if copied is not None:
+                torch.cuda.current_stream(device).wait_event(copied)
+                x.record_stream(torch.cuda.current_stream(device))  # allocated on the side stream
             upcoming = reader.submit(load, steps[index + 1]) if index + 1 < len(steps) else None
-            x = x.to(device, non_blocking=True)
-            row_id = torch.arange(row_lo, row_hi, device=device)
-            item = torch.from_numpy(corpus.item_of_rows(np.arange(row_lo, row_hi))).to(device)
-            position = row_id - torch.from_numpy(corpus.first_row).to(device)[item]
+            rows = np.arange(row_lo, row_hi)
+            items = corpus.item_of_rows(rows)
+            row_id = torch.from_numpy(rows).to(device)
+            item = torch.from_numpy(items).to(device)
+            position = torch.from_numpy(rows - corpus.first_row[items]).to(device)
             suspect = torch.nonzero(~torch.isfinite(x.sum(dim=1))).flatten()  # cheap; then the exact check
             bad = suspect[~torch.isfinite(x[suspect]).all(dim=1)]
             if len(bad):
@@ -307,10 +325,8 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
     rows = corpus.rows - acc.skipped
     fve = acc.fve()
     if fve < LOW_FVE:
-        import sys
-        print(f"autointerp: warning: the SAE explains only {fve:.1%} of the corpus variance: check that the "
-              f"vectors come from the SAE's layer and need no normalization, and that the checkpoint's "
-              f"orientation is right", file=sys.stderr)
+        warn(f"the SAE explains only {fve:.1%} of the corpus variance: check that the vectors come from the "
+             f"SAE's layer and need no normalization, and that the checkpoint's orientation is right")
     with store.session() as s:
         sae = s.scalars(select(SAE)).one()
         sae.fve, sae.normalized_l2, sae.corpus_rows = fve, acc.normalized_l2(), corpus.rows

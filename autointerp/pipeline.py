@@ -11,7 +11,7 @@ from sqlalchemy import delete
 
 from autointerp import __version__
 from autointerp.config import Config
-from autointerp.errors import AutointerpError, ConfigError
+from autointerp.errors import AutointerpError, ConfigError, warn
 from autointerp.corpus import Corpus, load_corpus
 from autointerp.llm.base import Model
 from autointerp.sae import Encoder, load_sae
@@ -131,7 +131,9 @@ class Pipeline:
             from autointerp.mine import Shard, pick_device
             if self.shard:
                 Shard.parse(self.shard)
-            pick_device(self.config.sae.device)
+            if pick_device(self.config.sae.device).type == "cpu" and self.config.sae.precision != "float32":
+                warn(f"[sae] precision = {self.config.sae.precision!r} on the CPU is far slower than float32 (CPUs "
+                     f"lack fast half-precision matmuls): it is meant for GPUs")
             self.corpus()
         if "score" in stages and "embedding" in self.config.score.methods:
             from autointerp.embedding_score import unavailable

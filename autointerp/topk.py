@@ -71,16 +71,23 @@ def rank_in_group(sorted_group: torch.Tensor) -> torch.Tensor:
 
 
 class TopPerFeature:
-    """For each of F features, the K entries with the largest (key, -id): packed key, value, position."""
+    """For each of F features, the K entries with the largest (key, -id): packed key, value, position.
+
+    Offered candidates wait in a buffer of at most about F x K entries, merged into the state when it
+    fills and before the state is read (entries, state, merge): one merge then does the work of many
+    batches. worst() does not wait for them: it may be lower than the true K-th, never higher, which is
+    what a filter of candidates needs."""
 
     def __init__(self, features: int, k: int, device: torch.device | str = "cpu") -> None:
         self.k = k
         self.packed = torch.full((features, k), EMPTY, dtype=torch.int64, device=device)
         self.values = torch.zeros((features, k), dtype=torch.float32, device=device)
         self.positions = torch.full((features, k), -1, dtype=torch.int64, device=device)
+        self._pending: list[tuple[torch.Tensor, ...]] = []
+        self._pending_size = 0
 
     def worst(self) -> torch.Tensor:
-        """Each feature's K-th packed key (EMPTY while it has fewer than K entries)."""
+        """Each feature's K-th packed key (EMPTY while it has fewer than K entries), buffered offers aside."""
         return self.packed[:, -1]
 
     def offer(self, features: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
@@ -91,10 +98,21 @@ class TopPerFeature:
             return
         packed = pack(keys, ids)
         better = packed > self.packed[features, -1]
-        if not bool(better.any()):
+        n = int(better.sum())
+        if n == 0:
             return
-        features, packed, values = features[better], packed[better], values[better].float()
-        positions = positions[better] if positions is not None else torch.full_like(packed, -1)
+        positions = positions[better] if positions is not None else torch.full((n,), -1, device=packed.device)
+        self._pending.append((features[better], packed[better], values[better].float(), positions))
+        self._pending_size += n
+        if self._pending_size >= self.packed.numel():
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the buffered candidates into the state."""
+        if not self._pending:
+            return
+        features, packed, values, positions = (torch.cat(part) for part in zip(*self._pending))
+        self._pending, self._pending_size = [], 0
         # The best K candidates of each feature: sort by packed key, then (stably) by feature.
         order = torch.argsort(packed, descending=True)
         order = order[torch.argsort(features[order], stable=True)]
@@ -120,6 +138,7 @@ class TopPerFeature:
 
     def merge(self, other: "TopPerFeature") -> None:
         """Fold another state (e.g. another shard's) into this one."""
+        other.flush()
         filled = other.packed != EMPTY
         features = torch.arange(other.packed.shape[0], device=other.packed.device)[:, None].expand_as(other.packed)
         packed = other.packed[filled]
@@ -127,11 +146,13 @@ class TopPerFeature:
 
     def entries(self, feature: int) -> list[tuple[int, float, int]]:
         """(id, value, position) for one feature, best first, only filled slots."""
+        self.flush()
         filled = self.packed[feature] != EMPTY
         return list(zip(unpack_ids(self.packed[feature][filled]).tolist(), self.values[feature][filled].tolist(),
                         self.positions[feature][filled].tolist()))
 
     def state(self) -> dict[str, torch.Tensor]:
+        self.flush()
         return {"packed": self.packed.cpu(), "values": self.values.cpu(), "positions": self.positions.cpu()}
 
     @classmethod

@@ -7,7 +7,7 @@ and peak memory as the corpus grows 4x. Prints its figures; not part of the test
 
 Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
 reconstruction sample) / time of the bare encode (read the same batches from the same memory-mapped
-file, pre-activations + top-k, results discarded), both measured in this run, alternated, best of 2.
+file, pre-activations + top-k, results discarded), both measured in this run, alternated, best of 3.
 Peak memory is the max RSS of a child process mining N rows and one mining 4N rows.
 """
 
@@ -77,6 +77,23 @@ def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torc
     return time.perf_counter() - started
 
 
+def precision_agreement(encoder: Encoder, corpus: Corpus, device: torch.device) -> None:
+    """How far bfloat16 and float16 weights (`[sae] precision`) move the chosen top-k from float32's,
+    and the activations of float32's choice. Few rows on the CPU: its half-precision matmuls are slow."""
+    rows = 4096 if device.type == "cuda" else 512
+    x = torch.from_numpy(corpus.vectors.read(0, min(rows, corpus.rows))).to(device)
+    with torch.inference_mode():
+        exact = encoder.to(device).preacts(x).topk(encoder.k, dim=1)
+        for precision in ("bfloat16", "float16"):
+            pre = encoder.cast(precision).to(device).preacts(x)
+            chosen = pre.topk(encoder.k, dim=1).indices
+            kept = (chosen[:, :, None] == exact.indices[:, None, :]).any(dim=1)  # [rows, k]: exact's entries kept
+            error = (pre.gather(1, exact.indices) - exact.values).abs().max() / exact.values.abs().max()
+            print(f"{precision:9s}   : top-k set unchanged on {kept.all(dim=1).float().mean():.2%} of {len(x):,} rows, "
+                  f"{kept.float().mean():.2%} of firing entries kept, largest activation error "
+                  f"{error:.1e} of the largest activation")
+
+
 def child(args) -> None:
     encoder = make_encoder(args.dim, args.features, args.k)
     full_pass(encoder, corpus_of(Path(args.child), args.positions), MineConfig(batch_size=args.batch), pick_device(args.device))
@@ -90,9 +107,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--features", type=int, default=12_288)
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=None, help="rows per batch (default: as mining picks it)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--positions", type=int, default=1, help="rows per item (more than 1: a sequence corpus)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of bare encode and full mining")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -100,7 +118,7 @@ def main() -> None:
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     print(f"device {device}, torch threads {torch.get_num_threads()}, shape d={args.dim} F={args.features} k={args.k}, "
-          f"N={args.rows:,}, batch {args.batch}, {args.positions} row(s) per item")
+          f"N={args.rows:,}, batch {batch_rows(args.batch, args.features, device):,} rows, {args.positions} row(s) per item")
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "n.npy", Path(tmp) / "4n.npy"
         make_vectors(small, args.rows, args.dim)
@@ -110,20 +128,23 @@ def main() -> None:
         bare_encode(encoder, corpus, config, device)  # warm-up: page cache, allocator
         no_hard = config.model_copy(update={"n_hard": 0})
         bare, full, lean = [], [], []
-        for _ in range(2):
+        for _ in range(args.rounds):
             bare.append(bare_encode(encoder, corpus, config, device))
             full.append(full_pass(encoder, corpus, config, device))
             lean.append(full_pass(encoder, corpus, no_hard, device))
         b, f, l = min(bare), min(full), min(lean)
+        rounds = sorted(x / y for x, y in zip(full, bare))
         print(f"bare encode : {b:8.2f} s  {args.rows / b:12,.0f} rows/s")
-        print(f"full mining : {f:8.2f} s  {args.rows / f:12,.0f} rows/s  overhead {f / b:.3f}x (target <= 1.2)")
+        print(f"full mining : {f:8.2f} s  {args.rows / f:12,.0f} rows/s  overhead {f / b:.3f}x (target <= 1.2; "
+              f"best times of {args.rounds} alternated rounds; per round {rounds[0]:.3f}-{rounds[-1]:.3f}x)")
         print(f"  without hard negatives (n_hard = 0): {l:8.2f} s  overhead {l / b:.3f}x")
+        precision_agreement(encoder, corpus, device)
         make_vectors(large, 4 * args.rows, args.dim)
         peaks = []
         for path in (small, large):
             out = subprocess.run([sys.executable, __file__, "--child", str(path), "--dim", str(args.dim),
-                                  "--features", str(args.features), "--k", str(args.k), "--batch", str(args.batch),
-                                  "--device", args.device,
+                                  "--features", str(args.features), "--k", str(args.k), "--device", args.device,
+                                  *(["--batch", str(args.batch)] if args.batch else []),
                                   "--positions", str(args.positions)], capture_output=True, text=True, check=True)
             peaks.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
         print(f"peak RSS    : N={args.rows:,}: {peaks[0]:,.0f} MB   4N={4 * args.rows:,}: {peaks[1]:,.0f} MB   "

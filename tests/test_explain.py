@@ -1,4 +1,3 @@
-import json
 
 from sqlalchemy import func, select
 

@@ -3,8 +3,6 @@ with exactly what one uninterrupted run produces: the same database rows, export
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.factory import planted_corpus
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from autointerp.cli import main
 from tests.fakes.openai_server import FakeOpenAIServer

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,14 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from autointerp.errors import InputError
+from autointerp.errors import InputError, warn
 
 TRUST_FIX = "pass --trust-pickle (or set [sae] trust_pickle = true) only if you trust where the file came from"
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr."""
-    print(f"autointerp: warning: {message}", file=sys.stderr)
 
 
 def first_line(exc: BaseException) -> str:

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from autointerp.errors import InputError
+from autointerp.errors import InputError, warn
 from autointerp.sae import LoadOptions, register
-from autointerp.sae.checkpoint import Tensors, check_k, load_pickled, peek_pickled, read_json, warn
+from autointerp.sae.checkpoint import Tensors, check_k, load_pickled, peek_pickled, read_json
 from autointerp.sae.encoder import Encoder
 
 LAYOUT = "dictionary_learning"
