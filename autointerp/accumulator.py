@@ -287,13 +287,14 @@ class Accumulator:
         """Mean over the sampled rows of ||x - x_hat||^2 / ||x||^2."""
         return self.rel_err.item() / max(self.recon_rows, 1)
 
-    def histogram(self, feature: int) -> dict | None:
-        counts = self.hist[feature * HIST_BINS:(feature + 1) * HIST_BINS]
-        nonzero = torch.nonzero(counts).flatten()
-        if len(nonzero) == 0:
-            return None
-        lo, hi = int(nonzero[0]), int(nonzero[-1])
-        return {"first_bin": lo - HIST_OFFSET, "bins_per_octave": 4, "counts": counts[lo:hi + 1].tolist()}
+    def histograms(self) -> list[dict | None]:
+        """Per feature, its nonzero-activation histogram trimmed to the occupied bins (None: never fired)."""
+        out = []
+        for counts in self.hist.view(self.features, HIST_BINS).tolist():
+            occupied = [b for b, count in enumerate(counts) if count]
+            out.append({"first_bin": occupied[0] - HIST_OFFSET, "bins_per_octave": 4,
+                        "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
+        return out
 
     def negatives(self) -> dict[int, list[int]]:
         """Per feature, n_negative items of the global sample where it never fires, in a per-feature

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class Corpus:
     def dim(self) -> int:
         return self.vectors.dim
 
-    @property
+    @cached_property
     def is_sequence(self) -> bool:
         return any(item.positions != 1 for item in self.items)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from autointerp.accumulator import Accumulator, Candidates, best_per_group
 from autointerp.config import MineConfig
@@ -26,6 +26,8 @@ from autointerp.store import Store
 
 WRITE_BATCH = 256
 """Features written per transaction."""
+ITEM_BATCH = 50_000
+"""Items per INSERT statement when the corpus items are first recorded."""
 DEFAULT_BATCH = 4096
 """Rows per batch on the CPU when [mine] batch_size is unset (larger gains nothing there)."""
 GPU_MAX_BATCH = 65536
@@ -254,9 +256,12 @@ def _sync_items(store: Store, corpus: Corpus, write: bool) -> None:
             return
         if count == 0:
             first = corpus.first_row.tolist()
-            s.add_all(Item(id=i, key=item.key, audio=item.audio, start=item.start, end=item.end, text=item.text,
-                           tags=item.tags, positions=item.positions, first_row=first[i], tokens=item.tokens)
-                      for i, item in enumerate(corpus.items))
+            for begin in range(0, len(corpus.items), ITEM_BATCH):  # bulk INSERTs, one transaction
+                s.execute(insert(Item), [
+                    {"id": i, "key": item.key, "audio": item.audio, "start": item.start, "end": item.end,
+                     "text": item.text, "tags": item.tags, "positions": item.positions, "first_row": first[i],
+                     "tokens": item.tokens}
+                    for i, item in enumerate(corpus.items[begin:begin + ITEM_BATCH], start=begin)])
             return
         keys = s.scalars(select(Item.key).order_by(Item.id)).all()
     if list(keys) != [item.key for item in corpus.items]:
@@ -334,31 +339,35 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
     coords = map_coordinates(encoder.W_dec)
     neighbors = nearest(encoder.W_dec)
     negatives = acc.negatives()
+    histograms = acc.histograms()
     todo = [f for f in range(encoder.d_sae) if f not in done]
+    tops, bottoms, hards, samples = (part.entries() for part in (acc.top, acc.bottom, acc.near, acc.sample))
     per_feature: dict[int, dict[str, list[tuple[int, float, int]]]] = {}
     for f in todo:
-        top = acc.top.entries(f)
-        shown = {item for item, _, _ in top}
-        per_feature[f] = {"top": top, "bottom": acc.bottom.entries(f), "hard": acc.near.entries(f),
-                          "quantile": _holdout(acc.sample.entries(f), shown, config.n_holdout),
+        shown = {item for item, _, _ in tops[f]}
+        per_feature[f] = {"top": tops[f], "bottom": bottoms[f], "hard": hards[f],
+                          "quantile": _holdout(samples[f], shown, config.n_holdout),
                           "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
-    windows = traces(encoder, corpus, per_feature, config, device) if corpus.is_sequence else {}
+    sequence = corpus.is_sequence
+    windows = traces(encoder, corpus, per_feature, config, device) if sequence else {}
+    no_window = {"start": None, "end": None, "trace_start": None, "trace": None}
     with Progress("mine: write", len(todo), "features") as bar:
         for begin in range(0, len(todo), WRITE_BATCH):
-            with store.session() as s:
-                for f in todo[begin:begin + WRITE_BATCH]:
-                    s.add(Feature(id=f, fire_count=fire[f], density=fire[f] / max(rows, 1), max_act=maxes[f],
-                                  mean_act=sums[f] / fire[f] if fire[f] else 0.0, dead=fire[f] == 0,
-                                  histogram=acc.histogram(f), neighbors=neighbors[f],
-                                  **dict(zip(("x", "y", "x3", "y3", "z3"), coords[f].tolist()))))
-                    s.flush()
-                    for kind, entries in per_feature[f].items():
-                        for rank, (item, value, position) in enumerate(entries):
-                            window = windows.get((f, item))
-                            s.add(Example(feature_id=f, kind=kind, rank=rank, activation=value, item_id=item,
-                                          position=position if position >= 0 and corpus.is_sequence else None,
-                                          **(window or {})))
-                bar.update(min(WRITE_BATCH, len(todo) - begin))
+            chunk = todo[begin:begin + WRITE_BATCH]
+            features = [{"id": f, "fire_count": fire[f], "density": fire[f] / max(rows, 1), "max_act": maxes[f],
+                         "mean_act": sums[f] / fire[f] if fire[f] else 0.0, "dead": fire[f] == 0,
+                         "histogram": histograms[f], "neighbors": neighbors[f],
+                         **dict(zip(("x", "y", "x3", "y3", "z3"), coords[f].tolist()))} for f in chunk]
+            examples = [{"feature_id": f, "kind": kind, "rank": rank, "activation": value, "item_id": item,
+                         "position": position if position >= 0 and sequence else None,
+                         **no_window, **windows.get((f, item), {})}
+                        for f in chunk for kind, entries in per_feature[f].items()
+                        for rank, (item, value, position) in enumerate(entries)]
+            with store.session() as s:  # bulk INSERTs: a transaction per WRITE_BATCH features
+                s.execute(insert(Feature), features)
+                if examples:
+                    s.execute(insert(Example), examples)
+            bar.update(len(chunk))
     dead = sum(1 for count in fire if count == 0)
     return MineResult(rows, encoder.d_sae, dead, len(todo), fve, acc.normalized_l2(), acc.skipped)
 

@@ -144,12 +144,12 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
-    def entries(self, feature: int) -> list[tuple[int, float, int]]:
-        """(id, value, position) for one feature, best first, only filled slots."""
+    def entries(self) -> list[list[tuple[int, float, int]]]:
+        """Per feature, its (id, value, position) entries, best first, only filled slots."""
         self.flush()
-        filled = self.packed[feature] != EMPTY
-        return list(zip(unpack_ids(self.packed[feature][filled]).tolist(), self.values[feature][filled].tolist(),
-                        self.positions[feature][filled].tolist()))
+        filled = (self.packed != EMPTY).tolist()
+        ids, values, positions = unpack_ids(self.packed).tolist(), self.values.tolist(), self.positions.tolist()
+        return [[(i, v, p) for i, v, p, full in zip(*row) if full] for row in zip(ids, values, positions, filled)]
 
     def state(self) -> dict[str, torch.Tensor]:
         self.flush()
