@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from autointerp.accumulator import Accumulator, Candidates, best_per_group
 from autointerp.config import MineConfig
@@ -256,8 +256,8 @@ def _sync_items(store: Store, corpus: Corpus, write: bool) -> None:
             return
         if count == 0:
             first = corpus.first_row.tolist()
-            for begin in range(0, len(corpus.items), ITEM_BATCH):  # bulk INSERTs, one transaction
-                s.execute(insert(Item), [
+            for begin in range(0, len(corpus.items), ITEM_BATCH):  # Core executemany, one transaction
+                s.execute(Item.__table__.insert(), [
                     {"id": i, "key": item.key, "audio": item.audio, "start": item.start, "end": item.end,
                      "text": item.text, "tags": item.tags, "positions": item.positions, "first_row": first[i],
                      "tokens": item.tokens}
@@ -363,10 +363,10 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
                          **no_window, **windows.get((f, item), {})}
                         for f in chunk for kind, entries in per_feature[f].items()
                         for rank, (item, value, position) in enumerate(entries)]
-            with store.session() as s:  # bulk INSERTs: a transaction per WRITE_BATCH features
-                s.execute(insert(Feature), features)
+            with store.session() as s:  # a transaction per WRITE_BATCH features
+                s.execute(Feature.__table__.insert(), features)  # Core executemany: no ORM bookkeeping
                 if examples:
-                    s.execute(insert(Example), examples)
+                    s.execute(Example.__table__.insert(), examples)
             bar.update(len(chunk))
     dead = sum(1 for count in fire if count == 0)
     return MineResult(rows, encoder.d_sae, dead, len(todo), fve, acc.normalized_l2(), acc.skipped)

@@ -49,18 +49,22 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
             finite = torch.isfinite(rows).all(dim=1)
             acts = torch.full((rows.shape[0], enc.d_sae), torch.nan, device=device)
             acts[finite] = enc.activate(enc.preacts(rows[finite]))
-            acts = acts.cpu()
-            for item, (lo, hi, offset) in zip(chunk, spans):
+            windows = [(item, f, max(lo, peak - w), min(hi, peak + w + 1), offset - lo)
+                       for item, (lo, hi, offset) in zip(chunk, spans) for f, peak in wanted[item]]
+            first = torch.tensor([s + shift for _, _, s, _, shift in windows], device=device)
+            index = (first[:, None] + torch.arange(2 * w + 1, device=device)).clamp(max=len(rows) - 1)
+            feature = torch.tensor([f for _, f, _, _, _ in windows], device=device)
+            values = torch.round(acts[index, feature[:, None]].double(), decimals=5).cpu().tolist()
+            clean = bool(finite.all())
+            for (item, f, s, e, _), row in zip(windows, values):
+                trace = row[:e - s]
+                window = {"trace_start": s,
+                          "trace": trace if clean else [None if v != v else v for v in trace]}  # NaN: a skipped row
                 meta = corpus.items[item]
-                for f, peak in wanted[item]:
-                    s, e = max(lo, peak - w), min(hi, peak + w + 1)
-                    window = {"trace_start": s,
-                              "trace": [None if v != v else round(v, 5)  # a skipped NaN/Inf row: no value
-                                        for v in acts[offset + s - lo:offset + e - lo, f].tolist()]}
-                    if corpus.frame_seconds and meta.audio:
-                        base = meta.start or 0.0
-                        window |= {"start": round(base + s * corpus.frame_seconds, 4),
-                                   "end": round(base + e * corpus.frame_seconds, 4)}
-                    out[(f, item)] = window
+                if corpus.frame_seconds and meta.audio:
+                    base = meta.start or 0.0
+                    window |= {"start": round(base + s * corpus.frame_seconds, 4),
+                               "end": round(base + e * corpus.frame_seconds, 4)}
+                out[(f, item)] = window
             bar.update(len(chunk))
     return out
