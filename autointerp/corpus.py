@@ -30,7 +30,7 @@ HEADER_CHECKS = 20000
 """Audio headers read at load: all of them up to this many files, else an evenly spread sample."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemRow:
     key: str
     audio: str | None = None

@@ -1,6 +1,6 @@
 """Activation vectors on disk, read in row ranges without loading the whole corpus.
 
-A source is one file or several (a list or a glob, concatenated in order): .npy (memory-mapped),
+A source is one file or several (a list or a glob, concatenated in order): .npy (read by offset),
 .safetensors (one 2-D tensor, sliced lazily), or Parquet (a list/array column of floats, as datasets
 store an embedding column; read one row group at a time).
 """
@@ -26,6 +26,11 @@ class _Reader(Protocol):
 
 
 class _Npy:
+    """Rows read from the file with plain reads at their byte offset (the header parsed by numpy): the
+    pages stay in the OS page cache without being mapped into this process, so its memory does not
+    grow with the corpus the way a memory map's resident pages do. Fortran-ordered arrays, whose rows
+    are not contiguous, are sliced through a memory map."""
+
     def __init__(self, path: Path) -> None:
         try:
             self.array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -34,10 +39,19 @@ class _Npy:
         if self.array.ndim != 2 or not np.issubdtype(self.array.dtype, np.floating):
             raise InputError(f"corpus vectors {path} has shape {self.array.shape} and dtype {self.array.dtype}: "
                              f"expected a 2-D float array [rows, dim]")
+        self.path = path
         self.rows, self.dim = self.array.shape
+        self.by_rows = self.array.flags.c_contiguous
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return np.array(self.array[start:stop], dtype=np.float32)
+        if not self.by_rows:
+            return np.array(self.array[start:stop], dtype=np.float32)
+        out = np.empty((stop - start, self.dim), dtype=self.array.dtype)
+        with self.path.open("rb") as fh:
+            fh.seek(self.array.offset + start * self.dim * self.array.dtype.itemsize)
+            if fh.readinto(out.data) != out.nbytes:
+                raise InputError(f"corpus vectors {self.path} is shorter than its header says: the file is truncated")
+        return out.astype(np.float32, copy=False)
 
 
 class _Safetensors:

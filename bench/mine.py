@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -120,7 +119,10 @@ def precision_agreement(encoder: Encoder, corpus: Corpus, device: torch.device) 
 def child(args) -> None:
     encoder = make_encoder(args.dim, args.features, args.k)
     full_pass(encoder, corpus_of(Path(args.child), args.positions), MineConfig(batch_size=args.batch), pick_device(args.device))
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not getrusage's ru_maxrss: that one survives execve, so it would report the parent's
+    # size at the fork whenever that is larger than what the child itself uses.
+    status = Path("/proc/self/status").read_text()
+    peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
     print(json.dumps({"peak_mb": peak_kb / 1024}))
 
 

@@ -69,7 +69,7 @@ def test_requests_per_minute_are_spaced_at_the_server(store):
     # the server before (k + 1 - 10) / 10 s; and the limiter must not hold them much longer than that.
     for k, at in enumerate(stamps):
         assert at >= (k + 1 - 10) / 10 - 0.005, (k, at)
-    assert elapsed < 1.5 + 2.0
+    assert elapsed < 1.5 + 4.0  # ideal 1.5 s; the slack is for a loaded machine, not for the limiter
 
 
 def test_tokens_per_minute_are_spaced_at_the_server(store):
@@ -83,7 +83,7 @@ def test_tokens_per_minute_are_spaced_at_the_server(store):
         stamps = sorted(r.at - started for r in fake.requests)
     for k, at in enumerate(stamps):
         assert at >= (k - 1) * 0.5 - 0.01, (k, at)
-    assert elapsed < 1.5 + 2.0
+    assert elapsed < 1.5 + 4.0  # ideal 1.5 s; the slack is for a loaded machine, not for the limiter
 
 
 def test_limiter_settles_on_reported_usage():
