@@ -5,6 +5,7 @@ checkpoint every few minutes and resumes from it after a crash."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,10 @@ DEFAULT_BATCH = 4096
 GPU_MAX_BATCH = 65536
 """Rows per batch on a GPU when [mine] batch_size is unset, if its free memory allows."""
 LOW_FVE = 0.5
+M_MMAP_THRESHOLD = -3
+"""glibc's mallopt parameter number for the size from which allocations are memory-mapped."""
+MMAP_FROM = 1 << 20
+"""Allocations from this size on are mapped afresh (see release_large_buffers)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,18 @@ def batch_rows(requested: int | None, features: int, device: torch.device) -> in
     return max(1, min(wanted, int(free // 4 // per_row)))
 
 
+def release_large_buffers() -> None:
+    """Have glibc serve allocations of MMAP_FROM or more from fresh mappings that go back to the OS when
+    freed. By default its threshold rises to the size of the largest buffer freed, after which the
+    batch-sized temporaries of the pass come from heap arenas that fragment and keep memory, so the
+    peak crept up with the length of the pass (+15-25% for 4x the rows; +5% with this). A no-op off
+    glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_FROM)
+    except (OSError, AttributeError):
+        pass
+
+
 def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
     """Batches of whole items, at most `rows` vector rows each; an item longer than that comes in
     chunks. Yields (first item, stop item, first row, stop row, item complete at the end)."""
@@ -118,6 +135,7 @@ def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
 def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, nonfinite: str,
              shard: Shard, checkpoint: Path | None) -> Accumulator:
     """Stream the shard's items through the SAE; resume from and save to `checkpoint` if given."""
+    release_large_buffers()
     enc = encoder.to(device)
     acc = Accumulator(enc.d_in, enc.d_sae, config, device)
     first_item, stop_item = shard.items(len(corpus.items))
