@@ -67,10 +67,10 @@ def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def block_extremes(pre: torch.Tensor, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per block of BLOCK_ROWS rows and per feature: the lowest pre-activation, and the highest where
-    the feature does not fire ((rows, features): the firing entries, rows ascending), each
-    [ceil(B / BLOCK_ROWS), F]. The firing entries are left at -inf in `pre`. On the CPU a slab of
-    rows that fits in the cache is done at a time, so that the batch is read from memory once."""
+    """Per block of BLOCK_ROWS rows and per feature, in key units ([ceil(B / BLOCK_ROWS), F] each): minus
+    the lowest pre-activation, and the highest where the feature does not fire ((rows, features): the
+    firing entries, rows ascending). On the CPU a slab of rows that fits in the cache is done at a time,
+    so that the batch is read from memory once. `pre` is left as it was."""
     B, F = pre.shape
     slab = B if pre.is_cuda else max(1, SLAB_BYTES // (BLOCK_ROWS * F * pre.element_size())) * BLOCK_ROWS
     cuts = torch.searchsorted(rows, torch.arange(0, B + slab, slab, device=rows.device)).tolist()
@@ -81,9 +81,12 @@ def block_extremes(pre: torch.Tensor, rows: torch.Tensor, features: torch.Tensor
         blocks = [part[:whole].view(-1, BLOCK_ROWS, F)] if whole else []
         blocks += [part[whole:][None]] if whole < len(part) else []
         lows += [block.amin(1) for block in blocks]
-        part[rows[cuts[i]:cuts[i + 1]] - lo, features[cuts[i]:cuts[i + 1]]] = -torch.inf
+        firing = rows[cuts[i]:cuts[i + 1]] - lo, features[cuts[i]:cuts[i + 1]]
+        fired = part[firing]
+        part[firing] = -torch.inf
         highs += [block.amax(1) for block in blocks]
-    return torch.cat(lows), torch.cat(highs)
+        part[firing] = fired
+    return -torch.cat(lows), torch.cat(highs)
 
 
 def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
@@ -142,10 +145,8 @@ class Accumulator:
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
-        fired = pre[r, f]
         low_blocks, high_blocks = block_extremes(pre, r, f)
-        pre[r, f] = fired
-        low = self._extremes(pre, -1, self.bottom, -low_blocks, item, position)
+        low = self._extremes(pre, -1, self.bottom, low_blocks, item, position)
         pre[r, f] = -torch.inf  # a near miss is where the feature does not fire (pre is not used after this)
         hard = self._extremes(pre, 1, self.near, high_blocks, item, position)
         if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
