@@ -155,7 +155,7 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     from autointerp.config import load_config
     from autointerp.pipeline import Pipeline
-    from autointerp.store import Store
+    from autointerp.store.engine import Store
 
     overrides = _overrides(args)
     config_path = args.config

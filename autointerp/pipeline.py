@@ -12,12 +12,12 @@ from sqlalchemy import delete
 from autointerp import __version__
 from autointerp.config import Config
 from autointerp.errors import AutointerpError, ConfigError, warn
-from autointerp.corpus import Corpus, load_corpus
+from autointerp.corpus.items import Corpus, load_corpus
 from autointerp.llm.base import Model
 from autointerp.sae import Encoder, load_sae
-from autointerp.schema import Bin, Feature, Group, Label, Placement, Run, Score, utcnow
+from autointerp.store.schema import Bin, Feature, Group, Label, Placement, Run, Score, utcnow
 from autointerp.stage import StageResult
-from autointerp.store import Store
+from autointerp.store.engine import Store
 
 STAGES = ("mine", "explain", "score", "taxonomy", "report", "export")
 
@@ -89,7 +89,7 @@ class Pipeline:
 
     def run_stage(self, stage: str) -> StageResult:
         if stage in ("mine", "merge"):
-            from autointerp.mine import Shard, merge_shards, mine, sync_sae, write
+            from autointerp.mine.stage import Shard, merge_shards, mine, sync_sae, write
             if stage == "merge":
                 acc = merge_shards(self.shard_dir, self.encoder(), self.corpus(), self.config.mine)
                 sync_sae(self.store, self.encoder(), self.corpus())
@@ -105,21 +105,21 @@ class Pipeline:
             return StageResult(stage, done=result.written, note=(
                 f"{result.features} features, {result.dead} dead, {result.rows} rows, FVE {result.fve:.4f}{skipped}"))
         if stage == "explain":
-            from autointerp.explain import explain
+            from autointerp.explain.stage import explain
             return explain(self.store, self.config, self.model())
         if stage == "score":
-            from autointerp.score import score
+            from autointerp.score.stage import score
             return score(self.store, self.config, self.model())
         if stage == "taxonomy":
-            from autointerp.taxonomy import taxonomy
+            from autointerp.taxonomy.stage import taxonomy
             return taxonomy(self.store, self.config, self.model())
         if stage == "report":
-            from autointerp.report import write_atlas
+            from autointerp.atlas.pages import write_atlas
             audio_root = self.config.corpus.audio_root or self.config.corpus.items.parent
             atlas = write_atlas(self.store, self.atlas_dir, audio_root, self.config.output)
             return StageResult("report", done=atlas.pages_written, note=atlas.note())
         if stage == "export":
-            from autointerp.export import export
+            from autointerp.export.writers import export
             files = export(self.store, self.export_dir)
             return StageResult("export", done=len(files), note=str(self.export_dir))
         raise ValueError(stage)
@@ -128,7 +128,7 @@ class Pipeline:
         """Load what the stages will need (checkpoint, corpus, LLM key and model, prompts) so that bad
         input fails now, before the database is opened or written, not after an hour of mining."""
         if {"mine", "merge"} & set(stages):
-            from autointerp.mine import Shard, pick_device
+            from autointerp.mine.stage import Shard, pick_device
             if self.shard:
                 Shard.parse(self.shard)
             if pick_device(self.config.sae.device).type == "cpu" and self.config.sae.precision != "float32":
@@ -136,12 +136,12 @@ class Pipeline:
                      f"lack fast half-precision matmuls): it is meant for GPUs")
             self.corpus()
         if "score" in stages and "embedding" in self.config.score.methods:
-            from autointerp.embedding_score import unavailable
+            from autointerp.score.embedding import unavailable
             if (why := unavailable(self.config.score.embedding_model)) is not None:
                 raise ConfigError(why)
         if {"explain", "score", "taxonomy"} & set(stages):
             self.model()
-            from autointerp.prompting import Prompts
+            from autointerp.llm.prompts import Prompts
             Prompts(self.config.explain.prompts_dir)
 
     def run(self, command: str, stages: list[str], redo: list[str], report=print) -> list[StageResult]:

@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from autointerp.schema import Feature
+from autointerp.store.schema import Feature
 
 T = TypeVar("T")
 

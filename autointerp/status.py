@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from autointerp.schema import SAE, Feature, Label, LLMCall, Placement, Score
-from autointerp.score import METHOD
-from autointerp.store import Store
+from autointerp.store.schema import SAE, Feature, Label, LLMCall, Placement, Score
+from autointerp.score.stage import METHOD
+from autointerp.store.engine import Store
 
 
 @dataclass

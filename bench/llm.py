@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from autointerp.config import Config, load_config  # noqa: E402
-from autointerp.explain import explain  # noqa: E402
+from autointerp.explain.stage import explain  # noqa: E402
 from autointerp.llm.mock import MockModel  # noqa: E402
-from autointerp.llm.openai_chat import OpenAIChatModel  # noqa: E402
-from autointerp.schema import Example, Feature, Item, Label, LLMCall  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.llm.providers.openai import OpenAIChatModel  # noqa: E402
+from autointerp.store.schema import Example, Feature, Item, Label, LLMCall  # noqa: E402
+from autointerp.store.engine import Store  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer, Received, Reply  # noqa: E402
 
 CTX = 32
@@ -140,7 +140,7 @@ def build_config(db: Path) -> Config:
 
 # 2. input tokens per feature ------------------------------------------------------------------------------
 def tokens(template: Path, folder: Path, n: int) -> dict:
-    from autointerp.score import score
+    from autointerp.score.stage import score
 
     db = fresh_copy(template, folder, "tokens.db")
     config = build_config(db)

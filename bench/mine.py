@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autointerp.config import MineConfig  # noqa: E402
-from autointerp.corpus import Corpus, ItemRow  # noqa: E402
-from autointerp.mine import Shard, batch_rows, pick_device, plan, release_large_buffers, run_pass  # noqa: E402
+from autointerp.corpus.items import Corpus, ItemRow  # noqa: E402
+from autointerp.mine.stage import Shard, batch_rows, pick_device, plan, release_large_buffers, run_pass  # noqa: E402
 from autointerp.sae.encoder import Encoder  # noqa: E402
-from autointerp.vectors import open_vectors  # noqa: E402
+from autointerp.corpus.vectors import open_vectors  # noqa: E402
 
 
 def make_encoder(d: int, F: int, k: int) -> Encoder:
@@ -80,9 +80,9 @@ def write_stage(encoder: Encoder, corpus: Corpus, config: MineConfig, device: to
     """The rest of the mine stage after the pass: recording the SAE and items, the feature map and
     decoder neighbours, and writing every feature's statistics and examples to SQLite. (The random
     SAE explains little of random vectors: its low-FVE warning is expected.)"""
-    from autointerp.featuremap import map_coordinates
-    from autointerp.mine import sync_sae, write
-    from autointerp.store import Store
+    from autointerp.mine.featuremap import map_coordinates
+    from autointerp.mine.stage import sync_sae, write
+    from autointerp.store.engine import Store
 
     acc = run_pass(encoder, corpus, config, device, "reject", Shard(0, 1), None)
     store = Store(f"sqlite:///{folder / 'bench.db'}")

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert  # noqa: E402
 
-from autointerp.atlas_audio import ClipLibrary  # noqa: E402
-from autointerp.atlas_data import clip_needs, load_atlas  # noqa: E402
+from autointerp.atlas.audio import ClipLibrary  # noqa: E402
+from autointerp.atlas.data import clip_needs, load_atlas  # noqa: E402
 from autointerp.config import OutputConfig  # noqa: E402
-from autointerp.report import write_atlas  # noqa: E402
-from autointerp.schema import SAE, Bin, Example, Feature, Group, Item, Label, LLMCall, Placement, Score  # noqa: E402
-from autointerp.store import Store  # noqa: E402
+from autointerp.atlas.pages import write_atlas  # noqa: E402
+from autointerp.store.schema import SAE, Bin, Example, Feature, Group, Item, Label, LLMCall, Placement, Score  # noqa: E402
+from autointerp.store.engine import Store  # noqa: E402
 
 WORDS = ("voice speech laughter whisper anger joy French Japanese narration breathy raspy music tone noise crowd "
          "singing fast slow high low male female child broadcast theatrical calm tense sigh gasp accent").split()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autointerp.config import load_config
-from autointerp.store import Store
+from autointerp.store.engine import Store
 from tests.factory import Planted, planted_corpus
 
 

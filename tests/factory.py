@@ -121,3 +121,12 @@ def brute_force(p: Planted) -> tuple[np.ndarray, np.ndarray]:
     top = np.argsort(-pre, axis=1)[:, : p.k]
     np.put_along_axis(acts, top, np.maximum(np.take_along_axis(pre, top, axis=1), 0), axis=1)
     return pre, acts
+
+
+def run_mine(config, store):
+    """Mine a config's corpus on the CPU straight through the stage function."""
+    from autointerp.corpus.items import load_corpus
+    from autointerp.mine.stage import mine
+    from autointerp.sae import load_sae
+    encoder = load_sae(config.sae.path)
+    return mine(store, encoder, load_corpus(config.corpus, encoder.d_in), config.mine, "cpu")

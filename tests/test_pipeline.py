@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from autointerp.cli import main
-from autointerp.schema import Feature, Label, LLMCall, Placement, Score
-from autointerp.store import Store
+from autointerp.store.schema import Feature, Label, LLMCall, Placement, Score
+from autointerp.store.engine import Store
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
 
 
@@ -176,7 +176,7 @@ def test_a_second_run_on_the_same_database_is_refused(planted, config, capsys):
     assert "is in use by another autointerp run" in message and f"pid {os.getpid()}, `run`" in message
     assert counts(config.db_url)["labels"] == 0
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from autointerp.store import Store\n"
+        "import sys, time; from autointerp.store.engine import Store\n"
         f"s = Store({config.db_url!r})\n"
         "with s.exclusive('run'):\n    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"

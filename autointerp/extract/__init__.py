@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from autointerp.corpus import ItemRow, parse_items
+from autointerp.corpus.items import ItemRow, parse_items
 from autointerp.errors import InputError
 from autointerp.progress import Progress
 
@@ -120,7 +120,7 @@ def extract(options: ExtractOptions, report: Callable[[str], None] = lambda line
     """Run the model over every input and write the corpus; return what was written."""
     from autointerp.extract import writer as w
     from autointerp.extract.model import HookedModel, check_folder, load_part
-    from autointerp.mine import pick_device
+    from autointerp.mine.stage import pick_device
 
     if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
         raise InputError("--batch, --shard-mb and --max-seconds must be positive")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autointerp.corpus import ItemRow
+from autointerp.corpus.items import ItemRow
 from autointerp.errors import InputError
 from autointerp.extract.model import HookedModel
 

@@ -30,9 +30,9 @@ def make_model(config: LLMConfig) -> Model:
         raise ConfigError(f"[llm] model is required for provider {config.provider!r}: "
                           f"set it in the config or pass --model")
     if config.provider == "openai":
-        from autointerp.llm.openai_chat import OpenAIChatModel
+        from autointerp.llm.providers.openai import OpenAIChatModel
         return OpenAIChatModel(config, api_key(config))
     if config.provider == "gemini":
-        from autointerp.llm.gemini import GeminiModel
+        from autointerp.llm.providers.gemini import GeminiModel
         return GeminiModel(config, api_key(config))
     raise ConfigError(f"[llm] provider {config.provider!r} has no LLM model: use openai, gemini or mock")

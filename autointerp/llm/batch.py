@@ -21,7 +21,7 @@ from autointerp.errors import CostLimitReached
 from autointerp.llm.base import FatalError, Request, TransientError
 from autointerp.llm.client import CallResult, LLMClient
 from autointerp.llm.pricing import cost_usd
-from autointerp.schema import LLMBatch, utcnow
+from autointerp.store.schema import LLMBatch, utcnow
 
 OPEN = ("submitting", "submitted")
 

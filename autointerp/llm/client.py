@@ -19,8 +19,8 @@ from autointerp.errors import CostLimitReached, ProviderError
 from autointerp.llm.base import Completion, FatalError, Model, Request, TransientError
 from autointerp.llm.pricing import cost_usd, merged_prices
 from autointerp.llm.ratelimit import RateLimiter
-from autointerp.schema import LLMCall
-from autointerp.store import Store
+from autointerp.store.schema import LLMCall
+from autointerp.store.engine import Store
 
 T = TypeVar("T", bound=BaseModel)
 

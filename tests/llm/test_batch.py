@@ -14,10 +14,10 @@ from autointerp.config import LLMConfig
 from autointerp.errors import CostLimitReached
 from autointerp.llm.batch import BatchRunner
 from autointerp.llm.client import LLMClient
-from autointerp.llm.gemini import GeminiModel
-from autointerp.llm.openai_chat import OpenAIChatModel
-from autointerp.schema import LLMBatch, LLMCall
-from autointerp.store import Store
+from autointerp.llm.providers.gemini import GeminiModel
+from autointerp.llm.providers.openai import OpenAIChatModel
+from autointerp.store.schema import LLMBatch, LLMCall
+from autointerp.store.engine import Store
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.fakes.openai_server import FakeOpenAIServer
 

@@ -14,11 +14,11 @@ from autointerp.config import LLMConfig
 from autointerp.errors import ProviderError
 from autointerp.llm.base import Request
 from autointerp.llm.client import LLMClient
-from autointerp.llm.gemini import GeminiModel
-from autointerp.llm.openai_chat import OpenAIChatModel
+from autointerp.llm.providers.gemini import GeminiModel
+from autointerp.llm.providers.openai import OpenAIChatModel
 from autointerp.llm.pricing import cost_usd, price_of
 from autointerp.llm.ratelimit import RateLimiter
-from autointerp.store import Store
+from autointerp.store.engine import Store
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.fakes.openai_server import FakeOpenAIServer
 

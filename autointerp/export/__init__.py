@@ -1,0 +1,3 @@
+"""The export stage: the files the seed releases ship (writers), their pydantic models, and
+summary.json, written from the database alone through store.views.
+Imports store only."""

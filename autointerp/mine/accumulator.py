@@ -1,0 +1,315 @@
+"""What one streaming pass over the corpus accumulates for every feature at once, in memory bounded by
+O(features x K + batch): statistics, a histogram of nonzero activations, the top items, the bottom
+items, a uniform sample of firing items (held-out examples for scoring), a global sample of items
+(negatives), and reconstruction error on a row sample. States of shards merge exactly (see topk.py).
+
+Examples are per item: for a sequence corpus (several vector rows per item) an item's activation is
+its peak over positions, remembered with the peak position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autointerp.config import MineConfig
+from autointerp.sae import Encoder
+from autointerp.mine.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
+                             lexsort_groups, rank_in_group)
+
+HIST_BINS = 128
+HIST_OFFSET = 80
+"""Histogram bin b counts nonzero activations in [2^((b-80)/4), 2^((b-79)/4)): quarter octaves from
+about 1e-6 to 4,000; values outside fall in the end bins."""
+BLOCK_ROWS = 16
+"""Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
+SLAB_BYTES = 8 << 20
+"""Pre-activations scanned at a time on the CPU (see block_extremes): about what a core's cache holds."""
+NEGATIVE_POOL = 8
+"""The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
+
+
+@dataclass
+class Candidates:
+    """Per-(item, feature) aggregates of one batch: the item's peak activation (and its position) where
+    the feature fires; its minimum pre-activation where that could enter the feature's bottom; its
+    maximum pre-activation at positions where the feature does not fire, where that could enter the
+    feature's hard negatives (near misses)."""
+    fire_item: torch.Tensor
+    fire_feature: torch.Tensor
+    fire_value: torch.Tensor
+    fire_position: torch.Tensor
+    low_item: torch.Tensor
+    low_feature: torch.Tensor
+    low_value: torch.Tensor
+    low_position: torch.Tensor
+    hard_item: torch.Tensor
+    hard_feature: torch.Tensor
+    hard_value: torch.Tensor
+    hard_position: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list["Candidates"]) -> "Candidates":
+        return Candidates(*(torch.cat([getattr(p, name) for p in parts]) for name in Candidates.__dataclass_fields__))
+
+
+def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, feature, activation) of every nonzero activation in the batch, without a dense scatter for top-k."""
+    if encoder.activation == "topk" and encoder.k is not None:
+        values, features = pre.topk(min(encoder.k, pre.shape[1]), dim=1)
+        rows = torch.arange(pre.shape[0], device=pre.device)[:, None].expand_as(features)
+        keep = values > 0
+        return rows[keep], features[keep], values[keep]
+    acts = encoder.activate(pre)
+    rows, features = acts.nonzero(as_tuple=True)
+    return rows, features, acts[rows, features]
+
+
+def block_extremes(pre: torch.Tensor, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per block of BLOCK_ROWS rows and per feature, in key units ([ceil(B / BLOCK_ROWS), F] each): minus
+    the lowest pre-activation, and the highest where the feature does not fire ((rows, features): the
+    firing entries, rows ascending). On the CPU a slab of rows that fits in the cache is done at a time,
+    so that the batch is read from memory once. `pre` is left as it was."""
+    B, F = pre.shape
+    slab = B if pre.is_cuda else max(1, SLAB_BYTES // (BLOCK_ROWS * F * pre.element_size())) * BLOCK_ROWS
+    cuts = torch.searchsorted(rows, torch.arange(0, B + slab, slab, device=rows.device)).tolist()
+    lows, highs = [], []
+    for i, lo in enumerate(range(0, B, slab)):
+        part = pre[lo:lo + slab]
+        whole = len(part) // BLOCK_ROWS * BLOCK_ROWS
+        blocks = [part[:whole].view(-1, BLOCK_ROWS, F)] if whole else []
+        blocks += [part[whole:][None]] if whole < len(part) else []
+        lows += [block.amin(1) for block in blocks]
+        firing = rows[cuts[i]:cuts[i + 1]] - lo, features[cuts[i]:cuts[i + 1]]
+        fired = part[firing]
+        part[firing] = -torch.inf
+        highs += [block.amax(1) for block in blocks]
+        part[firing] = fired
+    return -torch.cat(lows), torch.cat(highs)
+
+
+def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
+    """[items, F]: each item's extreme of sign * pre per feature (items contiguous in the batch)."""
+    local = item - item[0]
+    out = torch.full((int(local[-1]) + 1, pre.shape[1]), sign * -torch.inf, dtype=pre.dtype, device=pre.device)
+    out.scatter_reduce_(0, local[:, None].expand_as(pre), pre, "amax" if sign > 0 else "amin")
+    return out if sign > 0 else -out
+
+
+def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
+                   features: int) -> torch.Tensor:
+    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature)."""
+    group = item * features + feature
+    order = lexsort_groups(group, key, ident)
+    first = rank_in_group(group[order]) == 0
+    return order[first]
+
+
+class Accumulator:
+    def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device) -> None:
+        self.config, self.features, self.device = config, features, device
+        F = features
+        self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
+        self.act_sum = torch.zeros(F, dtype=torch.float64, device=device)
+        self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
+        self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
+        self.top = TopPerFeature(F, config.n_top, device)
+        self.bottom = TopPerFeature(F, config.n_bottom, device)
+        self.near = TopPerFeature(F, config.n_hard, device)
+        self.sample = TopPerFeature(F, config.n_top + 4 * config.n_holdout if config.n_holdout else 0, device)
+        pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
+        self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
+        self.pool_items = torch.full((pool,), -1, dtype=torch.int64, device=device)
+        self.pool_firing = torch.zeros((pool, F), dtype=torch.bool, device=device)
+        self.sq_err = torch.zeros((), dtype=torch.float64, device=device)
+        self.rel_err = torch.zeros((), dtype=torch.float64, device=device)
+        self.sum_x = torch.zeros(d_in, dtype=torch.float64, device=device)
+        self.sum_sq = torch.zeros((), dtype=torch.float64, device=device)
+        self.recon_rows = 0
+        self.rows = 0
+        self.skipped = 0
+
+    # --- one batch ---------------------------------------------------------------------------------
+    def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
+                   row_id: torch.Tensor, recon_p: float) -> Candidates:
+        """Encode a batch, update the row-level statistics, and return its per-item candidates.
+        x [B, d]; item, position, row_id [B] (item and position of every row)."""
+        pre = encoder.preacts(x)
+        r, f, v = active_entries(encoder, pre)
+        self.rows += x.shape[0]
+        self.fire_count += torch.bincount(f, minlength=self.features)
+        self.act_sum.index_add_(0, f, v.double())
+        self.max_act.scatter_reduce_(0, f, v.float(), reduce="amax")
+        b = (torch.floor(torch.log2(v.double()) * 4) + HIST_OFFSET).clamp(0, HIST_BINS - 1).long()
+        self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
+        if recon_p > 0:
+            self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
+        low_blocks, high_blocks = block_extremes(pre, r, f)
+        low = self._extremes(pre, -1, self.bottom, low_blocks, item, position)
+        pre[r, f] = -torch.inf  # a near miss is where the feature does not fire (pre is not used after this)
+        hard = self._extremes(pre, 1, self.near, high_blocks, item, position)
+        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
+            fire = best_per_group(item[r], f, v.double(), position[r], self.features)
+            r, f, v = r[fire], f[fire], v[fire]
+        return Candidates(item[r], f, v, position[r], *low, *hard)
+
+    def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, blocks: torch.Tensor,
+                  item: torch.Tensor, position: torch.Tensor):
+        """Per (item, feature), the extreme pre-activation (sign -1: lowest, +1: highest; for +1, entries
+        set to -inf are skipped), only where it could enter `top`: at or beyond the feature's current
+        K-th, or while its `top` is unfilled, at or beyond the batch's K-th best item (bounded below by
+        the K-th best block when every item is one row). `blocks` holds the extreme of sign * pre in
+        each block of BLOCK_ROWS rows per feature (see block_extremes); only the (block, feature) pairs
+        that reach the bound are read again, and once the features' `top`s have filled they are few."""
+        empty = torch.empty(0, dtype=torch.int64, device=pre.device)
+        if top.k == 0:
+            return empty, empty, empty.float(), empty
+        worst = top.worst()
+        unfilled = worst == EMPTY
+        one_row_items = bool(item[-1] - item[0] + 1 == len(item))
+        bound = torch.full_like(blocks[0], -torch.inf)
+        if bool(unfilled.any()):
+            best = blocks if one_row_items else item_extremes(pre, sign, item)
+            if len(best) >= top.k:
+                bound = best.topk(top.k, dim=0).values[-1]
+        limit = torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(pre.dtype).min)
+        block, feature = torch.nonzero(blocks >= limit[None, :], as_tuple=True)
+        r = block[:, None] * BLOCK_ROWS + torch.arange(BLOCK_ROWS, device=pre.device)  # [pairs, BLOCK_ROWS]
+        inside = r < pre.shape[0]
+        r = r.clamp(max=pre.shape[0] - 1)
+        pair, offset = torch.nonzero((pre[r, feature[:, None]] * sign >= limit[feature][:, None]) & inside,
+                                     as_tuple=True)
+        rows, features = r[pair, offset], feature[pair]
+        values = pre[rows, features]
+        if not one_row_items:  # keep each item's extreme
+            best = best_per_group(item[rows], features, sign * values.double(), position[rows], self.features)
+            rows, features, values = rows[best], features[best], values[best]
+        return item[rows], features, values.float(), position[rows]
+
+    def _reconstruction(self, encoder: Encoder, x: torch.Tensor, entries, row_id: torch.Tensor, p: float) -> None:
+        """Reconstruction error on the rows of a deterministic sample (fraction p), decoded sparsely."""
+        chosen = hash_unit(row_id, torch.zeros_like(row_id), self.config.seed + 1) < p
+        n = int(chosen.sum())
+        if n == 0:
+            return
+        r, f, v = entries
+        keep = chosen[r]
+        new_index = torch.cumsum(chosen, 0) - 1
+        xs = x[chosen]
+        x_hat = encoder.decode_sparse(new_index[r[keep]], f[keep], v[keep], n, xs)
+        err = (xs - x_hat).pow(2).sum(1, dtype=torch.float64)
+        norm = xs.pow(2).sum(1, dtype=torch.float64)
+        self.sq_err += err.sum()
+        self.rel_err += (err / norm.clamp_min(1e-30)).sum()
+        self.sum_x += xs.sum(0, dtype=torch.float64)
+        self.sum_sq += norm.sum()
+        self.recon_rows += n
+
+    def offer(self, c: Candidates, items: torch.Tensor, multi_row: bool = True) -> None:
+        """Offer the candidates of complete items (items: every item id the candidates cover;
+        multi_row: whether some of these items have several vector rows)."""
+        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
+        self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
+        if self.near.k:
+            keep = slice(None)
+            if multi_row:  # an item that fires anywhere is not a negative, though it misses elsewhere
+                fired = c.fire_item * self.features + c.fire_feature
+                keep = ~torch.isin(c.hard_item * self.features + c.hard_feature, fired)
+            self.near.offer(c.hard_feature[keep], float_key(c.hard_value[keep]), c.hard_item[keep],
+                            c.hard_value[keep], c.hard_position[keep])
+        if self.sample.k:
+            keys = hash_key(hash_bits(c.fire_item, c.fire_feature, self.config.seed))
+            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position)
+        if len(self.pool_keys):
+            self._pool(c, items)
+
+    def _pool(self, c: Candidates, items: torch.Tensor) -> None:
+        keys = hash_unit(items, torch.full_like(items, -1), self.config.seed)
+        worst = self.pool_keys[-1]
+        better = (keys > worst) | ((keys == worst) & (items < self.pool_items[-1]))
+        if not bool(better.any()):
+            return
+        new_items, new_keys = items[better], keys[better]
+        firing = torch.zeros((len(new_items), self.features), dtype=torch.bool, device=self.device)
+        where = torch.searchsorted(new_items, c.fire_item)
+        hit = (where < len(new_items)) & (new_items[where.clamp(max=len(new_items) - 1)] == c.fire_item)
+        firing[where[hit], c.fire_feature[hit]] = True
+        self._merge_pool(new_keys, new_items, firing)
+
+    def _merge_pool(self, keys: torch.Tensor, items: torch.Tensor, firing: torch.Tensor) -> None:
+        all_keys = torch.cat([self.pool_keys, keys])
+        all_items = torch.cat([self.pool_items, items])
+        all_firing = torch.cat([self.pool_firing, firing])
+        order = lexsort_groups(torch.zeros_like(all_items), all_keys,
+                               torch.where(torch.isfinite(all_keys), all_items, torch.iinfo(torch.int64).max))
+        keep = order[: len(self.pool_keys)]
+        self.pool_keys, self.pool_items, self.pool_firing = all_keys[keep], all_items[keep], all_firing[keep]
+
+    # --- shards ------------------------------------------------------------------------------------
+    def merge(self, other: "Accumulator") -> None:
+        self.fire_count += other.fire_count
+        self.act_sum += other.act_sum
+        self.max_act = torch.maximum(self.max_act, other.max_act)
+        self.hist += other.hist
+        for name in ("top", "bottom", "near", "sample"):
+            getattr(self, name).merge(getattr(other, name))
+        filled = torch.isfinite(other.pool_keys)
+        self._merge_pool(other.pool_keys[filled], other.pool_items[filled], other.pool_firing[filled])
+        for name in ("sq_err", "rel_err", "sum_x", "sum_sq"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.recon_rows += other.recon_rows
+        self.rows += other.rows
+        self.skipped += other.skipped
+
+    _TENSORS = ("fire_count", "act_sum", "max_act", "hist", "pool_keys", "pool_items", "pool_firing",
+                "sq_err", "rel_err", "sum_x", "sum_sq")
+
+    def state(self) -> dict:
+        out = {name: getattr(self, name).cpu() for name in self._TENSORS}
+        out |= {name: getattr(self, name).state() for name in ("top", "bottom", "near", "sample")}
+        out |= {"recon_rows": self.recon_rows, "rows": self.rows, "skipped": self.skipped}
+        return out
+
+    def load(self, state: dict) -> None:
+        for name in self._TENSORS:
+            setattr(self, name, state[name].to(self.device))
+        for name in ("top", "bottom", "near", "sample"):
+            setattr(self, name, TopPerFeature.from_state(state[name], self.device))
+        self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
+
+    # --- results -----------------------------------------------------------------------------------
+    def fve(self) -> float:
+        n = max(self.recon_rows, 1)
+        total_var = self.sum_sq.item() - self.sum_x.pow(2).sum().item() / n
+        return 1.0 - self.sq_err.item() / total_var if total_var > 0 else float("nan")
+
+    def normalized_l2(self) -> float:
+        """Mean over the sampled rows of ||x - x_hat||^2 / ||x||^2."""
+        return self.rel_err.item() / max(self.recon_rows, 1)
+
+    def histograms(self) -> list[dict | None]:
+        """Per feature, its nonzero-activation histogram trimmed to the occupied bins (None: never fired)."""
+        out = []
+        for counts in self.hist.view(self.features, HIST_BINS).tolist():
+            occupied = [b for b, count in enumerate(counts) if count]
+            out.append({"first_bin": occupied[0] - HIST_OFFSET, "bins_per_octave": 4,
+                        "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
+        return out
+
+    def negatives(self) -> dict[int, list[int]]:
+        """Per feature, n_negative items of the global sample where it never fires, in a per-feature
+        random order."""
+        n = self.config.n_negative
+        filled = torch.isfinite(self.pool_keys)
+        items, firing = self.pool_items[filled], self.pool_firing[filled]
+        if n == 0 or len(items) == 0:
+            return {}
+        features = torch.arange(self.features, device=self.device)
+        keys = hash_unit(items[:, None], features[None, :], self.config.seed + 2)  # [P, F]
+        keys = torch.where(firing, torch.inf, keys)
+        take = min(n, len(items))
+        order = keys.topk(take, dim=0, largest=False)
+        chosen = items[order.indices]  # [take, F]
+        valid = torch.isfinite(order.values)
+        return {f: chosen[:, f][valid[:, f]].tolist() for f in range(self.features)}

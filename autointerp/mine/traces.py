@@ -1,0 +1,70 @@
+"""Activation traces of sequence examples: for each top or held-out example, the feature's activation
+at every position in a window around the item's peak, computed by re-encoding just those windows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from autointerp.config import MineConfig
+from autointerp.corpus.items import Corpus
+from autointerp.mine.stage import batch_rows
+from autointerp.progress import Progress
+from autointerp.sae import Encoder
+
+TRACED = ("top", "quantile")
+
+
+def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, list[tuple[int, float, int]]]],
+           config: MineConfig, device: torch.device) -> dict[tuple[int, int], dict]:
+    """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples."""
+    wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)]
+    for f, kinds in per_feature.items():
+        for kind in TRACED:
+            for item, _, peak in kinds.get(kind, []):
+                wanted[item].append((f, peak))
+    enc = encoder.to(device)
+    w = config.trace_window
+    limit = batch_rows(config.batch_size, enc.d_sae, device)
+    out: dict[tuple[int, int], dict] = {}
+    items = sorted(wanted)
+    with torch.inference_mode(), Progress("mine: traces", len(items), "items") as bar:
+        begin = 0
+        while begin < len(items):
+            chunk, spans, total = [], [], 0
+            while begin < len(items):
+                item = items[begin]
+                peaks = [p for _, p in wanted[item]]
+                n = corpus.items[item].positions
+                lo, hi = max(0, min(peaks) - w), min(n, max(peaks) + w + 1)
+                if chunk and total + hi - lo > limit:
+                    break
+                chunk.append(item)
+                spans.append((lo, hi, total))
+                total += hi - lo
+                begin += 1
+            rows = torch.cat([torch.from_numpy(corpus.vectors.read(int(corpus.first_row[i]) + lo, int(corpus.first_row[i]) + hi))
+                              for i, (lo, hi, _) in zip(chunk, spans)]).to(device)
+            finite = torch.isfinite(rows).all(dim=1)
+            acts = torch.full((rows.shape[0], enc.d_sae), torch.nan, device=device)
+            acts[finite] = enc.activate(enc.preacts(rows[finite]))
+            windows = [(item, f, max(lo, peak - w), min(hi, peak + w + 1), offset - lo)
+                       for item, (lo, hi, offset) in zip(chunk, spans) for f, peak in wanted[item]]
+            first = torch.tensor([s + shift for _, _, s, _, shift in windows], device=device)
+            index = (first[:, None] + torch.arange(2 * w + 1, device=device)).clamp(max=len(rows) - 1)
+            feature = torch.tensor([f for _, f, _, _, _ in windows], device=device)
+            values = torch.round(acts[index, feature[:, None]].double(), decimals=5).cpu().tolist()
+            clean = bool(finite.all())
+            for (item, f, s, e, _), row in zip(windows, values):
+                trace = row[:e - s]
+                window = {"trace_start": s,
+                          "trace": trace if clean else [None if v != v else v for v in trace]}  # NaN: a skipped row
+                meta = corpus.items[item]
+                if corpus.frame_seconds and meta.audio:
+                    base = meta.start or 0.0
+                    window |= {"start": round(base + s * corpus.frame_seconds, 4),
+                               "end": round(base + e * corpus.frame_seconds, 4)}
+                out[(f, item)] = window
+            bar.update(len(chunk))
+    return out

@@ -1,0 +1,138 @@
+"""Opening the database: SQLite by default (WAL, foreign keys on), any SQLAlchemy URL accepted,
+with a schema version check so a database from another version is never misread."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from autointerp.errors import StoreError
+from autointerp.resources import resource_dir
+from autointerp.store.schema import SCHEMA_VERSION, Base, SchemaInfo
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Per-connection settings; none of them writes to the file (WAL is switched on once the file is
+    known to be ours, see Store._prepare)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Store:
+    """The run's database. Use `with store.session() as s:` for a unit of work that commits on exit."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the database folder {path.parent} ({exc.strerror}): choose a writable --db or --out") from None
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        try:
+            tables = set(inspect(self.engine).get_table_names())
+        except (DatabaseError, OperationalError) as exc:
+            raise StoreError(f"cannot open database {self.url}: {exc.orig}; point --db at an autointerp database or a new file") from None
+        if not tables:
+            self._wal()
+            Base.metadata.create_all(self.engine)
+            with self.session() as s:
+                s.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+            return
+        if "schema_info" not in tables:
+            raise StoreError(f"database {self.url} was not written by autointerp (no schema_info table): use a new --db path")
+        with self.session() as s:
+            row = s.get(SchemaInfo, "schema_version")
+        found = int(row.value) if row else -1
+        if found != SCHEMA_VERSION:
+            self._migrate(found)
+        self._wal()
+
+    def _wal(self) -> None:
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+    def _migrate(self, found: int) -> None:
+        """Apply db/migrations/NNN_to_MMM.sql step by step, or refuse clearly."""
+        migrations = resource_dir("db") / "migrations"
+        version = found
+        while version < SCHEMA_VERSION:
+            step = migrations / f"{version:03d}_to_{version + 1:03d}.sql"
+            if not step.is_file():
+                break
+            with self.engine.begin() as conn:
+                script = "\n".join(line for line in step.read_text().splitlines() if not line.lstrip().startswith("--"))
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(text(statement))
+                conn.execute(text("UPDATE schema_info SET value = :v WHERE key = 'schema_version'"), {"v": str(version + 1)})
+            version += 1
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.url} has schema version {found}, this autointerp (schema {SCHEMA_VERSION}) "
+                f"cannot read it: use the autointerp version that wrote it, or a new --db path")
+
+    @contextmanager
+    def exclusive(self, command: str) -> Iterator[None]:
+        """Hold the run lock of a SQLite database for the duration of a stage run: a second run on the
+        same file is refused at once with who holds it. The OS releases the lock when the process dies
+        (even on kill -9), so a crash never leaves it stale. Other databases are not locked."""
+        if not self.url.startswith("sqlite:///"):
+            yield
+            return
+        path = Path(self.url.removeprefix("sqlite:///") + ".lock")
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            who = f"pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('since', '?')}"
+            raise StoreError(f"database {path.with_suffix('')} is in use by another autointerp run ({who}): "
+                             f"wait for it to finish, or use another --db") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "command": command,
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def schema_version(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(SchemaInfo.value).where(SchemaInfo.key == "schema_version")))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,215 @@
+"""The taxonomy stage: semantic groups and bins.
+
+Groups come from the config ([[taxonomy.groups]], e.g. Majestrino's 14 in examples/majestrino_groups.toml),
+or, when none are listed, the LLM proposes at most max_proposed_groups from a sample of the labels
+spread over all features (offline: one group per tag column). Each labeled feature is assigned to at
+most max_groups_per_feature groups by structured-output calls that carry batch_size features each;
+the features an answer leaves out are asked about once more, together (offline: the group of its tag
+rule's column). Batches are cut from all labels in feature order, so a killed and resumed run sends
+the same requests as an uninterrupted one (answered from the call log) and ends with the same groups.
+Bins (autointerp.taxonomy.bins) cluster the labels finer, and are named by the LLM when a provider is configured."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+from pydantic import BaseModel
+from sqlalchemy import delete, select
+
+from autointerp.taxonomy import bins as binning
+from autointerp.config import Config
+from autointerp.errors import ProviderError
+from autointerp.llm.base import Model, Request
+from autointerp.llm.client import LLMClient
+from autointerp.progress import Progress
+from autointerp.llm.prompts import Prompts
+from autointerp.store.schema import Bin, Group, Label, Placement
+from autointerp.stage import StageResult, as_they_finish, pending
+from autointerp.store.engine import Store
+
+
+class Assignment(BaseModel):
+    feature: int
+    groups: list[int]
+
+
+class GroupAnswer(BaseModel):
+    assignments: list[Assignment]
+
+
+class ProposedGroup(BaseModel):
+    name: str
+    description: str
+
+
+class GroupProposal(BaseModel):
+    groups: list[ProposedGroup]
+
+
+def _set_groups(store: Store, wanted: list[tuple[str, str, list[str]]]) -> None:
+    """Make the groups table hold `wanted`; when that changes the groups, earlier placements are dropped."""
+    with store.session() as s:
+        current = [(g.name, g.description, list(g.tags or [])) for g in s.scalars(select(Group).order_by(Group.id))]
+        if current == wanted:
+            return
+        s.execute(delete(Placement))
+        s.execute(delete(Group))
+        s.add_all(Group(id=i, name=name, description=desc, tags=tags) for i, (name, desc, tags) in enumerate(wanted, 1))
+
+
+def _labels(store: Store, ids: list[int] | None = None) -> list[Label]:
+    with store.session() as s:
+        query = select(Label).where(Label.status == "done").order_by(Label.feature_id)
+        if ids is not None:
+            query = query.where(Label.feature_id.in_(ids))
+        return list(s.scalars(query))
+
+
+PROPOSE_SAMPLE = 400
+"""Labels shown to the LLM when it proposes groups: evenly spaced over all labeled features."""
+
+
+async def _propose(store: Store, config: Config, client: LLMClient, prompts: Prompts) -> list[tuple[str, str, list[str]]]:
+    labels = _labels(store)
+    labels = [labels[i * len(labels) // PROPOSE_SAMPLE] for i in range(PROPOSE_SAMPLE)] if len(labels) > PROPOSE_SAMPLE else labels
+    most = config.taxonomy.max_proposed_groups
+    prompt = prompts.render("propose_groups", features=labels, min_groups=min(3, most), max_groups=most)
+    answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
+                                       user=prompt.user, schema=GroupProposal,
+                                       max_output_tokens=config.llm.max_output_tokens))
+    if answer.value is None or not answer.value.groups:
+        raise ProviderError(f"the LLM proposed no usable groups ({answer.error or 'empty list'}): "
+                            f"list your groups under [[taxonomy.groups]] in the config")
+    return [(g.name.strip(), g.description.strip(), []) for g in answer.value.groups[:most]]
+
+
+def taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
+    return asyncio.run(_taxonomy(store, config, model))
+
+
+async def _taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
+    result = StageResult("taxonomy")
+    client = LLMClient(model, store, config.llm) if model is not None else None
+    prompts = Prompts(config.explain.prompts_dir)
+    try:
+        if config.taxonomy.groups:
+            _set_groups(store, [(g.name, g.description, list(g.tags)) for g in config.taxonomy.groups])
+        else:
+            with store.session() as s:
+                have = s.scalars(select(Group)).first() is not None
+            if not have and client is None:
+                keys = sorted({key for label in _labels(store) for key, _ in (label.evidence or {}).get("rule", [])})
+                _set_groups(store, [(key.replace("_", " ").title(), f"Features named by the {key!r} tag", [key]) for key in keys])
+            elif not have:
+                _set_groups(store, await _propose(store, config, client, prompts))
+        with store.session() as s:
+            groups = list(s.scalars(select(Group).order_by(Group.id)))
+            todo = [fid for fid in pending(s, Placement, config.feature_subset(), config.select.limit)
+                    if (label := s.get(Label, fid)) is not None and label.status == "done"]
+        limit = config.taxonomy.max_groups_per_feature
+        with Progress("taxonomy groups", len(todo), "features") as bar:
+            if client is None:
+                for label in _labels(store, todo):
+                    keys = [key for key, _ in (label.evidence or {}).get("rule", [])]
+                    chosen = [g.id for g in groups if set(g.tags or []) & set(keys)][:limit]
+                    with store.session() as s:
+                        s.merge(Placement(feature_id=label.feature_id, status="done", groups=chosen, error=None))
+                    result.done += 1
+                    bar.update()
+            else:
+                # Batches are cut from all labels in feature order, so a resumed or repeated run sends the
+                # very requests the first one did (answered from the call log) and places alike.
+                wanted = set(todo)
+                labels, size = _labels(store), config.taxonomy.batch_size
+                batches = [labels[begin:begin + size] for begin in range(0, len(labels), size)]
+                work = (_assign(store, config, client, prompts, groups, batch, wanted) for batch in batches
+                        if any(label.feature_id in wanted for label in batch))
+                async with aclosing(as_they_finish(work)) as finished:  # the client bounds the concurrency
+                    async for done, failed in finished:
+                        result.done += done
+                        result.failed += failed
+                        bar.update(done + failed)
+        result.note = f"{await assign_bins(store, config, client, prompts)} bins"
+    finally:
+        if client is not None:
+            result.tokens, result.cost = client.tokens, client.spent
+            await client.aclose()
+    return result
+
+
+async def _ask(config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
+               batch: list[Label]) -> tuple[dict[int, list], str | None]:
+    """The groups the LLM gives the batch's features ({feature: group ids}), or the call's error."""
+    prompt = prompts.render("groups", groups=groups, features=[
+        {"id": label.feature_id, "title": label.title, "description": label.description} for label in batch],
+        max_groups=config.taxonomy.max_groups_per_feature)
+    answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
+                                       user=prompt.user, schema=GroupAnswer, temperature=config.llm.temperature,
+                                       max_output_tokens=max(config.llm.max_output_tokens, 40 * len(batch))))
+    asked = {label.feature_id for label in batch}
+    given = {a.feature: a.groups for a in answer.value.assignments if a.feature in asked} if answer.value else {}
+    return given, answer.error
+
+
+async def _assign(store: Store, config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
+                  batch: list[Label], wanted: set[int]) -> tuple[int, int]:
+    """Place the wanted features of a batch: one request for the batch, and one more for the features
+    its answer left out. A failed request marks them failed with its error (the next run retries)."""
+    given, error = await _ask(config, client, prompts, groups, batch)
+    left = [label for label in batch if label.feature_id not in given]
+    reason = error or "the answer left this feature out, twice"
+    if left and error is None:
+        more, error = await _ask(config, client, prompts, groups, left)
+        given |= more
+        reason = error or reason
+    valid = {g.id for g in groups}
+    done = failed = 0
+    with store.session() as s:
+        for label in batch:
+            if label.feature_id not in wanted:
+                continue
+            chosen = given.get(label.feature_id)
+            if chosen is None:
+                s.merge(Placement(feature_id=label.feature_id, status="failed", groups=[], error=reason))
+                failed += 1
+                continue
+            kept = [g for g in dict.fromkeys(chosen) if g in valid][:config.taxonomy.max_groups_per_feature]
+            s.merge(Placement(feature_id=label.feature_id, status="done", groups=kept, error=None))
+            done += 1
+    return done, failed
+
+
+async def assign_bins(store: Store, config: Config, client: LLMClient | None = None,
+                      prompts: Prompts | None = None) -> int:
+    """Cluster all placed labels into bins when any placement lacks one (else keep the bins); name the
+    bins with the LLM when a client is given and [taxonomy] name_bins is on. Returns the number of bins."""
+    with store.session() as s:
+        missing = s.scalars(select(Placement.feature_id).where(Placement.bin_id.is_(None))).first()
+        count = len(s.scalars(select(Bin.id)).all())
+        placed = set(s.scalars(select(Placement.feature_id)))
+    if missing is None:
+        return count
+    labels = [label for label in _labels(store) if label.feature_id in placed]
+    if not labels:
+        return 0
+    vectors = None
+    if config.taxonomy.bin_by == "embedding":
+        from autointerp.score.embedding import Embedder, label_text
+        vectors = Embedder(config.score.embedding_model).encode([label_text(label) for label in labels])
+    clustering = binning.cluster(labels, config.taxonomy.n_bins, vectors)
+    names = {b: binning.term_name(terms) for b, terms in enumerate(clustering.terms)}
+    if client is not None and prompts is not None and config.taxonomy.name_bins:
+        names |= await binning.llm_names(clustering, labels, client, prompts, config.llm.temperature,
+                                         config.llm.max_output_tokens)
+    sizes = clustering.sizes
+    with store.session() as s:
+        for placement in s.scalars(select(Placement)):
+            placement.bin_id = None
+        s.flush()
+        s.execute(delete(Bin))
+        s.add_all(Bin(id=b, name=names[b], size=size, terms=clustering.terms[b]) for b, size in enumerate(sizes))
+        s.flush()
+        for label, b in zip(labels, clustering.assignments):
+            s.get(Placement, label.feature_id).bin_id = b
+    return len([n for n in sizes if n])

@@ -1,0 +1,135 @@
+"""GeminiModel (google-genai SDK) against a real HTTP fake of the Gemini API."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from autointerp.config import LLMConfig
+from autointerp.llm.base import FatalError, TransientError
+from autointerp.llm.providers.gemini import GeminiModel
+from tests.fakes.gemini_server import FakeGeminiServer, Reply
+from tests.fakes.requests import REQUEST, Answer, complete, fails
+
+KEY = "AIzaTest-0123456789abcdef"
+
+
+@pytest.fixture
+def fake():
+    with FakeGeminiServer() as server:
+        yield server
+
+
+def model_for(fake: FakeGeminiServer, timeout_s: float = 5.0) -> GeminiModel:
+    return GeminiModel(LLMConfig(provider="gemini", model="gemini-2.5-flash", base_url=fake.url,
+                                 timeout_s=timeout_s), KEY)
+
+
+def test_structured_request_round_trips(fake):
+    [done] = complete(model_for(fake), REQUEST)
+    assert Answer.model_validate_json(done.text) == Answer(title="example", confidence="high")
+    assert (done.input_tokens, done.output_tokens, done.finish) == (13, 5, "stop")
+    [seen] = fake.requests
+    assert FakeGeminiServer.model_of(seen) == "gemini-2.5-flash"
+    assert seen.headers["x-goog-api-key"] == KEY
+    body = seen.body
+    assert body["systemInstruction"]["parts"] == [{"text": REQUEST.system}]
+    assert body["contents"][0]["parts"] == [{"text": REQUEST.user}]
+    config = body["generationConfig"]
+    assert config["temperature"] == 0.2 and config["maxOutputTokens"] == 200
+    assert config["responseMimeType"] == "application/json"
+    schema = config.get("responseSchema") or config["responseJsonSchema"]
+    assert set(schema["properties"]) == {"title", "confidence"}
+    assert schema["properties"]["confidence"]["enum"] == ["high", "low"]
+    assert fake.ok_count == 1
+
+
+def test_thinking_tokens_count_as_output():
+    with FakeGeminiServer(thoughts_tokens=40) as fake:
+        [done] = complete(model_for(fake), REQUEST)
+    assert (done.input_tokens, done.output_tokens) == (13, 45)
+
+
+def test_invalid_json_answer_is_returned_raw_for_the_client_to_judge():
+    with FakeGeminiServer(answer='{"title": "dogs", "confidence": "maybe"') as fake:
+        [done] = complete(model_for(fake), REQUEST)
+    assert done.text == '{"title": "dogs", "confidence": "maybe"' and done.finish == "stop"
+
+
+@pytest.mark.parametrize(("reason", "finish"), [("MAX_TOKENS", "length"), ("SAFETY", "filtered"),
+                                                ("RECITATION", "filtered"), ("PROHIBITED_CONTENT", "filtered"),
+                                                ("BLOCKLIST", "filtered"), ("STOP", "stop")])
+def test_finish_reasons(fake, reason, finish):
+    fake.enqueue(Reply(body=fake.response('{"title": "do', finish_reason=reason)))
+    [done] = complete(model_for(fake), REQUEST)
+    assert done.finish == finish and done.text == '{"title": "do'
+
+
+def test_blocked_prompt_is_filtered(fake):
+    fake.enqueue(Reply(body=fake.response(block_reason="SAFETY")))
+    [done] = complete(model_for(fake), REQUEST)
+    assert done.finish == "filtered" and done.text == "" and done.extra["block_reason"] == "SAFETY"
+
+
+def test_rate_limit_reads_retry_info(fake):
+    fake.fail(429, "Resource has been exhausted (e.g. check quota).", retry_delay="7s")
+    error = fails(model_for(fake), TransientError)
+    assert error.retry_after == 7.0 and "429" in str(error)
+
+
+def test_rate_limit_reads_retry_after_header(fake):
+    fake.fail(429, "Too many requests", retry_after=3)
+    assert fails(model_for(fake), TransientError).retry_after == 3.0
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_server_errors_are_transient_and_not_retried_by_the_sdk(fake, status):
+    fake.fail(status, "The model is overloaded. Please try again later.")
+    fails(model_for(fake), TransientError)
+    assert len(fake.requests) == 1
+
+
+def test_timeout_is_transient(fake):
+    fake.slow(3.0)
+    started = time.monotonic()
+    error = fails(model_for(fake, timeout_s=0.3), TransientError)
+    assert time.monotonic() - started < 2.5 and "timeout_s" in str(error)
+    assert len(fake.requests) == 1
+
+
+def test_dropped_connection_is_transient(fake):
+    fake.drop()
+    fails(model_for(fake), TransientError)
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("reply", [Reply(200, "this is not json"), Reply(200, {"unexpected": 1})])
+def test_malformed_200_is_transient(fake, reply):
+    fake.enqueue(reply)
+    fails(model_for(fake), TransientError)
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_bad_key_is_fatal_and_never_shows_the_key(fake, status):
+    # The real API answers 400 INVALID_ARGUMENT "API key not valid" for a bad key.
+    fake.fail(status, f"API key not valid. Please pass a valid API key. (got {KEY})")
+    error = fails(model_for(fake), FatalError)
+    assert KEY not in str(error) and "GEMINI_API_KEY" in str(error)
+
+
+def test_forbidden_is_fatal(fake):
+    fake.fail(403, "Method doesn't allow unregistered callers")
+    assert "403" in str(fails(model_for(fake), FatalError))
+
+
+def test_unknown_model_is_fatal(fake):
+    fake.fail(404, "models/gemini-2.5-flash is not found for API version v1beta")
+    error = fails(model_for(fake), FatalError)
+    assert "gemini-2.5-flash" in str(error) and "[llm] model" in str(error)
+
+
+def test_other_bad_request_is_fatal(fake):
+    fake.fail(400, "Invalid JSON payload received.")
+    assert "400" in str(fails(model_for(fake), FatalError))
+    assert len(fake.requests) == 1
