@@ -1,4 +1,4 @@
--- autointerp database schema, version 2 (generated from autointerp/schema.py)
+-- autointerp database schema, version 3 (generated from autointerp/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 
@@ -35,6 +35,7 @@ CREATE TABLE saes (
 	normalized_l2 DOUBLE, 
 	reconstruction_rows INTEGER, 
 	skipped_rows INTEGER, 
+	corpus_fingerprint JSON, 
 	PRIMARY KEY (id)
 );
 

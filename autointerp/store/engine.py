@@ -78,11 +78,12 @@ class Store:
         migrations = resource_dir("db") / "migrations"
         version = found
         while version < SCHEMA_VERSION:
-            step = migrations / f"{version:03d}_to_{version + 1:03d}.sql"
-            if not step.is_file():
+            steps = sorted(migrations.glob(f"{version:03d}_to_{version + 1:03d}*.sql"))  # 002_to_003.sql, 002_to_003_x.sql
+            if not steps:
                 break
             with self.engine.begin() as conn:
-                script = "\n".join(line for line in step.read_text().splitlines() if not line.lstrip().startswith("--"))
+                script = "\n".join(line for step in steps for line in step.read_text().splitlines()
+                                   if not line.lstrip().startswith("--"))
                 for statement in filter(str.strip, script.split(";")):
                     conn.execute(text(statement))
                 conn.execute(text("UPDATE schema_info SET value = :v WHERE key = 'schema_version'"), {"v": str(version + 1)})

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> datetime:
@@ -64,6 +64,8 @@ class SAE(Base):
     reconstruction_rows: Mapped[int | None]
     skipped_rows: Mapped[int | None]
     """Rows with NaN or Inf left out (corpus.nonfinite = "skip")."""
+    corpus_fingerprint: Mapped[dict[str, Any] | None]
+    """The mined corpus files' sizes, mtimes and content hashes (autointerp.corpus.fingerprint)."""
 
 
 class Item(Base):
