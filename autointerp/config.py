@@ -56,6 +56,8 @@ class CorpusConfig(Section):
     """Sequence audio corpora: seconds per vector position (HuBERT: 0.02)."""
     nonfinite: Literal["reject", "skip"] = "reject"
     """Rows with NaN or Inf: reject the corpus (naming the row), or skip them and report the count."""
+    allow_outside_root: bool = False
+    """Allow audio paths (absolute, or with ..) that lead outside audio_root; the atlas publishes cuts of them."""
 
 
 class MineConfig(Section):
@@ -72,7 +74,7 @@ class MineConfig(Section):
     batch_size: int | None = Field(None, ge=1)
     """Rows encoded per batch; unset: 4,096 on the CPU, up to 65,536 on a GPU. Lowered automatically to
     fit a quarter of the free memory. The result does not depend on it."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     """Seed of the hash that draws the random samples (deterministic and shard-mergeable)."""
     reconstruction_rows: int = Field(20000, ge=0)
     """Rows (a deterministic random sample) on which FVE and normalized L2 are measured."""
@@ -254,6 +256,10 @@ class Config(Section):
         return parse_feature_spec(self.select.features)
 
 
+MAX_SELECTED = 1 << 24
+"""The most feature indices a --features selection may list (larger SAEs: select none, i.e. all)."""
+
+
 def parse_feature_spec(spec: str) -> set[int] | None:
     """Parse "0-99,200" into a set of feature indices; empty means all (None)."""
     if not spec.strip():
@@ -266,12 +272,17 @@ def parse_feature_spec(spec: str) -> set[int] | None:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if hi < lo or lo < 0:
                     raise ValueError
+                if hi - lo >= MAX_SELECTED:
+                    raise ValueError(f"feature range {part!r} spans {hi - lo + 1:,} features, more than "
+                                     f"{MAX_SELECTED:,}: leave --features empty to take every feature")
                 out.update(range(lo, hi + 1))
             else:
                 if int(part) < 0:
                     raise ValueError
                 out.add(int(part))
-        except ValueError:
+        except ValueError as exc:
+            if str(exc).startswith("feature range"):
+                raise
             raise ValueError(f"bad feature range {part!r}: use indices and ranges like 0-99,200") from None
     return out
 

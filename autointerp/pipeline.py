@@ -135,6 +135,8 @@ class Pipeline:
                 warn(f"[sae] precision = {self.config.sae.precision!r} on the CPU is far slower than float32 (CPUs "
                      f"lack fast half-precision matmuls): it is meant for GPUs")
             self.corpus()
+            from autointerp.mine.write import check_selection
+            check_selection(self.config.feature_subset(), self.encoder().d_sae)
         if "score" in stages and "embedding" in self.config.score.methods:
             from autointerp.score.embedding import unavailable
             if (why := unavailable(self.config.score.embedding_model)) is not None:
@@ -145,6 +147,8 @@ class Pipeline:
             Prompts(self.config.explain.prompts_dir)
 
     def run(self, command: str, stages: list[str], redo: list[str], report=print) -> list[StageResult]:
+        from autointerp.mine.write import check_run
+        check_run(self.store, self.config, redo)  # the corpus is the one mined; --features inside the SAE
         with self.store.session() as s:
             run = Run(command=command, config=self.config.model_dump(mode="json"), version=__version__)
             s.add(run)

@@ -53,7 +53,7 @@ def kill_points(out: Path):
     rows = lambda table: lambda: count(db, f"SELECT count(*) FROM {table}")  # noqa: E731
     more = lambda start: start  # noqa: E731  - any progress in this run
     return [
-        ("mine: pass checkpointed", lambda: int((out / "shards" / "shard-0-of-1.partial.pt").exists()), more),
+        ("mine: pass checkpointed", lambda: int((out / "shards" / "shard-0-of-1.partial.safetensors").exists()), more),
         ("mine: writing features", rows("features"), more),
         ("explain", rows("labels"), more),
         ("explain again", rows("labels"), more),

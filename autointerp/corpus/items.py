@@ -4,13 +4,16 @@ Items table columns: `id` (required, unique), `audio` (path, relative to the aud
 `start`/`end` (seconds within the audio file), `text` (text or transcript), `positions` (sequence
 corpora: how many consecutive vector rows belong to the item; default 1), `tokens` (text sequences:
 the token strings, one per position, a JSON list); every other column is a free tag (a categorical
-value; empty means the tag does not apply). CSV, TSV, JSONL (which may also carry a `tags` object) or
-Parquet.
+value; empty means the tag does not apply). CSV, TSV, JSONL or Parquet; a `tags` column holds an
+object of more tags (in CSV as JSON text).
+
+This is the one validation layer for items: every column is typed and checked at load, before any
+mining, and a value that does not fit is refused with its row, never coerced (4.9 positions, a null
+token, a text that is an object, start after end).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -22,6 +25,8 @@ import numpy as np
 
 from autointerp.config import CorpusConfig
 from autointerp.errors import InputError
+from autointerp.corpus.fingerprint import fingerprint
+from autointerp.corpus.table import read_table
 from autointerp.corpus.vectors import VectorSource, open_vectors
 
 RESERVED = ("id", "audio", "start", "end", "text", "positions", "tokens")
@@ -51,6 +56,8 @@ class Corpus:
     """Sequence audio corpora: seconds per position (position p spans start + p*frame_seconds onward)."""
     first_row: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     """[items + 1] the first vector row of each item, then the total row count."""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    """The corpus files' fingerprint (autointerp.corpus.fingerprint), recorded with the SAE at mine time."""
 
     def __post_init__(self) -> None:
         self.first_row = np.concatenate([[0], np.cumsum([item.positions for item in self.items])]).astype(np.int64)
@@ -75,95 +82,73 @@ class Corpus:
         return self.audio_root / item_audio
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"items table {path} cannot be read ({exc.strerror}): set [corpus] items to a CSV or JSONL file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"items table {path} is not UTF-8 (bad byte at offset {exc.start}): re-save it as UTF-8") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise InputError(f"items table {path} line {number} is not JSON: fix or remove it") from None
-            if not isinstance(row, dict):
-                raise InputError(f"items table {path} line {number} is not a JSON object: write one object per line")
-            rows.append(row)
-        return rows
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise InputError(f"items table {path} cannot be read ({exc}): not a valid Parquet file") from None
-        if "id" not in table.column_names:
-            raise InputError(f"items table {path} has no 'id' column (columns: {', '.join(table.column_names)}): "
-                             f"add an id column, one unique value per item")
-        return table.to_pylist()
-    if path.suffix.lower() in (".csv", ".tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        if not reader.fieldnames or "id" not in reader.fieldnames:
-            raise InputError(f"items table {path} has no 'id' column (columns: {', '.join(reader.fieldnames or [])}): "
-                             f"add an id column, one unique value per vector row")
-        return list(reader)
-    raise InputError(f"items table {path} has an unsupported extension {path.suffix!r}: use .csv, .tsv, .jsonl or .parquet")
+Where = tuple[Path, int]
+"""(items table, row number) for messages."""
 
 
-def _seconds(value: Any, path: Path, number: int, column: str) -> float | None:
-    if value in (None, ""):
+def _bad(where: Where, column: str, value: Any, expected: str) -> InputError:
+    path, number = where
+    return InputError(f"items table {path} row {number}: {column} = {_shown(value)} is not {expected}: fix the value")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> float | None:
+    """A JSON/Parquet number or a numeric string as a float; None when it is neither."""
+    if isinstance(value, bool):
         return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InputError(f"items table {path} row {number}: {column} = {value!r} is not a time in seconds: fix the value")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _key(value: Any, where: Where) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _bad(where, "id", value, "a string or an integer")
+    key = str(value).strip()
+    if not key:
+        raise InputError(f"items table {where[0]} row {where[1]} has an empty id: every row needs a unique id")
+    return key
+
+
+def _string(value: Any, where: Where, column: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(where, column, value, "a string")
+    return value
+
+
+def _seconds(value: Any, where: Where, column: str) -> float | None:
+    if value is None or value == "":
+        return None
+    seconds = _number(value)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise _bad(where, column, value, "a time in seconds (a finite number >= 0)")
     return seconds
 
 
-def parse_items(path: Path) -> list[ItemRow]:
-    items: list[ItemRow] = []
-    seen: set[str] = set()
-    for number, row in enumerate(_read_table(path), 1):
-        key = str(row.get("id") or "").strip()
-        if not key:
-            raise InputError(f"items table {path} row {number} has an empty id: every row needs a unique id")
-        if key in seen:
-            raise InputError(f"items table {path} row {number}: id {key!r} appears twice: ids must be unique")
-        seen.add(key)
-        tags = {str(k): str(v) for k, v in (row.get("tags") or {}).items()} if isinstance(row.get("tags"), dict) else {}
-        tags.update({str(k): str(v) for k, v in row.items()
-                     if k not in RESERVED and k != "tags" and v not in (None, "")})
-        positions = _positions(row.get("positions"), path, number)
-        tokens = _tokens(row.get("tokens"), path, number, positions)
-        items.append(ItemRow(key=key, audio=(row.get("audio") or None), text=(row.get("text") or None),
-                             start=_seconds(row.get("start"), path, number, "start"),
-                             end=_seconds(row.get("end"), path, number, "end"), tags=tags,
-                             positions=positions, tokens=tokens))
-    return items
-
-
-def _positions(value: Any, path: Path, number: int) -> int:
-    if value in (None, ""):
+def _positions(value: Any, where: Where) -> int:
+    if value is None or value == "":
         return 1
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        count = -1
-    if count < 1:
-        raise InputError(f"items table {path} row {number}: positions = {value!r} is not a positive count of vector rows: fix it")
-    return count
+    count = _number(value)
+    if count is None or not math.isfinite(count) or not count.is_integer() or count < 1:
+        raise _bad(where, "positions", value, "a whole count of vector rows >= 1")
+    return int(count)
 
 
-def _tokens(value: Any, path: Path, number: int, positions: int) -> list[str] | None:
-    if value in (None, ""):
+def _tokens(value: Any, where: Where, positions: int) -> list[str] | None:
+    if value is None or value == "":
         return None
     if isinstance(value, str):
         try:
@@ -171,11 +156,74 @@ def _tokens(value: Any, path: Path, number: int, positions: int) -> list[str] | 
         except ValueError:
             value = None
     if not isinstance(value, list):
-        raise InputError(f"items table {path} row {number}: tokens must be a JSON list of strings, one per position")
+        raise _bad(where, "tokens", value, "a JSON list of strings, one per position")
     if len(value) != positions:
-        raise InputError(f"items table {path} row {number}: {len(value)} tokens for {positions} positions: "
+        raise InputError(f"items table {where[0]} row {where[1]}: {len(value)} tokens for {positions} positions: "
                          f"give one token string per vector row")
-    return [str(t) for t in value]
+    for index, token in enumerate(value):
+        if not isinstance(token, str):
+            raise _bad(where, f"tokens[{index}]", token, "a string (an empty string for a token with no text)")
+    return value
+
+
+def _tag(value: Any, where: Where, name: str) -> str | None:
+    """A tag's value as text (None: the tag does not apply); only scalars are tags."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _bad(where, name, value, "a tag value (a finite number or a string)")
+    if not isinstance(value, (str, int, float, bool)):
+        raise _bad(where, name, value, "a tag value (a string or a number; nested values are not tags)")
+    return str(value)
+
+
+def _tags(row: dict[str, Any], where: Where) -> dict[str, str]:
+    """Free tags: every column that is not reserved, plus the entries of a `tags` object (a JSON object,
+    or its text in CSV); a name given both ways is refused, never one of them dropped."""
+    tags: dict[str, str] = {}
+    nested = row.get("tags")
+    if isinstance(nested, str) and nested.strip():
+        try:
+            nested = json.loads(nested)
+        except ValueError:
+            nested = None if not nested.strip() else nested
+    if isinstance(nested, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in nested):
+        nested = dict(nested)  # a Parquet map column
+    if nested not in (None, "") and not isinstance(nested, dict):
+        raise _bad(where, "tags", nested, "an object of tag name -> value (rename the column to use it as one tag)")
+    for name, value in (nested or {}).items():
+        if (text := _tag(value, where, f"tags.{name}")) is not None:
+            tags[str(name)] = text
+    for name, value in row.items():
+        if name in RESERVED or name == "tags":
+            continue
+        if (text := _tag(value, where, str(name))) is not None:
+            if str(name) in tags:
+                raise InputError(f"items table {where[0]} row {where[1]}: tag {name!r} is both a column and an "
+                                 f"entry of tags: keep one")
+            tags[str(name)] = text
+    return tags
+
+
+def parse_items(path: Path) -> list[ItemRow]:
+    """Every row's columns typed and checked (see the module docstring); nothing coerced silently."""
+    items: list[ItemRow] = []
+    seen: set[str] = set()
+    for number, row in enumerate(read_table(path), 1):
+        where = (path, number)
+        key = _key(row.get("id"), where)
+        if key in seen:
+            raise InputError(f"items table {path} row {number}: id {key!r} appears twice: ids must be unique")
+        seen.add(key)
+        start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
+        if start is not None and end is not None and start > end:
+            raise InputError(f"items table {path} row {number}: start = {start} is after end = {end}: fix the span")
+        positions = _positions(row.get("positions"), where)
+        items.append(ItemRow(key=key, audio=_string(row.get("audio"), where, "audio"),
+                             text=_string(row.get("text"), where, "text"), start=start, end=end,
+                             tags=_tags(row, where), positions=positions,
+                             tokens=_tokens(row.get("tokens"), where, positions)))
+    return items
 
 
 def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
@@ -194,14 +242,24 @@ def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
         raise InputError(f"items table {config.items} accounts for {positions} vector {unit} but {where} has "
                          f"{vectors.rows} rows: write one items row per vector (or set positions per item), in order")
     audio_root = config.audio_root or config.items.parent
-    check_audio(items, audio_root, config.items)
-    return Corpus(vectors=vectors, items=items, audio_root=audio_root, frame_seconds=config.frame_seconds)
+    check_audio(items, audio_root, config.items, config.allow_outside_root)
+    return Corpus(vectors=vectors, items=items, audio_root=audio_root, frame_seconds=config.frame_seconds,
+                  fingerprint=fingerprint(vectors.paths, config.items))
 
 
-def check_audio(items: list[ItemRow], audio_root: Path, table: Path) -> None:
-    """Every referenced audio file exists and has a supported extension; headers are read (all of them,
-    or an evenly spread sample of HEADER_CHECKS files for very large corpora) to catch corrupt files."""
+def check_audio(items: list[ItemRow], audio_root: Path, table: Path, allow_outside_root: bool = False) -> None:
+    """Every referenced audio file lies under the audio root (the atlas publishes cuts of them; an
+    absolute path or `..` reaching elsewhere needs [corpus] allow_outside_root), exists and has a
+    supported extension; headers are read (all of them, or an evenly spread sample of HEADER_CHECKS
+    files for very large corpora) to catch corrupt files."""
     files = sorted({item.audio for item in items if item.audio})
+    if not allow_outside_root:
+        root = audio_root.resolve()
+        outside = [name for name in files if not (audio_root / name).resolve().is_relative_to(root)]
+        if outside:
+            raise InputError(f"{len(outside)} audio path(s) in {table} lead outside the audio root {audio_root} "
+                             f"(first: {outside[0]}): move the files under it, or set [corpus] allow_outside_root = "
+                             f"true to publish cuts of them in the atlas")
     missing = [name for name in files if not (audio_root / name).is_file()]
     if missing:
         raise InputError(f"{len(missing)} audio file(s) in {table} not found under {audio_root} "

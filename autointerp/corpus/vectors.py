@@ -2,7 +2,9 @@
 
 A source is one file or several (a list or a glob, concatenated in order): .npy (read by offset),
 .safetensors (one 2-D tensor, sliced lazily), or Parquet (a list/array column of floats, as datasets
-store an embedding column; read one row group at a time).
+store an embedding column; read one row group at a time). Values are floating point (float16,
+bfloat16 in safetensors, float32, float64) and read as float32; integer or boolean vectors are
+refused, as are Parquet rows of another length than the first (named by row number).
 """
 
 from __future__ import annotations
@@ -54,11 +56,16 @@ class _Npy:
         return out.astype(np.float32, copy=False)
 
 
+SAFETENSORS_FLOATS = ("F16", "BF16", "F32", "F64")
+
+
 class _Safetensors:
+    """Read through torch, which (unlike numpy) holds bfloat16, the usual dtype of LLM activations."""
+
     def __init__(self, path: Path, key: str) -> None:
         from safetensors import SafetensorError, safe_open
         try:
-            self.handle = safe_open(str(path), framework="np")
+            self.handle = safe_open(str(path), framework="pt")
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputError(f"corpus vectors {path} cannot be read ({exc}): not a valid .safetensors file") from None
         keys = list(self.handle.keys())
@@ -72,10 +79,19 @@ class _Safetensors:
         shape = self.slice.get_shape()
         if len(shape) != 2:
             raise InputError(f"corpus vectors {path}: tensor {key!r} has shape {shape}: expected [rows, dim]")
+        dtype = self.slice.get_dtype()
+        if dtype not in SAFETENSORS_FLOATS:
+            raise InputError(f"corpus vectors {path}: tensor {key!r} has dtype {dtype}: expected floating point "
+                             f"({', '.join(SAFETENSORS_FLOATS)}); store the activations themselves, not quantized codes")
         self.rows, self.dim = shape
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.slice[start:stop], dtype=np.float32)
+        return self.slice[start:stop].float().numpy()
+
+
+def pa_types():
+    import pyarrow.types
+    return pyarrow.types
 
 
 class _Parquet:
@@ -93,19 +109,44 @@ class _Parquet:
             column = lists[0]
         if column not in schema.names:
             raise InputError(f"corpus vectors {path} has no column {column!r} (columns: {schema.names}): fix [corpus] vectors_column")
-        self.column = column
+        value_type = schema.field(column).type
+        t = pa_types()
+        listed = t.is_list(value_type) or t.is_large_list(value_type) or t.is_fixed_size_list(value_type)
+        if not (listed and t.is_floating(value_type.value_type)):
+            raise InputError(f"corpus vectors {path}: column {column!r} is {value_type}: expected a list of "
+                             f"floating-point numbers per row")
+        self.path, self.column = path, column
         meta = self.file.metadata
         self.group_rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.group_starts = np.concatenate([[0], np.cumsum(self.group_rows)]).astype(int).tolist()
         self.rows = self.group_starts[-1]
         self._cache: tuple[int, np.ndarray] | None = None
+        self.dim = 0
         self.dim = self._group(0).shape[1] if self.rows else 0
+        self._check_counts(meta, schema.names.index(column))
+
+    def _check_counts(self, meta, column_index: int) -> None:
+        """At load, from the metadata alone: each row group holds rows x dim values (a row of another
+        length is then found by number when its group is read)."""
+        for group, rows in enumerate(self.group_rows):
+            chunk = meta.row_group(group).column(column_index)
+            if chunk.num_values != rows * self.dim:
+                self._group(group)  # names the first row of another length
+                raise InputError(f"corpus vectors {self.path}: row group {group} holds {chunk.num_values} values for "
+                                 f"{rows} rows of {self.dim}: every row must have {self.dim} values")
 
     def _group(self, index: int) -> np.ndarray:
         if self._cache is not None and self._cache[0] == index:
             return self._cache[1]
         table = self.file.read_row_group(index, columns=[self.column])
         values = table.column(0).combine_chunks()
+        lengths = np.asarray(values.value_lengths().fill_null(-1)) if hasattr(values, "value_lengths") else None
+        dim = self.dim or (int(lengths[0]) if lengths is not None and len(lengths) else 0)
+        if lengths is not None and len(lengths) and (bad := np.flatnonzero(lengths != dim)).size:
+            row = self.group_starts[index] + int(bad[0])
+            got = "no value (null)" if lengths[bad[0]] < 0 else f"{int(lengths[bad[0]])} values"
+            raise InputError(f"corpus vectors {self.path}: row {row} has {got}, expected {dim} like the first row: "
+                             f"every row of column {self.column!r} must have the same length")
         flat = np.asarray(values.flatten(), dtype=np.float32)
         array = flat.reshape(len(values), -1) if len(values) else flat.reshape(0, 0)
         self._cache = (index, array)

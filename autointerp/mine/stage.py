@@ -16,50 +16,28 @@ import numpy as np
 import torch
 from sqlalchemy import func, select
 
-from autointerp.mine.accumulator import Accumulator, Candidates, best_per_group
 from autointerp.config import MineConfig
 from autointerp.corpus.items import Corpus
 from autointerp.errors import InputError, warn
+from autointerp.mine.accumulator import Accumulator, Candidates, best_per_group
+from autointerp.mine.checkpoint import SavedState, disk_space, read_state, save_state
+from autointerp.mine.shards import Shard, identity, merge_shards
+from autointerp.mine.write import mined_features, sync_sae, write
 from autointerp.progress import Progress
 from autointerp.sae import Encoder
-from autointerp.store.schema import SAE, Example, Feature, Item
 from autointerp.store.engine import Store
+from autointerp.store.schema import SAE, Feature
 
-WRITE_BATCH = 256
-"""Features written per transaction."""
-ITEM_BATCH = 50_000
-"""Items per INSERT statement when the corpus items are first recorded."""
+__all__ = ["Shard", "MineResult", "mine", "merge_shards", "sync_sae", "write", "pick_device", "batch_rows", "run_pass"]
+
 DEFAULT_BATCH = 4096
 """Rows per batch on the CPU when [mine] batch_size is unset (larger gains nothing there)."""
 GPU_MAX_BATCH = 65536
 """Rows per batch on a GPU when [mine] batch_size is unset, if its free memory allows."""
-LOW_FVE = 0.5
 M_MMAP_THRESHOLD = -3
 """glibc's mallopt parameter number for the size from which allocations are memory-mapped."""
 MMAP_FROM = 1 << 20
 """Allocations from this size on are mapped afresh (see release_large_buffers)."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Shard":
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            index, count = -1, 0
-        if not 0 <= index < count:
-            raise InputError(f"--shard {text!r} is not a shard: write i/n with 0 <= i < n, e.g. 0/4")
-        return cls(index, count)
-
-    def items(self, n_items: int) -> tuple[int, int]:
-        return n_items * self.index // self.count, n_items * (self.index + 1) // self.count
-
-    def path(self, folder: Path, partial: bool = False) -> Path:
-        return folder / f"shard-{self.index}-of-{self.count}{'.partial' if partial else ''}.pt"
 
 
 @dataclass
@@ -139,14 +117,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     enc = encoder.to(device)
     acc = Accumulator(enc.d_in, enc.d_sae, config, device)
     first_item, stop_item = shard.items(len(corpus.items))
-    identity = {"fingerprint": encoder.fingerprint() if checkpoint is not None else "", "shard": (shard.index, shard.count),
-                "rows": corpus.rows, "config": config.model_dump()}
-    next_item = first_item
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("identity") == identity:
-            acc.load(state["accumulator"])
-            next_item = state["next_item"]
+    expected = identity(encoder, corpus, config, shard) if checkpoint is not None else {}
+    next_item = resume(checkpoint, expected, acc, first_item, stop_item) if checkpoint is not None else first_item
     recon_p = min(1.0, config.reconstruction_rows / max(corpus.rows, 1))
     rows_per_batch = batch_rows(config.batch_size, enc.d_sae, device)
     total = int(corpus.first_row[stop_item] - corpus.first_row[next_item])
@@ -199,12 +171,30 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
                 _offer(acc, pending, item_lo, item_hi, enc.d_sae, device, row_hi - row_lo > item_hi - item_lo or len(pending) > 1)
                 pending = []
                 if checkpoint is not None and time.monotonic() - last_save > config.checkpoint_s:
-                    _save(checkpoint, identity, acc, item_hi)
+                    save_state(checkpoint, SavedState(expected, acc.state(), item_hi))
                     last_save = time.monotonic()
             bar.update(row_hi - row_lo)
     if checkpoint is not None:
-        _save(checkpoint, identity, acc, stop_item)
+        save_state(checkpoint, SavedState(expected, acc.state(), stop_item))
     return acc
+
+
+def resume(checkpoint: Path, expected: dict, acc: Accumulator, first_item: int, stop_item: int) -> int:
+    """The item to start from: where a saved checkpoint of this very pass stopped (its state loaded into
+    acc), else the shard's first. A file that cannot be read is no checkpoint, with a warning."""
+    if not checkpoint.is_file():
+        return first_item
+    try:
+        saved = read_state(checkpoint, acc.state())
+    except ValueError as exc:
+        warn(f"mining checkpoint {checkpoint} cannot be used ({exc}): starting the pass from the beginning")
+        return first_item
+    if saved.identity != expected or not first_item <= saved.next_item <= stop_item:
+        warn(f"mining checkpoint {checkpoint} is for another SAE, corpus or [mine] config: starting the pass "
+             f"from the beginning")
+        return first_item
+    acc.load(saved.state)
+    return saved.next_item
 
 
 def _offer(acc: Accumulator, pending: list[Candidates], item_lo: int, item_hi: int, features: int,
@@ -230,83 +220,6 @@ def _empty(device: torch.device) -> Candidates:
     return Candidates(i, i, v, i, i, i, v, i, i, i, v, i)
 
 
-def _save(path: Path, identity: dict, acc: Accumulator, next_item: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"identity": identity, "accumulator": acc.state(), "next_item": next_item}, tmp)
-    os.replace(tmp, path)
-
-
-def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineConfig) -> Accumulator:
-    """Combine every shard file in `folder` (all i of one n) into one state."""
-    found = sorted(folder.glob("shard-*-of-*.pt"))
-    found = [p for p in found if not p.name.endswith((".partial.pt", ".tmp"))]
-    if not found:
-        raise InputError(f"no shard files in {folder}: run `mine --shard i/n` for every i first")
-    counts = {int(p.stem.split("-of-")[1]) for p in found}
-    if len(counts) != 1:
-        raise InputError(f"shard files in {folder} come from different splits ({sorted(counts)}): keep one split")
-    n = counts.pop()
-    missing = [i for i in range(n) if not Shard(i, n).path(folder).is_file()]
-    if missing:
-        raise InputError(f"shards {missing} of {n} are missing in {folder}: run `mine --shard i/{n}` for them")
-    acc = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
-    fingerprint = encoder.fingerprint()
-    for i in range(n):
-        state = torch.load(Shard(i, n).path(folder), map_location="cpu", weights_only=False)
-        identity = state["identity"]
-        if identity["fingerprint"] != fingerprint or identity["rows"] != corpus.rows or identity["config"] != config.model_dump():
-            raise InputError(f"shard {i} of {n} in {folder} was mined with another SAE, corpus or [mine] config: mine it again")
-        if state["next_item"] != Shard(i, n).items(len(corpus.items))[1]:
-            raise InputError(f"shard {i} of {n} in {folder} is incomplete: run `mine --shard {i}/{n}` again to finish it")
-        part = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
-        part.load(state["accumulator"])
-        acc.merge(part)
-    return acc
-
-
-# --- writing the database -----------------------------------------------------------------------------
-
-def _sync_items(store: Store, corpus: Corpus, write: bool) -> None:
-    with store.session() as s:
-        count = s.scalar(select(func.count()).select_from(Item))
-        if count == 0 and not write:
-            return
-        if count == 0:
-            first = corpus.first_row.tolist()
-            for begin in range(0, len(corpus.items), ITEM_BATCH):  # Core executemany, one transaction
-                s.execute(Item.__table__.insert(), [
-                    {"id": i, "key": item.key, "audio": item.audio, "start": item.start, "end": item.end,
-                     "text": item.text, "tags": item.tags, "positions": item.positions, "first_row": first[i],
-                     "tokens": item.tokens}
-                    for i, item in enumerate(corpus.items[begin:begin + ITEM_BATCH], start=begin)])
-            return
-        keys = s.scalars(select(Item.key).order_by(Item.id)).all()
-    if list(keys) != [item.key for item in corpus.items]:
-        raise InputError("the corpus items differ from the ones this database was mined from: use a new --db for a new corpus")
-
-
-def sync_sae(store: Store, encoder: Encoder, corpus: Corpus, write: bool = True) -> None:
-    """Record the SAE and the items, or check that they are the ones this database was mined from
-    (write=False: only check, so that a pass that fails leaves the database as it was)."""
-    fingerprint = encoder.fingerprint()
-    with store.session() as s:
-        sae = s.scalars(select(SAE)).first()
-        if sae is None and write:
-            s.add(SAE(path=encoder.path, format=encoder.format, d_in=encoder.d_in, d_sae=encoder.d_sae,
-                      activation=encoder.activation, k=encoder.k, threshold=encoder.threshold, dtype=encoder.dtype,
-                      n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows))
-        elif sae is not None and sae.fingerprint != fingerprint:
-            raise InputError(f"SAE {encoder.path} differs from the checkpoint this database was mined with "
-                             f"({sae.path}): use a new --db for a new SAE")
-    _sync_items(store, corpus, write)
-
-
-def mined_features(store: Store) -> set[int]:
-    with store.session() as s:
-        return set(s.scalars(select(Feature.id)))
-
-
 def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, device_name: str = "auto",
          nonfinite: str = "reject", shard: Shard | None = None, shard_dir: Path | None = None) -> MineResult:
     """Mine the corpus. With a shard, only save that shard's state in shard_dir (see merge_shards)."""
@@ -322,7 +235,8 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
     folder = shard_dir or Path(".")
     if shard is not None:
         acc = run_pass(encoder, corpus, config, device, nonfinite, shard, shard.path(folder, partial=True))
-        os.replace(shard.path(folder, partial=True), shard.path(folder))
+        with disk_space(shard.path(folder)):
+            os.replace(shard.path(folder, partial=True), shard.path(folder))
         return MineResult(acc.rows, encoder.d_sae, int((acc.fire_count == 0).sum()), 0, acc.fve(),
                           acc.normalized_l2(), acc.skipped)
     whole = Shard(0, 1)
@@ -333,68 +247,3 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return result
-
-
-def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, config: MineConfig,
-          device: torch.device) -> MineResult:
-    """Store the statistics and examples of every feature not yet in the database."""
-    from autointerp.mine.traces import traces
-    from autointerp.mine.featuremap import map_coordinates, nearest
-
-    done = mined_features(store)
-    fire = acc.fire_count.cpu().tolist()
-    sums = acc.act_sum.cpu().tolist()
-    maxes = acc.max_act.cpu().tolist()
-    rows = corpus.rows - acc.skipped
-    fve = acc.fve()
-    if fve < LOW_FVE:
-        warn(f"the SAE explains only {fve:.1%} of the corpus variance: check that the vectors come from the "
-             f"SAE's layer and need no normalization, and that the checkpoint's orientation is right")
-    with store.session() as s:
-        sae = s.scalars(select(SAE)).one()
-        sae.fve, sae.normalized_l2, sae.corpus_rows = fve, acc.normalized_l2(), corpus.rows
-        sae.reconstruction_rows, sae.skipped_rows = acc.recon_rows, acc.skipped
-    coords = map_coordinates(encoder.W_dec)
-    neighbors = nearest(encoder.W_dec)
-    negatives = acc.negatives()
-    histograms = acc.histograms()
-    todo = [f for f in range(encoder.d_sae) if f not in done]
-    tops, bottoms, hards, samples = (part.entries() for part in (acc.top, acc.bottom, acc.near, acc.sample))
-    per_feature: dict[int, dict[str, list[tuple[int, float, int]]]] = {}
-    for f in todo:
-        shown = {item for item, _, _ in tops[f]}
-        per_feature[f] = {"top": tops[f], "bottom": bottoms[f], "hard": hards[f],
-                          "quantile": _holdout(samples[f], shown, config.n_holdout),
-                          "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
-    sequence = corpus.is_sequence
-    windows = traces(encoder, corpus, per_feature, config, device) if sequence else {}
-    no_window = {"start": None, "end": None, "trace_start": None, "trace": None}
-    with Progress("mine: write", len(todo), "features") as bar:
-        for begin in range(0, len(todo), WRITE_BATCH):
-            chunk = todo[begin:begin + WRITE_BATCH]
-            features = [{"id": f, "fire_count": fire[f], "density": fire[f] / max(rows, 1), "max_act": maxes[f],
-                         "mean_act": sums[f] / fire[f] if fire[f] else 0.0, "dead": fire[f] == 0,
-                         "histogram": histograms[f], "neighbors": neighbors[f],
-                         **dict(zip(("x", "y", "x3", "y3", "z3"), coords[f].tolist()))} for f in chunk]
-            examples = [{"feature_id": f, "kind": kind, "rank": rank, "activation": value, "item_id": item,
-                         "position": position if position >= 0 and sequence else None,
-                         **no_window, **windows.get((f, item), {})}
-                        for f in chunk for kind, entries in per_feature[f].items()
-                        for rank, (item, value, position) in enumerate(entries)]
-            with store.session() as s:  # a transaction per WRITE_BATCH features
-                s.execute(Feature.__table__.insert(), features)  # Core executemany: no ORM bookkeeping
-                if examples:
-                    s.execute(Example.__table__.insert(), examples)
-            bar.update(len(chunk))
-    dead = sum(1 for count in fire if count == 0)
-    return MineResult(rows, encoder.d_sae, dead, len(todo), fve, acc.normalized_l2(), acc.skipped)
-
-
-def _holdout(sample: list[tuple[int, float, int]], shown: set[int], n: int) -> list[tuple[int, float, int]]:
-    """n items from a uniform sample of firing items, excluding those shown to the explainer, at evenly
-    spaced activation quantiles (highest first)."""
-    pool = sorted((entry for entry in sample if entry[0] not in shown), key=lambda e: (-e[1], e[0]))
-    if len(pool) <= n:
-        return pool
-    picks = np.unique(np.round(np.linspace(0, len(pool) - 1, n)).astype(int))
-    return [pool[i] for i in picks]

@@ -76,7 +76,32 @@ def load_sae(path: Path | str, format: str = "auto", *, layer: str | int | None 
         raise InputError(f"SAE checkpoint {path} does not exist: set [sae] path to the checkpoint folder or file")
     candidates = list(_FORMATS.values()) if format == "auto" else [get_format(format)]
     root, fmt = locate(path, candidates, None if layer is None else str(layer))
-    return fmt.load(root, LoadOptions(trust_pickle=trust_pickle)).cast(precision)
+    encoder = fmt.load(root, LoadOptions(trust_pickle=trust_pickle))
+    check_finite(encoder, root)
+    return encoder.cast(precision)
+
+
+def check_finite(encoder: Encoder, path: Path) -> None:
+    """Refuse weights with NaN or Inf: such a feature would be silently dead (or poison every row)."""
+    import torch
+
+    per_feature = {"W_enc": 0, "b_enc": 0, "W_dec": 1, "thresholds": 0, "gate_scale": 0, "gate_offset": 0}
+    for name in ("W_enc", "b_enc", "b_pre", "W_dec", "b_dec", "thresholds", "gate_scale", "gate_offset"):
+        tensor = getattr(encoder, name)
+        if tensor is None:
+            continue
+        bad = ~torch.isfinite(tensor.float())
+        if not bad.any():
+            continue
+        if name in per_feature:
+            keep = per_feature[name]
+            rows = bad if bad.dim() == 1 else bad.any(dim=keep)
+            where = rows.nonzero().flatten().tolist()
+            what = f"{len(where)} of {encoder.d_sae} features (first: {where[0]})"
+        else:
+            what = f"{int(bad.sum())} of {tensor.numel()} input dimensions"
+        raise InputError(f"SAE checkpoint {path}: {name} has NaN or Inf in {what}: the checkpoint is damaged; "
+                         f"use an intact copy")
 
 
 def _ensure_registered() -> None:

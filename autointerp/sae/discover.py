@@ -70,9 +70,13 @@ def _listing(names: list[str]) -> str:
 def locate(path: Path, candidates: list[Format], layer: str | None) -> tuple[Path, Format]:
     """The checkpoint to load and its format: `path` itself, or the one checkpoint below it that
     `layer` picks (or the only one there is)."""
-    fmt = detect_format(path, candidates)
-    if fmt is not None:
-        return path, fmt
+    matching = [c for c in candidates if c.detect(path)]
+    if len(matching) > 1:
+        listed = "; ".join(f"{c.name} ({c.files})" for c in matching)
+        raise InputError(f"SAE checkpoint {path} holds files of {len(matching)} layouts ({listed}): keep one "
+                         f"checkpoint per folder, or pick the layout with --sae-format {matching[0].name}")
+    if matching:
+        return path, matching[0]
     names = " or ".join(f"{c.name} ({c.files})" for c in candidates)
     if not path.is_dir():
         raise InputError(f"SAE checkpoint {path}: not a recognized layout (expected {names}): point [sae] path at "

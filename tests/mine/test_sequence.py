@@ -276,9 +276,11 @@ def test_checkpoint_resumes_a_killed_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(mine_module.Accumulator, "offer", dying)
     from autointerp.cli import main
     assert main(["mine", str(config)]) == 130
-    partial = tmp_path / "run" / "out" / "shards" / "shard-0-of-1.partial.pt"
+    partial = tmp_path / "run" / "out" / "shards" / "shard-0-of-1.partial.safetensors"
     assert partial.is_file()
-    resumed_at = torch.load(partial, weights_only=False)["next_item"]
+    from safetensors import safe_open
+    with safe_open(str(partial), framework="pt") as handle:
+        resumed_at = int(handle.metadata()["next_item"])
     assert 0 < resumed_at < len(lengths)
     monkeypatch.setattr(mine_module.Accumulator, "offer", real)
     run(config, "mine")

@@ -1,0 +1,129 @@
+"""The mining states the program writes and reads back: a partial pass's checkpoint and a finished
+shard. They are data, never code: the tensors in a safetensors file, everything else (identity, the
+next item, counters) as JSON in its metadata. A state is checked against the shapes and dtypes of a
+fresh one before use, so a damaged or foreign file is refused, never half-loaded. Writes go to a
+temporary file renamed into place; a write that fails (disk full, file too large) removes it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autointerp.errors import InputError
+
+FORMAT = "autointerp-mine-state/1"
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@dataclass
+class SavedState:
+    identity: dict[str, Any]
+    """What the state was mined with: SAE, corpus fingerprint, shard, row count, [mine] config."""
+    state: dict[str, Any]
+    """Accumulator.state(): tensors, nested dicts of tensors, and plain counters."""
+    next_item: int
+
+
+def normalized(identity: dict[str, Any]) -> dict[str, Any]:
+    """The identity as it reads back from JSON (tuples become lists), so that saved and fresh compare."""
+    return json.loads(json.dumps(identity, sort_keys=True))
+
+
+def _flatten(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for name, value in state.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value.detach().cpu().contiguous()
+        elif isinstance(value, dict):
+            inner_tensors, inner_scalars = _flatten(value, f"{key}.")
+            tensors |= inner_tensors
+            scalars |= inner_scalars
+        else:
+            scalars[key] = value
+    return tensors, scalars
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, name = key.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return out
+
+
+@contextmanager
+def disk_space(target: Path | str, fix: str = "free some space and run the same command again") -> Iterator[None]:
+    """Turn running out of space (or past a file-size limit) while writing `target` into one line."""
+    from sqlalchemy.exc import OperationalError
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise InputError(f"no space left writing {target} ({os.strerror(exc.errno)}): {fix}") from None
+        raise
+    except OperationalError as exc:
+        if "full" in str(exc.orig).lower():
+            raise InputError(f"no space left writing {target} (the database is full): {fix}") from None
+        raise
+
+
+def save_state(path: Path, saved: SavedState) -> None:
+    """Write atomically: a complete file or none (no *.tmp left behind)."""
+    from safetensors.torch import save_file
+
+    tensors, scalars = _flatten(saved.state)
+    metadata = {"format": FORMAT, "identity": json.dumps(saved.identity, sort_keys=True),
+                "scalars": json.dumps(scalars, sort_keys=True), "next_item": str(int(saved.next_item))}
+    tmp = path.with_name(path.name + ".tmp")
+    with disk_space(path, "free some space and run the same command again (the pass resumes from its last checkpoint)"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def read_state(path: Path, template: dict[str, Any]) -> SavedState:
+    """The state saved in `path`, checked against `template` (a fresh Accumulator.state()): the same
+    tensor names, shapes and dtypes, and the same counters. Raises ValueError saying what is wrong."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"not a safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if metadata.get("format") != FORMAT:
+        raise ValueError("not a mining state written by autointerp")
+    try:
+        identity = json.loads(metadata["identity"])
+        scalars = json.loads(metadata["scalars"])
+        next_item = int(metadata["next_item"])
+    except (KeyError, ValueError, TypeError):
+        raise ValueError("its metadata is damaged") from None
+    want_tensors, want_scalars = _flatten(template)
+    if set(tensors) != set(want_tensors) or set(scalars) != set(want_scalars) or not isinstance(identity, dict):
+        raise ValueError("it holds other fields than this version's mining state")
+    for key, want in want_tensors.items():
+        got = tensors[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ValueError(f"tensor {key} is {got.dtype} {tuple(got.shape)}, expected {want.dtype} {tuple(want.shape)}")
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in scalars.values()):
+        raise ValueError("its counters are not non-negative integers")
+    return SavedState(identity, _unflatten({**tensors, **scalars}), next_item)
