@@ -130,3 +130,29 @@ def run_mine(config, store):
     from autointerp.sae import load_sae
     encoder = load_sae(config.sae.path)
     return mine(store, encoder, load_corpus(config.corpus, encoder.d_in), config.mine, "cpu")
+
+
+def sql_dump(db: Path) -> list[str] | None:
+    """The whole SQLite database as SQL statements (None when there is no file): compared before and
+    after a refused run to show it changed nothing."""
+    import sqlite3
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as conn:
+        return list(conn.iterdump())
+
+
+class Pickled:
+    """Unpickling it writes `marker`: proof that a load ran code from a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code from a data file ran"))
+
+
+def plant_pickle(path: Path, marker: Path) -> None:
+    """A torch.save file whose unpickling writes `marker`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": Pickled(marker), "weights": torch.zeros(2)}, path)

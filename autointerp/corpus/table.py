@@ -87,11 +87,14 @@ def _csv(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
 def _parquet(path: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"items table {path} cannot be read ({str(exc).splitlines()[0]}): not a valid Parquet file") from None
-    if "id" not in table.column_names:
-        raise InputError(f"items table {path} has no 'id' column (columns: {', '.join(table.column_names)}): "
+    if "id" not in names:
+        raise InputError(f"items table {path} has no 'id' column (columns: {', '.join(names)}): "
                          f"add an id column, one unique value per item")
-    _duplicates(path, table.column_names)
-    return table.to_pylist()
+    _duplicates(path, names)
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"items table {path} cannot be read ({str(exc).splitlines()[0]}): not a valid Parquet file") from None

@@ -124,6 +124,9 @@ def extract(options: ExtractOptions, report: Callable[[str], None] = lambda line
 
     if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
         raise InputError("--batch, --shard-mb and --max-seconds must be positive")
+    existing = next(p for p in [options.out, *options.out.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {options.out}: {existing} is a file, not a folder: pass a folder (new or empty) for the corpus")
     check_folder(options.model)
     kind, items, audio_root = read_inputs(options)
     if kind == "audio" and options.context_tokens is not None:

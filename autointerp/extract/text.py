@@ -31,9 +31,12 @@ class TextWindow:
 def line_items(path: Path) -> list[ItemRow]:
     """A plain text file: one text per non-empty line, id `line<N>`."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"text file {path} cannot be read ({exc}): pass a UTF-8 file, one text per line") from None
+    if "\x00" in text:
+        raise InputError(f"text file {path} holds NUL bytes, so it is not text: pass a UTF-8 file, one text per line")
+    lines = [line.rstrip("\r") for line in text.split("\n")]  # not splitlines(): U+2028 is not a line break here
     return [ItemRow(key=f"line{n}", text=line) for n, line in enumerate(lines, 1) if line.strip()]
 
 
