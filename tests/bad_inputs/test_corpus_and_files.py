@@ -219,7 +219,7 @@ CASES: list[tuple[str, Prepare, str]] = [
     ("merge: a foreign safetensors file", lambda r: shard_file(r, lambda p: save_file({"x": torch.zeros(3)}, str(p))) +
      ["merge"], "not a mining state written by autointerp"),
     ("merge: bad shard file name", lambda r: (r / "out/shards").mkdir(parents=True, exist_ok=True) or (
-        r / "out/shards/shard-x-of-y.safetensors").write_bytes(b"") and ["merge"], "not a shard file's name"),
+        r / "out/shards/shard-x-of-y.safetensors").write_bytes(b"") or ["merge"], "not a shard file's name"),
     # extract
     ("extract --out is a file", lambda r: (r / "afile").write_text("x") and
      ["extract", str(r / "no-model"), str(r / "items.csv"), "--out", str(r / "afile"), "--layer", "h.0"], "is a file"),
