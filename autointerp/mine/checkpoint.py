@@ -75,8 +75,9 @@ def disk_space(target: Path | str, fix: str = "free some space and run the same 
             raise InputError(f"no space left writing {target} ({os.strerror(exc.errno)}): {fix}") from None
         raise
     except OperationalError as exc:
-        if "full" in str(exc.orig).lower():
-            raise InputError(f"no space left writing {target} (the database is full): {fix}") from None
+        reason = str(exc.orig).splitlines()[0] if str(exc.orig) else "write failed"
+        if "full" in reason.lower() or "disk i/o error" in reason.lower():
+            raise InputError(f"no space left writing {target} (sqlite: {reason}; is the disk full?): {fix}") from None
         raise
 
 
