@@ -1,7 +1,7 @@
 """The mine stage: one streaming pass of the corpus through the SAE (see accumulator.py), then the
-per-feature statistics and examples written to the database. The pass can be split into shards
-(`--shard i/n`, one per GPU or machine) whose states `merge` combines exactly; a long pass saves a
-checkpoint every few minutes and resumes from it after a crash."""
+per-feature statistics and examples written to the database (write.py). The pass can be split into
+shards (`--shard i/n`, one per GPU or machine; shards.py) whose states `merge` combines exactly; a
+long pass saves a checkpoint every few minutes (checkpoint.py) and resumes from it after a crash."""
 
 from __future__ import annotations
 
