@@ -228,7 +228,7 @@ class LLMClient:
         self.waiting = None
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             wait = min(max(0.0, exc.retry_after), self.config.max_retry_wait_s)
-            if wait >= 1.0:
+            if wait >= 1.0 or exc.retry_after > wait:
                 capped = (f" (asked {exc.retry_after:g} s, capped by [llm] max_retry_wait_s)"
                           if exc.retry_after > wait else "")
                 self.waiting = (f"{self.model.provider}: waiting {wait:g} s on the server's Retry-After{capped}, "

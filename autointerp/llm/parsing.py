@@ -18,7 +18,8 @@ class ResponseInvalid(Exception):
 
 
 def cut_message(limit: int) -> str:
-    return f"answer cut at max_output_tokens ({limit}): raise it ([llm] max_output_tokens)"
+    at = f" ({limit})" if limit else ""
+    return f"truncated: answer cut at max_output_tokens{at}: raise it ([llm] max_output_tokens)"
 
 
 def parse_response(completion: Completion, schema: type[T], max_output_tokens: int | None = None) -> T:
@@ -31,8 +32,7 @@ def parse_response(completion: Completion, schema: type[T], max_output_tokens: i
     if completion.finish == "filtered":
         raise ResponseInvalid("blocked by the provider's safety filter")
     if completion.finish == "length":
-        raise ResponseInvalid(cut_message(limit) if limit else "answer cut at max_output_tokens: raise it "
-                              "([llm] max_output_tokens)")
+        raise ResponseInvalid(cut_message(limit))
     text = json_text(completion.text)
     if not text:
         raise ResponseInvalid("empty answer: no JSON came back")
