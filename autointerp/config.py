@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from autointerp.errors import ConfigError
@@ -155,13 +155,18 @@ class LLMConfig(Section):
                                           {"model": repr(model), "price": str(price)})
         return value
 
-    @model_validator(mode="after")
-    def _check_options(self) -> LLMConfig:
-        if self.options and self.provider != "offline":
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        provider = info.data.get("provider")
+        if value and provider and provider != "offline":
             from autointerp.llm import registry
 
-            registry.check_options(self.provider, self.options)
-        return self
+            try:
+                registry.check_options(provider, value)
+            except ConfigError as exc:
+                raise PydanticCustomError("options", "{why}", {"why": str(exc)}) from None
+        return value
 
 
 class ExplainConfig(Section):
