@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "With no config, commands use the bundled offline demo.")
     parser.add_argument("--version", action="version", version=f"autointerp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from autointerp.llm.registry import choices
+    llm_choices = choices()
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, help="output folder (atlas in OUT/atlas, exports in OUT/export)")
         if name == "status":
             continue
-        p.add_argument("--llm", choices=["offline", "mock", "openai", "gemini"], help="LLM provider")
+        p.add_argument("--llm", choices=llm_choices, help="LLM provider (plugins add theirs)")
         p.add_argument("--model", help="model name for the provider")
         p.add_argument("--base-url", help="OpenAI-compatible server URL")
         p.add_argument("--features", help='feature subset, e.g. "0-99,200"')

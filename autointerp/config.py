@@ -6,11 +6,13 @@ name and the keys that are allowed. Relative paths are resolved against the conf
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from autointerp.errors import ConfigError
 
@@ -85,20 +87,30 @@ class MineConfig(Section):
 
 
 class LLMConfig(Section):
-    provider: Literal["offline", "mock", "openai", "gemini"] = "offline"
-    """offline: the statistical tag labeler (no LLM); mock: deterministic fake LLM; openai: any OpenAI-compatible server; gemini."""
+    provider: str = "offline"
+    """offline: the statistical tag labeler (no LLM); mock: deterministic fake LLM; openai: any
+    OpenAI-compatible server; gemini; or a provider a plugin registers (autointerp.llm.registry)."""
     model: str = ""
     """Model name, e.g. gpt-4.1-mini or gemini-2.5-flash (required for openai and gemini)."""
     base_url: str = ""
     """OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter) or a Gemini endpoint override."""
     api_key_env: str = ""
     """Environment variable holding the API key (default OPENAI_API_KEY or GEMINI_API_KEY). Keys never go in the config."""
+    options: dict[str, Any] = {}
+    """[llm.options]: the provider's own settings, checked against the schema it registers."""
+    structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
+    """How answers are held to their JSON schema: json_schema (strict structured output), json_object
+    (JSON mode with the schema, which llama-cpp-python enforces by grammar), prompt (instructions only,
+    validated afterwards), or auto: json_schema first, falling back when a server refuses it, and
+    remembering per server and model what worked."""
     concurrency: int = Field(4, ge=1, le=256)
     """Requests in flight at once."""
     max_attempts: int = Field(5, ge=1, le=50)
     """Attempts per request on transient errors (429, 5xx, timeouts, dropped connections)."""
     timeout_s: float = Field(120.0, gt=0)
-    """Per-request timeout in seconds."""
+    """Deadline of one attempt in seconds: the whole request, however slowly the server answers."""
+    max_retry_wait_s: float = Field(120.0, ge=0)
+    """Longest wait on a server's Retry-After before the next attempt (a longer one is capped to this)."""
     temperature: float = Field(0.0, ge=0, le=2)
     max_output_tokens: int = Field(1200, ge=16)
     retry_base_s: float = Field(1.0, ge=0)
@@ -112,7 +124,7 @@ class LLMConfig(Section):
     max_output_tokens per request, corrected by the usage each answer reports."""
     prices: dict[str, list[float]] = {}
     """USD per million tokens, [input, output] or [input, output, audio input], by model name; on top
-    of the built-in table (autointerp/llm/pricing.py). A model in neither costs 0."""
+    of the providers' tables (autointerp/llm/providers). A model in neither costs 0."""
     batch: bool = False
     """Send requests through the provider's batch API (half price, answered within 24 h) instead of live."""
     batch_poll_s: float = Field(60.0, gt=0)
@@ -124,13 +136,38 @@ class LLMConfig(Section):
     batch_discount: float = Field(0.5, gt=0, le=1)
     """Share of the live price that batch jobs cost."""
 
+    @field_validator("provider")
+    @classmethod
+    def _check_provider(cls, value: str) -> str:
+        from autointerp.llm import registry
+
+        known = registry.choices()
+        if value not in known:
+            raise PydanticCustomError("provider", "not a registered provider: use one of {known}",
+                                      {"known": ", ".join(known)})
+        return value
+
     @field_validator("prices")
     @classmethod
     def _check_prices(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
         for model, price in value.items():
-            if len(price) not in (2, 3) or any(p < 0 for p in price):
-                raise ValueError(f"price of {model!r} must be [input, output] or [input, output, audio] "
-                                 f"USD per million tokens, not {price}")
+            if len(price) not in (2, 3) or not all(math.isfinite(p) and p >= 0 for p in price):
+                raise PydanticCustomError("price", "price of {model} must be [input, output] or [input, output, "
+                                          "audio]: finite USD per million tokens, 0 or more, not {price}",
+                                          {"model": repr(model), "price": str(price)})
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        provider = info.data.get("provider")
+        if value and provider and provider != "offline":
+            from autointerp.llm import registry
+
+            try:
+                registry.check_options(provider, value)
+            except ConfigError as exc:
+                raise PydanticCustomError("options", "{why}", {"why": str(exc)}) from None
         return value
 
 

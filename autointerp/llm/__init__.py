@@ -1,4 +1,6 @@
-"""LLM providers behind one interface (autointerp.llm.base.Model) and the client every call goes through."""
+"""LLM providers behind one interface (base.Model, registered in registry), and the client every call goes
+through (client.LLMClient: deadline, retries, cache, cost, the llm_calls log; batch for batch APIs).
+May import config, errors and store; never the stages."""
 
 from __future__ import annotations
 
@@ -6,15 +8,20 @@ import os
 
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError
-from autointerp.llm.base import DEFAULT_KEY_ENV, Model
+from autointerp.llm import registry
+from autointerp.llm.base import Model
 
 
 def api_key(config: LLMConfig) -> str:
-    """The provider's key from the environment; a clear message when it is missing. Never logged."""
-    env = config.api_key_env or DEFAULT_KEY_ENV[config.provider]
+    """The provider's key from the environment ("" for a provider that needs none); a clear message
+    when it is missing. Never logged."""
+    provider = registry.get(config.provider)
+    env = config.api_key_env or provider.key_env
+    if env is None:
+        return ""
     key = os.environ.get(env, "")
-    if not key and config.provider == "openai" and config.base_url:
-        return "not-needed"  # local OpenAI-compatible servers usually take any key
+    if not key and provider.key_optional_with_base_url and config.base_url:
+        return ""  # local OpenAI-compatible servers usually take any key
     if not key:
         raise ConfigError(f"no API key for {config.provider}: set the {env} environment variable "
                           f"(or name another variable in [llm] api_key_env)")
@@ -23,16 +30,12 @@ def api_key(config: LLMConfig) -> str:
 
 def make_model(config: LLMConfig) -> Model:
     """The Model for [llm] provider; the offline labeler is not an LLM and is handled by the stages."""
-    if config.provider == "mock":
-        from autointerp.llm.mock import MockModel
-        return MockModel(config.model)
-    if config.provider in ("openai", "gemini") and not config.model:
+    if config.provider == registry.NOT_LLM:
+        raise ConfigError(f"[llm] provider {config.provider!r} has no LLM model: use one of "
+                          f"{', '.join(registry.names())}")
+    provider = registry.get(config.provider)
+    if provider.needs_model and not config.model:
         raise ConfigError(f"[llm] model is required for provider {config.provider!r}: "
                           f"set it in the config or pass --model")
-    if config.provider == "openai":
-        from autointerp.llm.providers.openai import OpenAIChatModel
-        return OpenAIChatModel(config, api_key(config))
-    if config.provider == "gemini":
-        from autointerp.llm.providers.gemini import GeminiModel
-        return GeminiModel(config, api_key(config))
-    raise ConfigError(f"[llm] provider {config.provider!r} has no LLM model: use openai, gemini or mock")
+    options = registry.check_options(config.provider, config.options)
+    return provider.factory(config, api_key(config), options)

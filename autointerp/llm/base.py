@@ -1,15 +1,14 @@
-"""What every LLM provider implements: one attempt at one structured-output request, and optionally
-the provider's batch API (half price, answers within a day).
+"""What every LLM provider implements: the protected hook `_execute` (one attempt at one
+structured-output request) and optionally the provider's batch API (half price, within a day).
 
-Providers translate their SDK's failures into the three errors below; retrying, rate limits, caching,
-logging, parsing and cost live in autointerp.llm.client (and autointerp.llm.batch for batch jobs),
-which providers cannot bypass.
+Providers translate their SDK's failures into the errors below; the deadline, retrying, rate limits,
+caching, logging, parsing and cost live in autointerp.llm.client (and autointerp.llm.batch for batch
+jobs), the one public path to a provider.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from abc import ABC, abstractmethod
 from functools import lru_cache
@@ -117,7 +116,8 @@ class Completion:
 
 
 class TransientError(Exception):
-    """Worth retrying: 429, 5xx, timeouts, dropped connections. retry_after in seconds if the server said."""
+    """Worth retrying: 429, 5xx, timeouts, dropped connections, a 200 carrying an error. retry_after in
+    seconds if the server said."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -127,6 +127,17 @@ class TransientError(Exception):
 class FatalError(Exception):
     """Never retried and stops the stage: bad or missing key (401/403), unknown model (404), bad request (400)."""
 
+
+class FormatRefused(FatalError):
+    """The server refused the structured-output dialect it was asked for (a 400/422/500 naming
+    response_format); LLMClient falls back to the next dialect when [llm] structured = "auto"."""
+
+
+Structured = Literal["json_schema", "json_object", "prompt"]
+"""How the answer's JSON shape is asked for: a JSON schema the server enforces; JSON mode with the
+schema (enforced by grammar where the server can, e.g. llama-cpp-python); or only instructions in the
+prompt, the answer validated afterwards."""
+STRUCTURED_ORDER: tuple[Structured, ...] = ("json_schema", "json_object", "prompt")
 
 BatchState = Literal["running", "done", "failed"]
 
@@ -143,65 +154,68 @@ class BatchStatus:
 
 
 class Model(ABC):
-    """An LLM behind one provider. `complete` makes exactly one attempt. A provider with a batch API
-    names the module that implements it (`batch_api`: functions submit, find, poll and results taking
-    the model first) and translates its SDK's errors in `guard`; the mock overrides the batch methods."""
+    """An LLM behind one provider.
+
+    The provider implements the protected hook `_execute` (exactly one attempt at one request). Only
+    autointerp.llm.client.LLMClient calls it: the client owns the deadline, retries, rate limits, the
+    never-pay-twice cache, cost and the llm_calls row. Stages call `LLMClient.call`, never the hook.
+    A provider with a batch API sets `supports_batch` and overrides the four batch methods (used only
+    by autointerp.llm.batch, which logs every answer through the client too)."""
 
     provider: str = ""
     supports_batch: bool = False
-    batch_api: str | None = None
+    structured_modes: tuple[Structured, ...] = ("json_schema",)
+    """The dialects `_execute` can speak, best first."""
 
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
+
+    @property
+    def endpoint(self) -> str:
+        """Where requests go (a base URL); with the model, what a learned dialect is remembered for."""
+        return self.provider
 
     def takes_audio(self) -> bool:
         """Whether this model accepts audio input parts (asked when [explain] audio = "auto")."""
         return False
 
+    def scrub(self, text: str) -> str:
+        """`text` with every secret of this provider (its API key) masked; applied by the client to
+        every answer and error before they are stored or shown."""
+        return text
+
     @abstractmethod
-    async def complete(self, request: Request) -> Completion:
-        """Send one request; raise TransientError or FatalError on failure."""
-
-    async def guard(self, work):
-        """Await an SDK call, with its failures as TransientError or FatalError."""
-        return await work
-
-    async def _batch(self, name: str, *args):
-        if self.batch_api is None:
-            raise FatalError(f"{self.provider} has no batch mode: run without --batch")
-        module = importlib.import_module(self.batch_api)
-        return await self.guard(getattr(module, name)(self, *args))
+    async def _execute(self, request: Request, structured: Structured) -> Completion:
+        """PROTECTED HOOK, called only by LLMClient: send one request in the given dialect; raise
+        TransientError, FatalError or FormatRefused on failure."""
 
     async def submit_batch(self, requests: dict[str, Request], tag: str) -> str:
         """Submit {custom id: request} as one batch job labelled `tag`; return the provider's batch id."""
-        return await self._batch("submit", requests, tag)
+        raise FatalError(f"{self.provider} has no batch mode: run without --batch")
 
     async def find_batch(self, tag: str) -> str | None:
         """The id of a batch job submitted with `tag` (after a crash between submit and saving the id)."""
-        return await self._batch("find", tag)
+        raise FatalError(f"{self.provider} has no batch mode: run without --batch")
 
     async def poll_batch(self, batch_id: str) -> BatchStatus:
-        return await self._batch("poll", batch_id)
+        raise FatalError(f"{self.provider} has no batch mode: run without --batch")
 
     async def batch_results(self, batch_id: str) -> dict[str, Completion | Exception]:
         """{custom id: completion, or the TransientError/FatalError that request met}."""
-        return await self._batch("results", batch_id)
+        raise FatalError(f"{self.provider} has no batch mode: run without --batch")
 
     async def aclose(self) -> None:
         """Release connections (optional)."""
-
-
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
 
 
 class KeyedModel(Model):
     """A provider that authenticates with an API key: which variable holds it, and scrubbing it from
     every message that could reach a log, the database or the terminal."""
 
-    def __init__(self, model_id: str, provider: str, api_key_env: str, api_key: str) -> None:
+    def __init__(self, model_id: str, key_env: str, api_key: str) -> None:
         super().__init__(model_id)
-        self.key_env = api_key_env or DEFAULT_KEY_ENV[provider]
+        self.key_env = key_env
         self._key = api_key
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if len(self._key) >= 4 else text
+    def scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if len(self._key) >= 8 else text

@@ -1,26 +1,32 @@
-"""The one path every LLM request takes: never-pay-twice cache, concurrency and rate limits, retries on
-transient errors, structured-output parsing, cost, and a row in llm_calls for every request's outcome.
-Batch jobs (autointerp.llm.batch) log their answers through `LLMClient.record` too."""
+"""The one path every LLM request takes: never-pay-twice cache, concurrency and rate limits, a deadline
+on each attempt, retries on transient errors (Retry-After capped), the structured-output dialect,
+parsing, cost, and a row in llm_calls for every request's outcome. Providers are reached only through
+here (their hook `Model._execute` is protected); batch jobs (autointerp.llm.batch) log their answers
+through `LLMClient.record` too. Answers and errors are scrubbed of the API key before they are stored.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import select, update
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from autointerp.config import LLMConfig
-from autointerp.errors import CostLimitReached, ProviderError
-from autointerp.llm.base import Completion, FatalError, Model, Request, TransientError
+from autointerp.errors import ConfigError, CostLimitReached, ProviderError, warn
+from autointerp.llm.base import Completion, FatalError, FormatRefused, Model, Request, Structured, TransientError
+from autointerp.llm.parsing import ResponseInvalid, json_text, parse_response
 from autointerp.llm.pricing import cost_usd, merged_prices
 from autointerp.llm.ratelimit import RateLimiter
-from autointerp.store.schema import LLMCall
+from autointerp.llm.structured import Dialects
 from autointerp.store.engine import Store
+from autointerp.store.schema import LLMCall
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -37,34 +43,14 @@ class CallResult(Generic[T]):
     cached: bool = False
 
 
-class ResponseInvalid(Exception):
-    pass
-
-
-def parse_response(completion: Completion, schema: type[T]) -> T:
-    """Validate a completion against the schema; refusals, truncation and bad JSON raise ResponseInvalid."""
-    if completion.finish == "refusal" or completion.refusal:
-        raise ResponseInvalid(f"refused: {completion.refusal or 'no reason given'}")
-    if completion.finish == "filtered":
-        raise ResponseInvalid("blocked by the provider's safety filter")
-    if completion.finish == "length":
-        raise ResponseInvalid("truncated: the answer hit max_output_tokens (raise llm.max_output_tokens)")
-    text = _unfence(completion.text.strip())
-    if not text:
-        raise ResponseInvalid("empty answer: no JSON came back")
-    try:
-        return schema.model_validate_json(text)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "answer"
-        raise ResponseInvalid(f"answer does not match the {schema.__name__} schema: {where}: {first['msg']}") from None
-
-
 class LLMClient:
-    """Sends requests for a stage. Use `await client.call(request)`; share one client per stage."""
+    """Sends requests for a stage. Use `await client.call(request)`; share one client per stage.
+    `on_wait(line)` is told when a request waits on a server's Retry-After (default: a warning line);
+    `waiting` holds that line while the wait lasts, for a progress bar to show."""
 
     def __init__(self, model: Model, store: Store, config: LLMConfig,
-                 prices: dict[str, tuple[float, ...]] | None = None) -> None:
+                 prices: dict[str, tuple[float, ...]] | None = None,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.model = model
         self.store = store
         self.config = config
@@ -72,6 +58,12 @@ class LLMClient:
         self.prices = prices if prices is not None else merged_prices(config.prices)
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self.limiter = RateLimiter(config.rpm, config.tpm)
+        self.dialects = Dialects(store, model, config.structured)
+        if not self.dialects.supported():
+            raise ConfigError(f"[llm] structured = {config.structured!r}: provider {model.provider} speaks "
+                              f"{', '.join(model.structured_modes)}: use auto or one of those")
+        self.on_wait = on_wait or warn
+        self.waiting: str | None = None
         self._stopped: Exception | None = None
         """Set by a cost limit or a fatal provider error: every later request is refused without being sent."""
         self.spent = 0.0
@@ -80,14 +72,20 @@ class LLMClient:
         self._answered: set[str] | None = None
 
     # the call log ----------------------------------------------------------------------------------
-    def _log(self, meta: dict, request_hash: str, **fields) -> None:
+    def _log(self, meta: dict, request_hash: str, structured: Structured | None = None, **fields) -> int:
         if fields.get("status") == "ok" and self._answered is not None:
             self._answered.add(request_hash)
+        request = meta["request"]
+        if structured is not None:  # what the server was asked in, and where: the dialect memory
+            request = {**request, "structured": structured, "endpoint": self.model.endpoint}
         with self.store.session() as s:
-            s.add(LLMCall(provider=self.model.provider, model=self.model.model_id, purpose=meta["purpose"],
+            row = LLMCall(provider=self.model.provider, model=self.model.model_id, purpose=meta["purpose"],
                           feature_id=meta["feature_id"], prompt_template=meta["template"],
-                          prompt_hash=meta["prompt_hash"], request_hash=request_hash, request=meta["request"],
-                          audio_seconds=meta.get("audio_seconds", 0.0), **fields))
+                          prompt_hash=meta["prompt_hash"], request_hash=request_hash, request=request,
+                          audio_seconds=meta.get("audio_seconds", 0.0), **fields)
+            s.add(row)
+            s.flush()
+            return row.id
 
     def cached(self, request_hash: str) -> LLMCall | None:
         """The last successful answer to an identical request, if one was ever paid for. The hashes of
@@ -103,35 +101,51 @@ class LLMClient:
 
     @staticmethod
     def from_log(row: LLMCall, schema: type[T]) -> CallResult[T]:
-        value = schema.model_validate_json(_unfence(row.response or ""))
+        value = schema.model_validate_json(json_text(row.response or ""))
         return CallResult(value, None, row.response, row.input_tokens, row.output_tokens, row.cost, cached=True)
 
     def record(self, meta: dict, request_hash: str, completion: Completion, schema: type[T], *, attempts: int = 1,
-               latency: float = 0.0, discount: float = 1.0, batch_id: str | None = None) -> CallResult[T]:
-        """Price, parse and log one answer (live or from a batch job)."""
-        cost = cost_usd(self.model.model_id, completion.input_tokens, completion.output_tokens, self.prices,
-                        completion.audio_tokens, discount)
-        self.spent += cost
+               latency: float = 0.0, discount: float = 1.0, batch_id: str | None = None,
+               structured: Structured | None = None, max_output_tokens: int | None = None) -> CallResult[T]:
+        """Log, parse and price one answer (live or from a batch job). The answer is logged before its
+        cost is computed, so a paid answer is never lost to a pricing failure."""
+        scrub = self.model.scrub
+        completion = dataclasses.replace(completion, text=scrub(completion.text),
+                                         refusal=scrub(completion.refusal) if completion.refusal else None)
+        try:
+            value, error = parse_response(completion, schema, max_output_tokens), None
+        except ResponseInvalid as exc:
+            value, error = None, scrub(str(exc))
+        row_id = self._log(meta, request_hash, structured, status="ok" if error is None else "invalid", error=error,
+                           response=completion.text, input_tokens=completion.input_tokens,
+                           output_tokens=completion.output_tokens, audio_tokens=completion.audio_tokens, cost=0.0,
+                           latency_s=latency, attempts=attempts, batch_id=batch_id)
         self.tokens += completion.input_tokens + completion.output_tokens
         self.calls += 1
-        usage = dict(response=completion.text, input_tokens=completion.input_tokens,
-                     output_tokens=completion.output_tokens, audio_tokens=completion.audio_tokens, cost=cost,
-                     latency_s=latency, attempts=attempts, batch_id=batch_id)
+        cost = self._price(completion, discount)
+        if cost:
+            with self.store.session() as s:
+                s.execute(update(LLMCall).where(LLMCall.id == row_id).values(cost=cost))
+        self.spent += cost
+        return CallResult(value, error, completion.text, completion.input_tokens, completion.output_tokens, cost)
+
+    def _price(self, completion: Completion, discount: float) -> float:
         try:
-            value = parse_response(completion, schema)
-        except ResponseInvalid as exc:
-            self._log(meta, request_hash, status="invalid", error=str(exc), **usage)
-            return CallResult(None, str(exc), completion.text, completion.input_tokens,
-                              completion.output_tokens, cost)
-        self._log(meta, request_hash, status="ok", **usage)
-        return CallResult(value, None, completion.text, completion.input_tokens, completion.output_tokens, cost)
+            return cost_usd(self.model.model_id, completion.input_tokens, completion.output_tokens, self.prices,
+                            completion.audio_tokens, discount)
+        except Exception as exc:  # noqa: BLE001 - the answer is logged already; say so, keep going
+            warn(f"could not price a {self.model.model_id} answer ({type(exc).__name__}: {exc}): logged at cost 0; "
+                 f"check [llm.prices]")
+            return 0.0
 
     def record_error(self, meta: dict, request_hash: str, error: Exception, *, attempts: int = 1,
-                     latency: float = 0.0, batch_id: str | None = None) -> CallResult:
-        status = "fatal" if isinstance(error, FatalError) else "error"
-        self._log(meta, request_hash, status=status, error=str(error), attempts=attempts, latency_s=latency,
-                  batch_id=batch_id)
-        return CallResult(None, str(error), None)
+                     latency: float = 0.0, batch_id: str | None = None, status: str | None = None,
+                     structured: Structured | None = None) -> CallResult:
+        status = status or ("fatal" if isinstance(error, FatalError) else "error")
+        message = self.model.scrub(str(error))
+        self._log(meta, request_hash, structured, status=status, error=message, attempts=attempts,
+                  latency_s=latency, batch_id=batch_id)
+        return CallResult(None, message, None)
 
     # limits ------------------------------------------------------------------------------------------
     def check_limits(self, upcoming: float = 0.0) -> None:
@@ -144,7 +158,7 @@ class LLMClient:
             raise self._stopped
 
     def stop(self, error: FatalError) -> ProviderError:
-        self._stopped = ProviderError(f"{self.model.provider} model {self.model.model_id!r}: {error}")
+        self._stopped = ProviderError(self.model.scrub(f"{self.model.provider} model {self.model.model_id!r}: {error}"))
         return self._stopped
 
     # live calls --------------------------------------------------------------------------------------
@@ -163,41 +177,65 @@ class LLMClient:
             attempts = 0
             try:
                 async for attempt in AsyncRetrying(
-                        stop=stop_after_attempt(self.config.max_attempts),
-                        wait=_wait(self.config.retry_base_s),
+                        stop=stop_after_attempt(self.config.max_attempts), wait=self._wait,
                         retry=retry_if_exception_type(TransientError), reraise=True):
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
-                        await self.limiter.acquire(estimate)
-                        completion = await self.model.complete(request)
+                        completion, mode = await self._attempt(request, meta, request_hash, estimate)
             except FatalError as exc:
                 self.record_error(meta, request_hash, exc, attempts=attempts, latency=time.monotonic() - started)
                 raise self.stop(exc) from None
             except TransientError as exc:
                 message = f"gave up after {attempts} attempts: {exc}"
-                self.record_error(meta, request_hash, TransientError(message), attempts=attempts,
-                                  latency=time.monotonic() - started)
-                return CallResult(None, message, None)
+                result = self.record_error(meta, request_hash, TransientError(message), attempts=attempts,
+                                           latency=time.monotonic() - started)
+                return result
         self.limiter.settle(estimate, completion.input_tokens + completion.output_tokens)
         return self.record(meta, request_hash, completion, schema, attempts=attempts,
-                           latency=time.monotonic() - started)
+                           latency=time.monotonic() - started, structured=mode,
+                           max_output_tokens=request.max_output_tokens)
+
+    async def _attempt(self, request: Request, meta: dict, request_hash: str,
+                       estimate: int) -> tuple[Completion, Structured]:
+        """One attempt under the [llm] timeout_s deadline (the whole exchange, however slowly the server
+        sends it), in the current dialect; a refused dialect is logged and the next one tried at once."""
+        while True:
+            mode = self.dialects.current
+            await self.limiter.acquire(estimate)
+            try:
+                completion = await asyncio.wait_for(self.model._execute(request, mode), self.config.timeout_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise TransientError(f"{self.model.endpoint} (model {self.model.model_id!r}): no complete answer "
+                                     f"within {self.config.timeout_s:g}s ([llm] timeout_s, a deadline for the "
+                                     f"whole request)") from None
+            except FormatRefused as exc:
+                following = self.dialects.refused(mode)
+                then = f"; trying {following}" if following else ""
+                self.record_error(meta, request_hash, FatalError(f"{mode} refused: {exc}{then}"), status="fallback",
+                                  structured=mode)
+                if following is None:
+                    fix = ("set [llm] structured = \"auto\"" if self.config.structured != "auto"
+                           else "use a server with JSON output")
+                    raise FatalError(f"{exc}: no structured-output dialect left to try: {fix}") from None
+                continue
+            return completion, mode
+
+    def _wait(self, retry_state) -> float:
+        """Back-off before the next attempt: the server's Retry-After, capped at [llm] max_retry_wait_s
+        and announced through on_wait; otherwise exponential with jitter."""
+        base_s = self.config.retry_base_s
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        self.waiting = None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            wait = min(max(0.0, exc.retry_after), self.config.max_retry_wait_s)
+            if wait >= 1.0 or exc.retry_after > wait:
+                capped = (f" (asked {exc.retry_after:g} s, capped by [llm] max_retry_wait_s)"
+                          if exc.retry_after > wait else "")
+                self.waiting = (f"{self.model.provider}: waiting {wait:g} s on the server's Retry-After{capped}, "
+                                f"attempt {retry_state.attempt_number + 1} of {self.config.max_attempts} next")
+                self.on_wait(self.waiting)
+            return wait + base_s * 0.1
+        return wait_exponential_jitter(initial=base_s, max=60 * max(base_s, 0.001), jitter=base_s)(retry_state)
 
     async def aclose(self) -> None:
         await self.model.aclose()
-
-
-def _unfence(text: str) -> str:
-    fenced = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", text, re.S)
-    return fenced.group(1) if fenced else text
-
-
-def _wait(base_s: float):
-    exponential = wait_exponential_jitter(initial=base_s, max=60 * max(base_s, 0.001), jitter=base_s)
-
-    def wait(retry_state) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return max(0.0, exc.retry_after) + base_s * 0.1
-        return exponential(retry_state)
-
-    return wait

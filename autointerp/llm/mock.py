@@ -16,12 +16,15 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from autointerp.llm.base import BatchStatus, Completion, Model, Request
+from autointerp.llm.base import STRUCTURED_ORDER, BatchStatus, Completion, Model, Request, Structured
+from autointerp.llm.registry import Provider, register
 
 
 class MockModel(Model):
     provider = "mock"
     supports_batch = True
+    structured_modes = STRUCTURED_ORDER
+    """It answers in valid JSON whatever it is asked in."""
 
     def __init__(self, model_id: str = "mock-1", audio: bool = False, batch_polls: int = 1) -> None:
         super().__init__(model_id or "mock-1")
@@ -43,7 +46,7 @@ class MockModel(Model):
             answer = Completion(text=answer)
         self.queue.append(answer)
 
-    async def complete(self, request: Request) -> Completion:
+    async def _execute(self, request: Request, structured: Structured = "json_schema") -> Completion:
         self.history.append(request)
         if self.queue:
             answer = self.queue.popleft()
@@ -76,7 +79,7 @@ class MockModel(Model):
         out: dict[str, Completion | Exception] = {}
         for key, request in self.batches[batch_id][1].items():
             try:
-                out[key] = await self.complete(request)
+                out[key] = await self._execute(request)
             except Exception as exc:  # noqa: BLE001 - a queued exception is that request's answer
                 out[key] = exc
         return out
@@ -105,3 +108,8 @@ def _fake(annotation: Any, seed: bytes, path: str) -> Any:
     if annotation is float:
         return round(digest[0] / 255, 3)
     return f"mock {path.strip('.').split('.')[-1]} {digest[:3].hex()}"
+
+
+register(Provider("mock", lambda config, key, options: MockModel(config.model),
+                  "deterministic fake LLM shipped in the package (tests, dry runs; --batch works in memory)",
+                  needs_model=False, batch=True))

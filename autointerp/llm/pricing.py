@@ -1,42 +1,20 @@
-"""USD prices per million tokens: (input, output, audio input) for common models. Unknown models cost 0
-and say so; [llm] prices overrides or extends the table; batch jobs cost [llm] batch_discount of it.
-
-Prices as the providers published them in 2025 (standard tier, prompts under 200k tokens). Audio input
-is priced apart where the provider does: OpenAI's audio models and Gemini Flash bill audio tokens at a
-higher rate than text; where the third number is missing, audio costs the text input price.
+"""Cost of a call from USD prices per million tokens: (input, output, audio input). Each provider
+registers its own table (autointerp.llm.registry); [llm.prices] overrides or extends them; unknown
+models cost 0; batch jobs cost [llm] batch_discount of the live price. Where the third number is
+missing, audio costs the text input price.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-Price = tuple[float, float] | tuple[float, float, float]
-
-DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o-audio-preview": (2.50, 10.00, 40.00),
-    "gpt-4o-mini-audio-preview": (0.15, 0.60, 10.00),
-    "gpt-audio": (2.50, 10.00, 32.00),
-    "gpt-audio-mini": (0.60, 2.40, 10.00),
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gemini-2.5-pro": (1.25, 10.00, 1.25),
-    "gemini-2.5-flash": (0.30, 2.50, 1.00),
-    "gemini-2.5-flash-lite": (0.10, 0.40, 0.30),
-    "gemini-2.0-flash": (0.10, 0.40, 0.70),
-    "gemini-2.0-flash-lite": (0.075, 0.30, 0.075),
-}
+from autointerp.llm.registry import default_prices
 
 
 def price_of(model: str, table: Mapping[str, Sequence[float]] | None = None) -> tuple[float, float, float] | None:
     """(input, output, audio input) USD per million tokens, or None for a model not in the table.
     A dated snapshot ("gpt-4.1-mini-2025-04-14") is priced as its longest listed base name."""
-    table = DEFAULT_PRICES if table is None else table
+    table = default_prices() if table is None else table
     price = table.get(model)
     if price is None:
         price = next((p for name, p in sorted(table.items(), key=lambda kv: -len(kv[0]))
@@ -60,4 +38,4 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int,
 
 def merged_prices(overrides: Mapping[str, Sequence[float]] | None) -> dict[str, Sequence[float]]:
     """The default table with [llm] prices on top."""
-    return {**DEFAULT_PRICES, **(overrides or {})}
+    return {**default_prices(), **(overrides or {})}

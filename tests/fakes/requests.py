@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from autointerp.llm.base import Completion, Model, Request
+from autointerp.llm.base import Completion, Model, Request, Structured
 
 
 class Answer(BaseModel):
@@ -20,11 +20,12 @@ REQUEST = Request(purpose="explain", template="explain.j2", system="You label SA
                   user="Feature 7 fires on barking dogs.", schema=Answer, temperature=0.2, max_output_tokens=200)
 
 
-def complete(model: Model, *requests: Request) -> list[Completion]:
-    """One attempt per request, in order, then close the model."""
+def complete(model: Model, *requests: Request, structured: Structured = "json_schema") -> list[Completion]:
+    """One attempt per request, in order, then close the model. Provider contract tests drive the
+    protected hook directly; everything else goes through LLMClient."""
     async def go() -> list[Completion]:
         try:
-            return [await model.complete(r) for r in requests]
+            return [await model._execute(r, structured) for r in requests]  # the provider hook itself: one attempt
         finally:
             await model.aclose()
     return asyncio.run(go())

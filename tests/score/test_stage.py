@@ -72,7 +72,7 @@ class TagJudge(Model):
     def __init__(self) -> None:
         super().__init__("tag-judge")
 
-    async def complete(self, request: Request) -> Completion:
+    async def _execute(self, request: Request, structured: str = "json_schema") -> Completion:
         title = re.search(r"Feature description: (.*?): (.*?): ", request.user)
         key, value = title.group(1).lower(), title.group(2)
         ratings = []
@@ -173,7 +173,7 @@ def test_bad_ratings(planted, config, store):
     answers = {0: {"ratings": [{"item": 99, "rating": 9}]}, 1: {"ratings": [{"item": 1, "rating": 15}]}}
 
     class Judge(MockModel):
-        async def complete(self, request):
+        async def _execute(self, request, structured="json_schema"):
             return Completion(text=json.dumps(answers[request.feature_id]))
 
     score(store, config, Judge())

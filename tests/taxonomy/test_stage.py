@@ -58,7 +58,7 @@ class Sorter(Model):
         self.skip, self.always = skip, always
         self.history: list[Request] = []
 
-    async def complete(self, request: Request) -> Completion:
+    async def _execute(self, request: Request, structured: str = "json_schema") -> Completion:
         self.history.append(request)
         features = [int(f) for f in re.findall(r"^- feature (\d+): ", request.user, re.M)]
         left = self.always | (self.skip if len(features) > 1 else set())
@@ -101,7 +101,7 @@ class Librarian(Model):
         super().__init__("librarian")
         self.history: list[Request] = []
 
-    async def complete(self, request: Request) -> Completion:
+    async def _execute(self, request: Request, structured: str = "json_schema") -> Completion:
         self.history.append(request)
         if request.template == "propose_groups":
             answer = {"groups": [{"name": "Colors", "description": "hues"}, {"name": "Shapes", "description": "forms"}]}

@@ -1,3 +1,3 @@
-"""One module per LLM provider (OpenAI-compatible chat, Gemini) and its batch API. Each module
-registers its name, key variable, prices and config with autointerp.llm.registry.
-Imports autointerp.llm.base and the provider's SDK only."""
+"""One module per LLM provider, named like the provider it registers (openai.py -> "openai"), with its
+batch API; a module here whose name starts with "_" is a helper, not a provider.
+Imports autointerp.llm (base, http, registry, structured), config and the provider's SDK only."""

@@ -1,96 +1,102 @@
 """OpenAI Chat Completions provider: api.openai.com or any OpenAI-compatible server (vLLM, llama.cpp,
-Ollama, OpenRouter).
+llama-cpp-python, Ollama, OpenRouter), and the OpenAI Batch API.
 
-Structured output uses `response_format` json_schema in strict mode. A server that rejects json_schema
-is remembered and asked again, in the same attempt, with json_object mode and the schema in the system
-message; one that rejects `max_completion_tokens` gets `max_tokens`. Audio clips go as `input_audio`
-parts (base64 wav or mp3) after the user text. SDK retries are off: one `complete` is one attempt, and
-failures become TransientError or FatalError (never with the key). Batch mode (autointerp.llm.providers.openai_batch)
-sends the same request bodies through the Batch API.
+Dialects (`[llm] structured`): json_schema sends `response_format` json_schema in strict mode;
+json_object sends `{"type": "json_object", "schema": ...}` (llama-cpp-python enforces the schema by
+grammar; other servers ignore the field) with the schema in the system message; prompt sends only the
+instructions. A refusal naming response_format raises FormatRefused and LLMClient picks the next
+dialect. A server that rejects `max_completion_tokens` gets `max_tokens`. Audio clips go as
+`input_audio` parts (base64 wav or mp3). SDK retries are off: one `_execute` is one attempt.
+Batch mode sends the same request bodies as JSONL lines (custom_id = our request hash) in one job.
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
-import time
-from functools import lru_cache
 from typing import Any, Literal
 
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import BaseModel
 
 from autointerp.config import LLMConfig
-from autointerp.llm.base import Completion, FatalError, KeyedModel, Request, TransientError, json_schema
+from autointerp.llm.base import BatchStatus, Completion, FatalError, KeyedModel, Request, Structured, TransientError
+from autointerp.llm.http import http_error
+from autointerp.llm.registry import Provider, register
+from autointerp.llm.structured import answer_schema, instructions
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Finish = Literal["stop", "length", "refusal", "filtered"]
 _FINISH: dict[str, Finish] = {"length": "length", "content_filter": "filtered"}
-_JSON_FALLBACK_NOTE = ("\n\nAnswer with one JSON object and nothing else. It must match this JSON schema:\n")
+ENDPOINT = "/v1/chat/completions"
+TAG_KEY = "autointerp_tag"
+_RUNNING = {"validating", "in_progress", "finalizing", "cancelling"}
+_PAGES = 5
+"""How many pages of 100 recent batches `find_batch` looks through for a lost id."""
 
 
 class OpenAIChatModel(KeyedModel):
     provider = "openai"
     supports_batch = True
-    batch_api = "autointerp.llm.providers.openai_batch"
+    structured_modes: tuple[Structured, ...] = ("json_schema", "json_object", "prompt")
 
-    def __init__(self, config: LLMConfig, api_key: str) -> None:
-        super().__init__(config.model, self.provider, config.api_key_env, api_key)
+    def __init__(self, config: LLMConfig, api_key: str, options: Any = None) -> None:
+        super().__init__(config.model, config.api_key_env or "OPENAI_API_KEY", api_key)
         self.config = config
         self.base_url = config.base_url or DEFAULT_BASE_URL
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=config.base_url or None,
+        self._client = openai.AsyncOpenAI(api_key=api_key or "not-needed", base_url=config.base_url or None,
                                           max_retries=0, timeout=config.timeout_s)
-        self.json_schema_supported = True
-        """False once the server rejected response_format json_schema; json_object is used from then on."""
         self.max_completion_tokens_supported = True
+        self.lengths = self.base_url.rstrip("/") != DEFAULT_BASE_URL
+        """maxLength on strings: OpenAI's strict mode refuses it; grammar-enforced servers need it."""
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url
 
     def takes_audio(self) -> bool:
         return "audio" in self.model_id.lower()
 
-    async def complete(self, request: Request) -> Completion:
-        for _ in range(3):  # each pass can only switch one fallback off, so this ends
+    async def _execute(self, request: Request, structured: Structured) -> Completion:
+        for _ in range(2):  # one fallback (max_tokens) at most
             try:
-                response = await self._client.chat.completions.create(**self._arguments(request))
+                response = await self._client.chat.completions.create(**self.arguments(request, structured))
             except openai.BadRequestError as exc:
-                if not self._fall_back(exc):
-                    raise self._translate(exc) from None
-                continue
+                if self.max_completion_tokens_supported and "max_completion_tokens" in _server_message(exc):
+                    self.max_completion_tokens_supported = False
+                    continue
+                raise self._translate(exc) from None
             except openai.OpenAIError as exc:
                 raise self._translate(exc) from None
             except ValueError as exc:  # a 200 whose body is not JSON
                 raise TransientError(f"{self.base_url} sent a response that is not JSON ({exc})") from None
-            return self._completion(response)
-        raise FatalError(f"{self.base_url} rejected the request even in json_object mode: check [llm] base_url")
+            return self.completion(response, structured)
+        raise FatalError(f"{self.base_url} rejected both max_completion_tokens and max_tokens: check [llm] base_url")
 
-    def _arguments(self, request: Request) -> dict[str, Any]:
+    def arguments(self, request: Request, structured: Structured = "json_schema") -> dict[str, Any]:
+        """The Chat Completions body of a request in a dialect (also each batch line's body)."""
         system = request.system
-        if self.json_schema_supported:
-            response_format: dict[str, Any] = {"type": "json_schema", "json_schema": {
-                "name": request.schema.__name__, "strict": True, "schema": _strict_cached(request.schema)}}
+        response_format: dict[str, Any] | None = None
+        if structured == "json_schema":
+            response_format = {"type": "json_schema", "json_schema": {
+                "name": request.schema.__name__, "strict": True,
+                "schema": answer_schema(request.schema, strict=True, lengths=self.lengths)}}
         else:
-            response_format = {"type": "json_object"}
-            system += _JSON_FALLBACK_NOTE + json.dumps(json_schema(request.schema))
+            system += instructions(request.schema)
+            if structured == "json_object":
+                response_format = {"type": "json_object", "schema": answer_schema(request.schema, strict=False)}
         limit = "max_completion_tokens" if self.max_completion_tokens_supported else "max_tokens"
-        return {"model": self.model_id, "temperature": request.temperature, limit: request.max_output_tokens,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user_content(request)}],
-                "response_format": response_format}
+        body = {"model": self.model_id, "temperature": request.temperature, limit: request.max_output_tokens,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user_content(request)}]}
+        if response_format is not None:
+            body["response_format"] = response_format
+        return body
 
-    def _fall_back(self, exc: openai.BadRequestError) -> bool:
-        """Switch off what the server said it does not support; False if that is not what it said."""
-        text = _server_message(exc).lower()
-        if "invalid schema" in text:
-            return False
-        if self.json_schema_supported and ("json_schema" in text or "response_format" in text):
-            self.json_schema_supported = False
-            return True
-        if self.max_completion_tokens_supported and "max_completion_tokens" in text:
-            self.max_completion_tokens_supported = False
-            return True
-        return False
-
-    def _completion(self, response: object) -> Completion:
+    def completion(self, response: object, structured: Structured = "json_schema") -> Completion:
+        if isinstance(response, ChatCompletion) and (response.model_extra or {}).get("error"):
+            error = response.model_extra["error"]
+            said = error.get("message") if isinstance(error, dict) else None
+            raise TransientError(self.scrub(f"{self.base_url} answered 200 with an error: {said or error}"))
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise TransientError(f"{self.base_url} sent a response without choices: not a chat completion")
         choice = response.choices[0]
@@ -99,7 +105,7 @@ class OpenAIChatModel(KeyedModel):
         tokens_out = (usage.completion_tokens or 0) if usage else 0
         details = usage.prompt_tokens_details if usage else None
         audio = (details.audio_tokens or 0) if details is not None else 0
-        extra = {"id": response.id, "response_format": "json_schema" if self.json_schema_supported else "json_object"}
+        extra = {"id": response.id, "response_format": structured}
         message = choice.message
         text = (message.content if message is not None else None) or ""
         if message is not None and message.refusal:
@@ -121,24 +127,76 @@ class OpenAIChatModel(KeyedModel):
             return TransientError(f"{where}: no answer within {self.config.timeout_s:g}s ([llm] timeout_s)")
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
-            return TransientError(f"{where}: connection failed ({cause or exc.message})")
+            return TransientError(self.scrub(f"{where}: connection failed ({cause or exc.message})"))
         if not isinstance(exc, openai.APIStatusError):
-            return TransientError(self._scrub(f"{where}: unexpected response: {exc}"))
-        status, said = exc.status_code, self._scrub(_server_message(exc))
-        if status == 429:
-            return TransientError(f"{where}: rate limited (429): {said}", retry_after(exc.response.headers))
-        if status >= 500 or status in (408, 409):
-            return TransientError(f"{where}: server error {status}: {said}", retry_after(exc.response.headers))
-        if status == 401:
-            return FatalError(f"{self.base_url} rejected the API key (401): check {self.key_env} "
-                              f"(or name another variable in [llm] api_key_env): {said}")
-        if status == 403:
-            return FatalError(f"{where}: permission denied (403): check that the key in {self.key_env} "
-                              f"may use this model: {said}")
-        if status == 404:
-            return FatalError(f"model {self.model_id!r} not found at {self.base_url} (404): "
-                              f"check [llm] model and [llm] base_url: {said}")
-        return FatalError(f"{where} rejected the request ({status}): {said}")
+            return TransientError(self.scrub(f"{where}: unexpected response: {exc}"))
+        return http_error(exc.status_code, self.scrub(_server_message(exc)), where=where, key_env=self.key_env,
+                          headers=exc.response.headers)
+
+    # the Batch API ---------------------------------------------------------------------------------------
+    async def submit_batch(self, requests: dict[str, Request], tag: str) -> str:
+        lines = (json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": self.arguments(request)})
+                 for key, request in requests.items())
+        data = ("\n".join(lines) + "\n").encode()
+        upload = await self.guard(self._client.files.create(file=(f"{tag}.jsonl", data, "application/jsonl"),
+                                                            purpose="batch"))
+        batch = await self.guard(self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
+                                                             completion_window="24h", metadata={TAG_KEY: tag}))
+        return batch.id
+
+    async def find_batch(self, tag: str) -> str | None:
+        page = await self.guard(self._client.batches.list(limit=100))
+        for _ in range(_PAGES):
+            for batch in page.data:
+                if (batch.metadata or {}).get(TAG_KEY) == tag:
+                    return batch.id
+            if not page.has_next_page():
+                return None
+            page = await self.guard(page.get_next_page())
+        return None
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        batch = await self.guard(self._client.batches.retrieve(batch_id))
+        counts = batch.request_counts
+        done, total = (counts.completed + counts.failed, counts.total) if counts else (0, 0)
+        detail = f"{batch.status} {done}/{total}"
+        if batch.status in _RUNNING:
+            return BatchStatus("running", detail, done, total)
+        if batch.status == "completed" or batch.output_file_id or batch.error_file_id:
+            return BatchStatus("done", detail, done, total)  # expired and cancelled jobs keep their partial results
+        errors = "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if batch.errors else ""
+        return BatchStatus("failed", f"{detail}{': ' + errors if errors else ''}", done, total)
+
+    async def batch_results(self, batch_id: str) -> dict[str, Completion | Exception]:
+        batch = await self.guard(self._client.batches.retrieve(batch_id))
+        out: dict[str, Completion | Exception] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self.guard(self._client.files.content(file_id))
+            for line in content.text.splitlines():
+                if line.strip():
+                    key, answer = self._batch_line(json.loads(line))
+                    out[key] = answer
+        return out
+
+    def _batch_line(self, row: dict) -> tuple[str, Completion | Exception]:
+        key = row.get("custom_id", "")
+        response = row.get("response") or {}
+        error = row.get("error")
+        status = int(response.get("status_code") or 0)
+        if status == 200 and not error:
+            try:
+                return key, self.completion(ChatCompletion.model_validate(response.get("body")))
+            except (ValueError, TransientError) as exc:
+                return key, TransientError(f"batch answer is not a chat completion ({exc})")
+        body = response.get("body") or {}
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        message = message or (error or {}).get("message") or f"status {status}"
+        code = (error or {}).get("code") or ""
+        if status in (0, 408, 409, 429) or status >= 500 or code in ("batch_expired", "batch_cancelled"):
+            return key, TransientError(f"batch request failed ({status or code}): {self.scrub(message)}")
+        return key, FatalError(f"batch request rejected ({status}): {self.scrub(message)}")
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -167,64 +225,15 @@ def _server_message(exc: openai.APIError) -> str:
     return exc.message
 
 
-def retry_after(headers: Any) -> float | None:
-    """Seconds to wait from retry-after-ms or Retry-After (seconds or an HTTP date); None if absent."""
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+PRICES = {
+    "gpt-4.1": (2.00, 8.00), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o-audio-preview": (2.50, 10.00, 40.00), "gpt-4o-mini-audio-preview": (0.15, 0.60, 10.00),
+    "gpt-audio": (2.50, 10.00, 32.00), "gpt-audio-mini": (0.60, 2.40, 10.00),
+    "gpt-5": (1.25, 10.00), "gpt-5-mini": (0.25, 2.00), "gpt-5-nano": (0.05, 0.40),
+}
+"""USD per million tokens as OpenAI published them in 2025 (standard tier); audio models bill audio
+input apart (third number)."""
 
-
-@lru_cache(maxsize=64)
-def _strict_cached(schema: type[BaseModel]) -> dict[str, Any]:
-    return strict_json_schema(schema)
-
-
-def strict_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in the form strict structured output accepts: $refs inlined (kept for
-    recursive models), every object closed (additionalProperties false) with all properties required,
-    no defaults."""
-    raw = schema.model_json_schema()
-    defs: dict[str, Any] = raw.pop("$defs", {})
-
-    def walk(node: Any, inline: bool, stack: tuple[str, ...] = ()) -> Any:
-        if isinstance(node, list):
-            return [walk(item, inline, stack) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node and inline:
-            name = node["$ref"].rsplit("/", 1)[-1]
-            if name in stack:
-                raise RecursionError(name)
-            rest = {k: v for k, v in node.items() if k != "$ref"}
-            return walk({**defs[name], **rest}, inline, stack + (name,))
-        out = {key: walk(value, inline, stack) for key, value in node.items() if key != "default"}
-        if "properties" in out:
-            out["required"] = list(out["properties"])
-            out["additionalProperties"] = False
-        elif out.get("type") == "object":
-            out.setdefault("additionalProperties", False)
-        return out
-
-    try:
-        return walk(raw, inline=True)
-    except RecursionError:
-        closed = walk(raw, inline=False)
-        closed["$defs"] = {name: walk(sub, inline=False) for name, sub in defs.items()}
-        return closed
+register(Provider("openai", OpenAIChatModel, "any OpenAI-compatible Chat Completions server",
+                  key_env="OPENAI_API_KEY", key_optional_with_base_url=True, prices=PRICES, batch=True))

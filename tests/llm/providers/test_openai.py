@@ -13,9 +13,10 @@ from sqlalchemy import select
 
 from autointerp.config import LLMConfig
 from autointerp.llm import make_model
-from autointerp.llm.base import FatalError, TransientError
+from autointerp.llm.base import FatalError, FormatRefused, TransientError
 from autointerp.llm.client import LLMClient
-from autointerp.llm.providers.openai import OpenAIChatModel, strict_json_schema
+from autointerp.llm.providers.openai import OpenAIChatModel
+from autointerp.llm.structured import MAX_STRING_CHARS, answer_schema
 from autointerp.store.schema import LLMCall
 from autointerp.store.engine import Store
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
@@ -134,20 +135,27 @@ def test_unknown_model_is_fatal(fake):
 
 def test_other_bad_request_is_fatal_without_fallback(fake):
     fake.fail(400, "Invalid schema for response_format 'Answer': 'required' is required")
-    fails(model_for(fake), FatalError)
+    error = fails(model_for(fake), FatalError)
+    assert not isinstance(error, FormatRefused) and len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 422, 500])
+def test_a_refused_response_format_is_a_format_refusal_not_a_server_error(fake, status):
+    fake.fail(status, "response_format type 'json_schema' is not supported by this server")
+    assert "response_format" in str(fails(model_for(fake), FormatRefused))
     assert len(fake.requests) == 1
 
 
-def test_json_schema_unsupported_falls_back_to_json_object(fake):
-    fake.fail(400, "response_format type 'json_schema' is not supported by this server")
-    model = model_for(fake)
-    first, second = complete(model, REQUEST, REQUEST)
-    assert Answer.model_validate_json(first.text) and Answer.model_validate_json(second.text)
-    formats = [r.body["response_format"]["type"] for r in fake.requests]
-    assert formats == ["json_schema", "json_object", "json_object"]  # remembered for later requests
-    system = fake.requests[1].body["messages"][0]["content"]
-    assert system.startswith(REQUEST.system) and json.dumps(Answer.model_json_schema()) in system
-    assert first.extra["response_format"] == "json_object"
+@pytest.mark.parametrize(("mode", "kind"), [("json_object", "json_object"), ("prompt", None)])
+def test_weaker_dialects_carry_the_schema_in_the_system_message(fake, mode, kind):
+    [done] = complete(model_for(fake), REQUEST, structured=mode)
+    assert Answer.model_validate_json(done.text) and done.extra["response_format"] == mode
+    body = fake.requests[0].body
+    assert (body.get("response_format") or {}).get("type") == kind
+    system = body["messages"][0]["content"]
+    assert system.startswith(REQUEST.system) and json.dumps(answer_schema(Answer, strict=False)) in system
+    if kind:  # llama-cpp-python's form: the schema beside the type, enforced by grammar
+        assert body["response_format"]["schema"] == answer_schema(Answer, strict=False)
 
 
 def test_max_completion_tokens_unsupported_falls_back_to_max_tokens(fake):
@@ -169,7 +177,7 @@ class Outer(BaseModel):
 
 
 def test_strict_json_schema_closes_and_inlines_every_object():
-    schema = strict_json_schema(Outer)
+    schema = answer_schema(Outer, strict=True)
     text = json.dumps(schema)
     assert "$ref" not in text and "$defs" not in text and '"default"' not in text
     objects = []
@@ -187,6 +195,16 @@ def test_strict_json_schema_closes_and_inlines_every_object():
     assert len(objects) == 3
     for node in objects:
         assert node["additionalProperties"] is False and node["required"] == list(node["properties"])
+    assert schema["properties"]["note"]["maxLength"] == MAX_STRING_CHARS  # grammar servers cannot run on
+
+
+def test_strings_carry_max_length_except_at_openai_whose_strict_mode_refuses_it(fake):
+    complete(model_for(fake), REQUEST)
+    sent = fake.requests[0].body["response_format"]["json_schema"]["schema"]
+    assert sent["properties"]["title"]["maxLength"] == MAX_STRING_CHARS
+    assert "maxLength" not in sent["properties"]["confidence"]  # an enum needs none
+    at_openai = OpenAIChatModel(LLMConfig(provider="openai", model="gpt-4.1-mini"), KEY)
+    assert "maxLength" not in json.dumps(at_openai.arguments(REQUEST))
 
 
 def test_client_retries_logs_and_caches(fake, tmp_path, monkeypatch):

@@ -1,0 +1,69 @@
+"""HTTP answers as our errors, one translation for every provider: what is worth retrying (429, 5xx,
+408/409, with the server's Retry-After), what stops the stage (bad key, permission, unknown model, bad
+request) and what only refuses the structured-output dialect (a 400/422/500 naming response_format)."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from typing import Any
+
+from autointerp.llm.base import FatalError, FormatRefused, TransientError
+
+_FORMAT_STATUSES = (400, 422, 500)
+_NAMES_FORMAT = re.compile(r"response_format|json_schema|json_object", re.I)
+
+
+def refuses_format(status: int, said: str) -> bool:
+    """Whether an error answer refuses the response_format it was sent (llama-cpp-python answers 500
+    "... 'response_format' ... Input should be 'text' or 'json_object'"), not the request as a whole.
+    A schema the server finds invalid is our bug, not a dialect: it is not a refusal."""
+    return status in _FORMAT_STATUSES and bool(_NAMES_FORMAT.search(said)) and "invalid schema" not in said.lower()
+
+
+def http_error(status: int, said: str, *, where: str, key_env: str, headers: Any = None,
+               retry_wait: float | None = None, key_rejected: bool = False,
+               model_fix: str = "check [llm] model and [llm] base_url") -> TransientError | FatalError:
+    """The error an HTTP status (and what the server said, already scrubbed) means, with what to do.
+    retry_wait: a wait the provider read from its own body (Gemini's RetryInfo), before Retry-After."""
+    wait = retry_wait if retry_wait is not None else retry_after(headers)
+    if refuses_format(status, said):
+        return FormatRefused(f"{where} refused the response_format ({status}): {said}")
+    if status == 429:
+        return TransientError(f"{where}: rate limited (429): {said}", wait)
+    if status >= 500 or status in (408, 409):
+        return TransientError(f"{where}: server error {status}: {said}", wait)
+    if status == 401 or key_rejected:
+        return FatalError(f"{where} rejected the API key ({status}): check {key_env} "
+                          f"(or name another variable in [llm] api_key_env): {said}")
+    if status == 403:
+        return FatalError(f"{where}: permission denied (403): check that the key in {key_env} "
+                          f"may use this model: {said}")
+    if status == 404:
+        return FatalError(f"{where}: not found (404): {model_fix}: {said}")
+    return FatalError(f"{where} rejected the request ({status}): {said}")
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds to wait from retry-after-ms or Retry-After (seconds or an HTTP date); None if absent."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

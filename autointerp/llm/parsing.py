@@ -1,0 +1,59 @@
+"""An answer's text checked against the request's pydantic schema: refusals, safety blocks, truncation
+at max_output_tokens and bad JSON become one-line reasons (ResponseInvalid), never labels."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from autointerp.llm.base import Completion
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ResponseInvalid(Exception):
+    pass
+
+
+def cut_message(limit: int) -> str:
+    at = f" ({limit})" if limit else ""
+    return f"truncated: answer cut at max_output_tokens{at}: raise it ([llm] max_output_tokens)"
+
+
+def parse_response(completion: Completion, schema: type[T], max_output_tokens: int | None = None) -> T:
+    """Validate a completion against the schema; refusals, truncation and bad JSON raise ResponseInvalid.
+    An answer whose JSON ends early while it used all of max_output_tokens was cut, even when the server
+    did not say so (some report finish "stop")."""
+    limit = max_output_tokens or 0
+    if completion.finish == "refusal" or completion.refusal:
+        raise ResponseInvalid(f"refused: {completion.refusal or 'no reason given'}")
+    if completion.finish == "filtered":
+        raise ResponseInvalid("blocked by the provider's safety filter")
+    if completion.finish == "length":
+        raise ResponseInvalid(cut_message(limit))
+    text = json_text(completion.text)
+    if not text:
+        raise ResponseInvalid("empty answer: no JSON came back")
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid" and "EOF" in first["msg"] and limit and completion.output_tokens >= limit:
+            raise ResponseInvalid(cut_message(limit)) from None
+        where = ".".join(str(p) for p in first["loc"]) or "answer"
+        raise ResponseInvalid(f"answer does not match the {schema.__name__} schema: {where}: {first['msg']}") from None
+
+
+def json_text(text: str) -> str:
+    """The JSON object in an answer: unfenced from ```json blocks, or cut from surrounding prose (what
+    servers without structured output tend to add)."""
+    text = text.strip()
+    fenced = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", text, re.S)
+    if fenced:
+        return fenced.group(1)
+    if text.startswith("{"):
+        return text
+    start, end = text.find("{"), text.rfind("}")
+    return text[start:end + 1] if 0 <= start < end else text

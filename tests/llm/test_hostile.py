@@ -1,0 +1,134 @@
+"""A hostile OpenAI-compatible server on 127.0.0.1: it trickles bytes, asks for Retry-After: 3600,
+answers 200 with an error body and echoes the API key in answers and errors. Every request ends
+within timeout_s plus a small margin, the feature is failed with a reason, and the key never reaches
+the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+
+import pytest
+from sqlalchemy import select
+
+from autointerp.config import LLMConfig
+from autointerp.explain.stage import explain
+from autointerp.llm import make_model
+from autointerp.llm.client import LLMClient
+from autointerp.store.engine import Store
+from autointerp.store.schema import Feature, Label, LLMCall
+from tests.factory import run_mine
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.requests import REQUEST
+from tests.fakes.server import Received, Reply
+
+KEY = "sk-hostile-0123456789abcdefXYZ"
+TIMEOUT_S = 1.0
+TRICKLE_S = 0.2
+"""Far below the SDK's per-read timeout: only a deadline on the whole request can stop it."""
+MARGIN_S = 0.75
+
+
+def trickled(fake: FakeOpenAIServer) -> Reply:
+    return Reply(200, fake.completion(json.dumps({"title": "slow " * 40, "confidence": "high"})), trickle=TRICKLE_S)
+
+
+def echo_key(received: Received) -> str:
+    return received.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def error_200(received: Received) -> Reply:
+    return Reply(200, {"error": {"message": f"upstream model crashed (key {echo_key(received)})",
+                                 "type": "server_error", "code": 500}})
+
+
+def config_for(fake: FakeOpenAIServer, **extra) -> LLMConfig:
+    return LLMConfig(provider="openai", model="gpt-4.1-mini", base_url=fake.url, timeout_s=TIMEOUT_S,
+                     max_retry_wait_s=0.2, retry_base_s=0.01, **extra)
+
+
+def run(store: Store, config: LLMConfig, waits: list[str] | None = None):
+    """The call's result and how long it took (the client's setup not counted)."""
+    async def go():
+        client = LLMClient(make_model(config), store, config, on_wait=waits.append if waits is not None else None)
+        started = time.monotonic()
+        try:
+            return await client.call(REQUEST), time.monotonic() - started
+        finally:
+            await client.aclose()
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    s = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    yield s
+    s.close()
+
+
+def test_a_trickling_server_is_cut_at_the_deadline(store):
+    with FakeOpenAIServer() as fake:
+        fake.enqueue(trickled(fake), trickled(fake))
+        result, elapsed = run(store, config_for(fake, max_attempts=2))
+        time.sleep(TRICKLE_S * 2)  # the server notices the hang-up on its next byte
+        spans = [end - seen.at for seen, end in zip(fake.requests, sorted(fake.trickle_ends))]
+    assert result.value is None and "no complete answer within 1s" in result.error and "timeout_s" in result.error
+    assert len(spans) == 2 and all(TIMEOUT_S - 0.05 <= span <= TIMEOUT_S + MARGIN_S for span in spans), spans
+    assert elapsed <= 2 * (TIMEOUT_S + MARGIN_S)
+
+
+def test_retry_after_is_capped_and_announced(store):
+    waits: list[str] = []
+    with FakeOpenAIServer() as fake:
+        fake.fail(429, "come back in an hour", retry_after=3600)
+        result, elapsed = run(store, config_for(fake), waits)
+    assert result.value is not None and elapsed < 0.2 + 2.0
+    [line] = waits
+    assert "waiting 0.2 s" in line and "asked 3600 s" in line and "max_retry_wait_s" in line
+
+
+def test_a_200_with_an_error_body_is_a_failed_attempt_with_its_reason(store):
+    with FakeOpenAIServer() as fake:
+        fake.enqueue(error_200, error_200)
+        result, _ = run(store, config_for(fake, max_attempts=2))
+    assert result.value is None and "answered 200 with an error: upstream model crashed" in result.error
+    assert "gave up after 2 attempts" in result.error and KEY not in result.error
+
+
+def test_hostile_server_through_the_explain_stage(planted, config, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    store = Store(config.db_url)
+    try:
+        run_mine(config, store)
+        with store.session() as s:
+            live = list(s.scalars(select(Feature.id).where(Feature.dead.is_(False)).order_by(Feature.id)))[:3]
+        with FakeOpenAIServer() as fake:
+            fake.enqueue(trickled(fake), trickled(fake),  # first feature: cut twice at the deadline
+                         Reply(429, {"error": {"message": f"slow down, {KEY}"}}, {"Retry-After": "3600"}),
+                         error_200,  # second: an hour's wait capped, then an error in a 200
+                         lambda r: Reply(500, {"error": {"message": f"oops {echo_key(r)}"}}),
+                         lambda r: Reply(200, fake.completion(json.dumps(
+                             {"reasoning": f"the key is {echo_key(r)}", "title": f"Key {echo_key(r)}",
+                              "description": "echo", "confidence": "low"}))))  # third: an answer echoing the key
+            config.llm = config_for(fake, max_attempts=2, concurrency=1)
+            config.select.features = ",".join(map(str, live))
+            started = time.monotonic()
+            result = explain(store, config, make_model(config.llm))
+            elapsed = time.monotonic() - started
+            assert len(fake.requests) == 6
+        with store.session() as s:
+            labels = {label.feature_id: label for label in s.scalars(select(Label))}
+            statuses = [c.status for c in s.scalars(select(LLMCall).order_by(LLMCall.id))]
+    finally:
+        store.close()
+    assert (result.done, result.failed) == (1, 2) and statuses == ["error", "error", "ok"]
+    cut, errored, echoed = (labels[f] for f in live)
+    assert cut.status == "failed" and "no complete answer within 1s" in cut.error
+    assert errored.status == "failed" and "answered 200 with an error" in errored.error
+    assert echoed.status == "done" and echoed.title == "Key ***"
+    assert elapsed < 2 * (TIMEOUT_S + MARGIN_S) + 0.2 + 5.0  # two cut attempts, a capped wait, slack for a busy box
+    dump = "\n".join(sqlite3.connect(config.db_url.removeprefix("sqlite:///")).iterdump())
+    assert KEY not in dump and "***" in dump
