@@ -1,4 +1,4 @@
--- autointerp database schema, version 2 (generated from autointerp/schema.py)
+-- autointerp database schema, version 3 (generated from autointerp/store/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 
@@ -35,6 +35,9 @@ CREATE TABLE saes (
 	normalized_l2 DOUBLE, 
 	reconstruction_rows INTEGER, 
 	skipped_rows INTEGER, 
+	modality VARCHAR(16), 
+	frame_seconds DOUBLE, 
+	audio_root TEXT, 
 	PRIMARY KEY (id)
 );
 

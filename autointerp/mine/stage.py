@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from autointerp.mine.accumulator import Accumulator, Candidates, best_per_group
 from autointerp.config import MineConfig
 from autointerp.corpus.items import Corpus
+from autointerp.corpus.record import corpus_record as record
 from autointerp.errors import InputError, warn
 from autointerp.progress import Progress
 from autointerp.sae import Encoder
@@ -295,7 +296,7 @@ def sync_sae(store: Store, encoder: Encoder, corpus: Corpus, write: bool = True)
         if sae is None and write:
             s.add(SAE(path=encoder.path, format=encoder.format, d_in=encoder.d_in, d_sae=encoder.d_sae,
                       activation=encoder.activation, k=encoder.k, threshold=encoder.threshold, dtype=encoder.dtype,
-                      n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows))
+                      n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows, **record(corpus)))
         elif sae is not None and sae.fingerprint != fingerprint:
             raise InputError(f"SAE {encoder.path} differs from the checkpoint this database was mined with "
                              f"({sae.path}): use a new --db for a new SAE")

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> datetime:
@@ -64,6 +64,13 @@ class SAE(Base):
     reconstruction_rows: Mapped[int | None]
     skipped_rows: Mapped[int | None]
     """Rows with NaN or Inf left out (corpus.nonfinite = "skip")."""
+    modality: Mapped[str | None] = mapped_column(String(16))
+    """What the corpus items are, recorded at mine time: audio, text (texts or token sequences) or
+    vectors (neither); later stages read it here, never from the config."""
+    frame_seconds: Mapped[float | None]
+    """Sequence audio corpora: seconds per vector row (position)."""
+    audio_root: Mapped[str | None] = mapped_column(Text)
+    """Folder that relative audio paths of the items are resolved against."""
 
 
 class Item(Base):
