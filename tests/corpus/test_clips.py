@@ -1,27 +1,43 @@
 """Clip windows: sequence examples are cut to the activating frames around the peak, utterance
 examples to their own window, always capped and centred."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from autointerp.corpus.audio import Clip, encode
-from autointerp.corpus.clips import ClipSettings, make_clip, window
+from autointerp.corpus.clips import ClipSettings, clip_window, make_clip
+
+
+def ex(item_start=None, item_end=None, position=None, trace=None, trace_start=None):
+    return SimpleNamespace(item_start=item_start, item_end=item_end, position=position, trace=trace,
+                           trace_start=trace_start)
 
 
 def test_sequence_window_follows_the_activating_frames():
     trace = [0.0] * 10 + [0.5, 2.0, 4.0, 3.0, 0.5] + [0.0] * 10  # frames 38..42 active, >= 25% of peak: 39..41
-    start, end = window(1.0, None, 30.0, cap=10.0, frame_s=0.02, position=40, trace=trace, trace_start=28)
+    start, end = clip_window(ex(1.0, None, 40, trace, 28), 10.0, 0.02, 30.0)
     assert start == pytest.approx(1.0 + 39 * 0.02 - 0.5) and end == pytest.approx(1.0 + 42 * 0.02 + 0.5)
     # never before the item's own start
-    assert window(1.0, None, 30.0, cap=10.0, frame_s=0.02, position=2, trace=[4.0], trace_start=2)[0] == 1.0
+    assert clip_window(ex(1.0, None, 2, [4.0], 2), 10.0, 0.02, 30.0)[0] == 1.0
 
 
 def test_windows_are_capped_around_the_peak_and_inside_the_file():
-    start, end = window(None, None, 30.0, cap=2.0, frame_s=0.02, position=1000, trace=[1.0] * 400, trace_start=800)
+    start, end = clip_window(ex(None, None, 1000, [1.0] * 400, 800), 2.0, 0.02, 30.0)
     assert end - start == pytest.approx(2.0) and start <= 1000 * 0.02 <= end
-    assert window(None, None, 0.4, cap=5.0) == (0.0, 0.4)
-    assert window(2.0, 12.0, 60.0, cap=4.0) == (5.0, 9.0)  # utterance: the middle of its own window
-    assert window(None, None, 1.0, cap=4.0, frame_s=0.02, position=0, trace=[1.0], trace_start=0)[0] == 0.0
+    assert clip_window(ex(), 5.0, None, 0.4) == (0.0, 0.4)
+    assert clip_window(ex(2.0, 12.0), 4.0, None, 60.0) == (5.0, 9.0)  # utterance: the middle of its own window
+    assert clip_window(ex(None, None, 0, [1.0], 0), 4.0, 0.02, 1.0)[0] == 0.0
+
+
+def test_whole_files_play_from_their_start_for_the_llm_and_the_atlas_alike():
+    """An item without a window: the first `cap` seconds; knowing the file's length (the LLM does, the
+    atlas does not) only trims the end to where the audio stops, so both hear the same samples."""
+    assert clip_window(ex(), 30.0) == (0.0, 30.0)
+    assert clip_window(ex(), 30.0, duration=12.5) == (0.0, 12.5)
+    assert clip_window(ex(), 5.0, duration=12.5) == (0.0, 5.0)
+    assert clip_window(ex(3.0), 5.0) == (3.0, 8.0)
 
 
 def test_make_clip_resamples_and_encodes(tmp_path):

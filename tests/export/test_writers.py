@@ -13,7 +13,8 @@ from autointerp.cli import main
 from autointerp.explain.stage import explain
 from autointerp.export.writers import FILES, export
 from autointerp.store.schema import SAE, Bin, Feature, Group, Label, LLMCall, Placement, Score
-from autointerp.score.stage import final_confidence, score
+from autointerp.score.metrics import final_confidence
+from autointerp.score.stage import score
 from autointerp.taxonomy.stage import taxonomy
 from tests.factory import run_mine
 
