@@ -68,14 +68,12 @@ class ClipLibrary:
     fmt: str = "ogg"
     budget_bytes: int = 1_000_000_000
     max_seconds: float = 30.0
-    frame_seconds: float | None = None
-    """Sequence corpora: seconds per position, as the mine stage recorded it."""
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     stats: AudioStats = field(default_factory=AudioStats)
     _placed: dict[tuple[str, tuple[float, float]], Placed] = field(default_factory=dict)
 
     def window(self, example: Windowed) -> tuple[float, float]:
-        return clip_window(example, self.max_seconds, self.frame_seconds)
+        return clip_window(example, self.max_seconds)
 
     def prepare(self, needs: Iterable[Windowed]) -> AudioStats:
         """Cut, encode or reuse the clips of `needs` (best first) until the size cap; delete stale clips."""

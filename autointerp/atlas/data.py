@@ -82,9 +82,8 @@ class ClipNeed:
     kind: str
     rank: int
     audio: str
-    position: int | None
-    trace_start: int | None
-    trace: list | None
+    start: float | None
+    end: float | None
     item_start: float | None
     item_end: float | None
 
@@ -95,8 +94,8 @@ def clip_needs(store: Store, feature_ids: Sequence[int]) -> list[ClipNeed]:
     wanted = set(feature_ids)
     with store.session() as s:
         rows = s.execute(
-            select(Example.feature_id, Example.kind, Example.rank, Item.audio, Example.position, Example.trace_start,
-                   Example.trace, Item.start, Item.end)
+            select(Example.feature_id, Example.kind, Example.rank, Item.audio, Example.start, Example.end,
+                   Item.start, Item.end)
             .join(Item, Item.id == Example.item_id)
             .where(Example.kind.in_(SHOWN_KINDS), Item.audio.is_not(None), Item.audio != "")).all()
     needs = [ClipNeed(*row) for row in rows if row[0] in wanted]

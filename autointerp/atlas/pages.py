@@ -87,12 +87,11 @@ class ReportStage:
         audio_root = info.audio_root
         if info.modality is None:  # a database mined before the corpus was recorded (schema 2)
             audio_root = context.config.corpus.audio_root or context.config.corpus.items.parent
-        atlas = write_atlas(store, context.out_dir / "atlas", audio_root, context.config.output, info.frame_seconds)
+        atlas = write_atlas(store, context.out_dir / "atlas", audio_root, context.config.output)
         return StageResult("report", done=atlas.pages_written, note=atlas.note())
 
 
-def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: OutputConfig | None = None,
-                frame_seconds: float | None = None) -> AtlasResult:
+def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: OutputConfig | None = None) -> AtlasResult:
     """Write (or update) the atlas in out_dir from the database; audio paths are resolved against audio_root.
     `output` brings the audio format, size cap and clip length, and whether to write the .tar bundle."""
     output = output or OutputConfig()
@@ -104,7 +103,7 @@ def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: Ou
     _copy_static(out_dir)
     live = atlas.live
     clips = ClipLibrary(audio_root, out_dir / "audio", output.audio_format, int(output.audio_budget_mb * 1e6),
-                        output.audio_clip_seconds, frame_seconds)
+                        output.audio_clip_seconds)
     result.audio = clips.prepare(clip_needs(store, [f.id for f in live]))
 
     page = env.get_template("feature.html")

@@ -3,7 +3,6 @@ encoded (mp3 or wav) and kept under a per-request size cap."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -11,12 +10,6 @@ from typing import Protocol
 from autointerp.corpus.audio import encode, read_clip, resample
 from autointerp.errors import InputError
 from autointerp.llm.base import AudioPart
-
-PAD_S = 0.5
-"""Context kept on each side of a sequence example's activating span."""
-ACTIVE = 0.25
-"""A frame is part of the activating span while its activation is at least this share of the peak."""
-
 
 @dataclass(frozen=True)
 class ClipSettings:
@@ -28,51 +21,33 @@ class ClipSettings:
 
 class Windowed(Protocol):
     """An example as the window rule needs it (autointerp.store.views.ExampleView, atlas.data.ClipNeed)."""
+    start: float | None
+    end: float | None
     item_start: float | None
     item_end: float | None
-    position: int | None
-    trace: list | None
-    trace_start: int | None
 
 
-def clip_window(example: Windowed, cap: float, frame_s: float | None = None,
-                duration: float | None = None) -> tuple[float, float]:
+def clip_window(example: Windowed, cap: float, duration: float | None = None) -> tuple[float, float]:
     """The [start, end) seconds of the source file to play: the one rule for the LLM's clips and the
-    atlas's players. Sequence examples (frame_s and a position): the contiguous frames around the peak
-    whose activation is at least ACTIVE x the peak's, padded by PAD_S, inside the item; utterance
-    examples: the item's own window; an item without one: the file from its start. At most `cap`
-    seconds, centred on the peak (or the window's middle); rounded to 0.1 ms."""
-    lo = max(example.item_start or 0.0, 0.0)
-    position = example.position
-    if frame_s and position is not None:
-        hi = example.item_end if example.item_end is not None else math.inf
-        centre = lo + (position + 0.5) * frame_s
-        first = last = position
-        trace, trace_start = example.trace, example.trace_start
-        if trace and trace_start is not None and 0 <= position - trace_start < len(trace):
-            values = [v or 0.0 for v in trace]
-            peak = values[position - trace_start]
-            i = position - trace_start
-            while i > 0 and peak > 0 and values[i - 1] >= ACTIVE * peak:
-                i -= 1
-            first = trace_start + i
-            i = position - trace_start
-            while i + 1 < len(values) and peak > 0 and values[i + 1] >= ACTIVE * peak:
-                i += 1
-            last = trace_start + i
-        start, end = max(lo, lo + first * frame_s - PAD_S), min(hi, lo + (last + 1) * frame_s + PAD_S)
-    elif example.item_end is not None and example.item_end > lo:
-        start, end = lo, example.item_end
-        centre = (start + end) / 2
+    atlas's players. The example's own window (sequence corpora: the frames of its activation trace
+    around the peak, recorded by the mine stage), else its item's, else the file from the item's
+    start; a longer window is cut to `cap` seconds around its centre. Knowing the file's length (the
+    LLM does) only trims the end to where the audio stops, so both hear the same samples. Rounded to
+    0.1 ms."""
+    if example.start is not None and example.end is not None and example.end > example.start:
+        lo, hi = example.start, example.end
+    elif example.item_start is not None and example.item_end is not None and example.item_end > example.item_start:
+        lo, hi = example.item_start, example.item_end
     else:
-        start, end = lo, lo + cap
-        centre = start + cap / 2
+        lo = max(example.item_start or 0.0, 0.0)
+        hi = lo + cap
+    if hi - lo > cap:
+        mid = (lo + hi) / 2
+        lo = max(0.0, mid - cap / 2)
+        hi = lo + cap
     if duration is not None:
-        end = min(end, duration)
-    if end - start > cap:
-        start = max(start, centre - cap / 2)
-        end = start + cap
-    return round(start, 4), round(max(start, end), 4)
+        hi = min(hi, duration)
+    return round(lo, 4), round(max(lo, hi), 4)
 
 
 def resolve(audio: str | None, root: Path | None) -> Path:

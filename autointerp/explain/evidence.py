@@ -74,7 +74,7 @@ class Evidence:
     def _clip(self, example: ExampleView, caption: str) -> AudioPart | None:
         try:
             path = resolve(example.audio, self.corpus.audio_root)
-            start, end = clip_window(example, self.settings.seconds, self.corpus.frame_seconds, duration_of(path))
+            start, end = clip_window(example, self.settings.seconds, duration_of(path))
             if end <= start:
                 return None
             return make_clip(path, start, end, self.settings, caption)
