@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 from sqlalchemy import delete
@@ -18,28 +17,20 @@ from autointerp.corpus.items import Corpus, load_corpus
 from autointerp.errors import AutointerpError, ConfigError, warn
 from autointerp.llm.base import Model
 from autointerp.sae import Encoder, load_sae
-from autointerp.stage import Context, Stage, StageResult, delete_tables, downstream
+from autointerp.stage import BaseStage, Context, Stage, StageResult, delete_tables, downstream
 from autointerp.store.engine import Store
 from autointerp.store.schema import Example, Feature, Run, utcnow
 
 
-class MineStage:
+class MineStage(BaseStage):
     """Encode the corpus through the SAE: feature statistics and examples (autointerp.mine)."""
     name = "mine"
-    needs: ClassVar[tuple[str, ...]] = ()
     writes = (Example, Feature)
     """The SAE and item rows stay: they are checked, not redone (a different SAE needs a new database)."""
     results = Feature
-    counted: ClassVar[dict] = {}
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-
-    def check(self, store: Store, context: Context) -> None:
-        pass
-
-    def forget(self, context: Context) -> None:
-        pass
 
     def run(self, store: Store, context: Context) -> StageResult:
         from autointerp.mine.stage import Shard, merge_shards, mine, sync_sae, write

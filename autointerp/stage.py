@@ -95,6 +95,20 @@ class Stage(Protocol):
         """Remove what this stage wrote outside the database (e.g. the atlas folder)."""
 
 
+class BaseStage:
+    """Defaults for a stage's declaration: no tables, nothing to check or to forget outside the database."""
+    needs: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[type[Base], ...]] = ()
+    results: ClassVar[type[Base] | None] = None
+    counted: ClassVar[dict[str, Any]] = {}
+
+    def check(self, store: Store, context: Context) -> None:
+        pass
+
+    def forget(self, context: Context) -> None:
+        pass
+
+
 def downstream(stages: Sequence[Stage], name: str) -> list[Stage]:
     """The stage called `name` and every stage that needs it, directly or not, in run order."""
     hit = {name}

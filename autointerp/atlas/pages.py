@@ -27,7 +27,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from autointerp.atlas.audio import AudioStats, ClipLibrary
-from autointerp.stage import Context, StageResult
+from autointerp.stage import BaseStage, Context, StageResult
 from autointerp.store.views import corpus_info
 from autointerp.atlas.data import (Atlas, ExampleView, FeatureDetail, FeatureView, clip_needs, grouped, index_data,
                                    iter_details, load_atlas, map_data, summary)
@@ -68,15 +68,9 @@ class AtlasResult:
         return text + f"; {self.bundle or self.index}"
 
 
-class ReportStage:
+class ReportStage(BaseStage):
     name = "report"
     needs = ("explain", "score", "taxonomy")
-    writes = ()
-    results = None
-    counted: dict = {}
-
-    def check(self, store: Store, context: Context) -> None:
-        pass
 
     def forget(self, context: Context) -> None:
         shutil.rmtree(context.out_dir / "atlas", ignore_errors=True)

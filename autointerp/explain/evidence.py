@@ -163,21 +163,3 @@ def modality_phrase(clips: bool, audio_items: bool, token_items: bool) -> str:
 
 def uses_clips(config: Config, model: Model) -> bool:
     return config.explain.audio == "clips" or (config.explain.audio == "auto" and model.takes_audio())
-
-
-def modality_phrase(clips: bool, audio_items: bool, token_items: bool) -> str:
-    """How the system prompt names the model and the evidence."""
-    if clips:
-        return ("an audio model (each item is an audio clip; you will hear some of them, introduced as "
-                "\"Clip N\" and referenced in the lists, after their transcripts and tags)")
-    if audio_items:
-        return "an audio model (each item is an audio clip, described by its transcript and tags)"
-    if token_items:
-        return ("a language model (each example shows the tokens around the one where the feature peaks; "
-                "tokens where it is active are marked <<like this>>(n) with their activation n, 0-10 relative "
-                "to the feature's maximum)")
-    return "a model (each item is described by its text and tags)"
-
-
-def uses_clips(config: Config, model: Model) -> bool:
-    return config.explain.audio == "clips" or (config.explain.audio == "auto" and model.takes_audio())

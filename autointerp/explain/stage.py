@@ -21,18 +21,17 @@ from autointerp.llm.base import Model, Request
 from autointerp.llm.client import CallResult, LLMClient
 from autointerp.llm.prompts import Prompts
 from autointerp.progress import Progress
-from autointerp.stage import Context, StageResult, as_they_finish, pending
+from autointerp.stage import BaseStage, Context, StageResult, as_they_finish, pending
 from autointerp.store.engine import Store
 from autointerp.store.schema import Feature, Item, Label
 from autointerp.store.views import CorpusInfo, corpus_info, examples_of
 
 
-class ExplainStage:
+class ExplainStage(BaseStage):
     name = "explain"
     needs = ("mine",)
     writes = (Label,)
     results = Label
-    counted: dict = {}
 
     def check(self, store: Store, context: Context) -> None:
         """The explain template must render on a sample feature before anything is forgotten."""
@@ -44,9 +43,6 @@ class ExplainStage:
             info = corpus_info(s)
         if sample is not None:
             Evidence(store, context.config, context.prompts(), offline.TagStats.from_items([]), False, info).request(sample)
-
-    def forget(self, context: Context) -> None:
-        pass
 
     def run(self, store: Store, context: Context) -> StageResult:
         return explain(store, context.config, context.model(), context.prompts())

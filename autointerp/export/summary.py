@@ -11,7 +11,6 @@ not carry), so exporting again gives the same bytes."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from statistics import mean, median
 
 import numpy as np
@@ -19,22 +18,21 @@ import numpy as np
 from autointerp import __version__
 from autointerp.score.metrics import final_confidence
 from autointerp.store.engine import Store
-from autointerp.store.schema import SAE, Bin, Feature, Group, Label, Placement, Score
-from autointerp.store.views import CallTotals, load_features
+from autointerp.store.schema import Feature, Group, Label, Placement, Score
+from autointerp.store.views import CallTotals, Features, load_features
 
 
-@dataclass
 class Snapshot:
-    """What the exports are made of: the read model (autointerp.store.views), as the writers use it."""
-    sae: SAE | None
-    features: list[Feature]
-    labels: dict[int, Label]
-    detection: dict[int, Score]
-    embedding: dict[int, Score]
-    placements: dict[int, Placement]
-    bins: dict[int, Bin]
-    groups: list[Group]
-    calls: CallTotals
+    """What the exports are made of: the read model (autointerp.store.views) as the writers use it,
+    with the features' statistics rows and the placements as stored (group ids in their order)."""
+
+    def __init__(self, model: Features) -> None:
+        self.model = model
+        self.sae, self.labels, self.bins, self.calls = model.sae, model.labels, model.bins, model.calls
+        self.detection, self.embedding = model.detection, model.embedding
+        self.features: list[Feature] = [f.row for f in model.features]
+        self.placements: dict[int, Placement] = {f.id: f.placement for f in model.features if f.placement is not None}
+        self.groups: list[Group] = list(model.groups.values())
 
     def done(self, fid: int) -> Label | None:
         label = self.labels.get(fid)
@@ -46,10 +44,7 @@ class Snapshot:
 
 
 def snapshot(store: Store) -> Snapshot:
-    model = load_features(store)
-    return Snapshot(model.sae, [f.row for f in model.features], model.labels, model.detection, model.embedding,
-                    {f.id: f.placement for f in model.features if f.placement is not None}, model.bins,
-                    list(model.groups.values()), model.calls)
+    return Snapshot(load_features(store))
 
 
 HISTOGRAM_BINS = 10

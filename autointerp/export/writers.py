@@ -21,27 +21,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from autointerp.errors import InputError
+from autointerp.export import formats
 from autointerp.export.summary import Snapshot, snapshot, summary
-from autointerp.stage import Context, StageResult
+from autointerp.stage import BaseStage, Context, StageResult
 from autointerp.store.engine import Store
 
 FILES = ("annotations.json", "group_assignments.json", "groups.json", "feature_labels.jsonl",
          "feature_data.json", "summary.json")
 
 
-class ExportStage:
+class ExportStage(BaseStage):
     name = "export"
     needs = ("explain", "score", "taxonomy")
-    writes = ()
-    results = None
-    counted: dict = {}
-
-    def check(self, store: Store, context: Context) -> None:
-        pass
-
-    def forget(self, context: Context) -> None:
-        pass
 
     def run(self, store: Store, context: Context) -> StageResult:
         out = context.out_dir / "export"
@@ -123,13 +117,20 @@ def export(store: Store, out_dir: Path) -> list[Path]:
         raise InputError(f"cannot create export folder {out_dir} ({exc.strerror}): choose a writable --out") from None
     snap = snapshot(store)
     written = {
-        "annotations.json": (annotations(snap), False),
-        "group_assignments.json": (group_assignments(snap), False),
-        "groups.json": ({str(g.id): {"name": g.name, "description": g.description} for g in snap.groups}, False),
-        "feature_labels.jsonl": (feature_labels(snap), True),
-        "feature_data.json": (feature_data(snap), False),
-        "summary.json": (summary(snap), False),
+        "annotations.json": (annotations(snap), formats.Annotations, False),
+        "group_assignments.json": (group_assignments(snap), formats.GroupAssignments, False),
+        "groups.json": ({str(g.id): {"name": g.name, "description": g.description} for g in snap.groups},
+                        formats.Groups, False),
+        "feature_labels.jsonl": (feature_labels(snap), formats.FeatureLabels, True),
+        "feature_data.json": (feature_data(snap), formats.FeatureData, False),
+        "summary.json": (summary(snap), formats.Summary, False),
     }
-    for name, (payload, lines) in written.items():
+    for name, (payload, model, lines) in written.items():
+        try:
+            model.model_validate(finite(payload))
+        except ValidationError as exc:
+            raise InputError(f"{name} would not match its published format ({exc.errors()[0]['loc']}: "
+                             f"{exc.errors()[0]['msg']}): the database holds a value the format does not allow; "
+                             f"redo the stage that wrote it") from None
         _write_json(out_dir / name, payload, lines)
     return [out_dir / name for name in written]

@@ -31,7 +31,7 @@ from autointerp.progress import Progress
 from autointerp.score.heldout import N_QUANTILES, HeldOut
 from autointerp.score.metrics import DETECTION, EMBEDDING, auc, metrics
 from autointerp.score.results import examples_detail, load_held_out, save, unscorable
-from autointerp.stage import Context, StageResult, as_they_finish, pending
+from autointerp.stage import BaseStage, Context, StageResult, as_they_finish, pending
 from autointerp.store.engine import Store
 from autointerp.store.schema import Label, Score
 
@@ -61,7 +61,7 @@ def breakdown(held: list[HeldOut], predicted: list[bool]) -> dict:
             "fpr_hard": rate([p for h, p in zip(held, predicted) if h.kind == "hard"])}
 
 
-class ScoreStage:
+class ScoreStage(BaseStage):
     name = "score"
     needs = ("explain",)
     writes = (Score,)
@@ -77,9 +77,6 @@ class ScoreStage:
             label = s.scalars(select(Label).where(Label.status == "done").limit(1)).first()
         if label is not None:  # the judge's template must render before anything is forgotten
             _request(context.config, context.prompts(), label, label.feature_id, [])
-
-    def forget(self, context: Context) -> None:
-        pass
 
     def run(self, store: Store, context: Context) -> StageResult:
         return score(store, context.config, context.model(), context.prompts(), context.token_window)

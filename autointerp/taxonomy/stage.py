@@ -25,7 +25,7 @@ from autointerp.llm.client import LLMClient
 from autointerp.progress import Progress
 from autointerp.llm.prompts import Prompts
 from autointerp.store.schema import Bin, Group, Label, Placement
-from autointerp.stage import Context, StageResult, as_they_finish, delete_tables, pending
+from autointerp.stage import BaseStage, Context, StageResult, as_they_finish, delete_tables, pending
 from autointerp.store.engine import Store
 
 
@@ -47,20 +47,16 @@ class GroupProposal(BaseModel):
     groups: list[ProposedGroup]
 
 
-class TaxonomyStage:
+class TaxonomyStage(BaseStage):
     name = "taxonomy"
     needs = ("explain",)
     writes = (Placement, Bin, Group)
     results = Placement
-    counted: dict = {}
 
     def check(self, store: Store, context: Context) -> None:
         prompts = context.prompts()
         if context.config.llm.provider != "offline":  # its templates must render before anything is forgotten
             prompts.render("groups", groups=[], features=[], max_groups=context.config.taxonomy.max_groups_per_feature)
-
-    def forget(self, context: Context) -> None:
-        pass
 
     def run(self, store: Store, context: Context) -> StageResult:
         return taxonomy(store, context.config, context.model(), context.prompts())
