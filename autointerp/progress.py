@@ -4,6 +4,7 @@ far in the postfix. On a terminal the bar redraws in place; otherwise one final 
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
 from tqdm import tqdm
@@ -21,6 +22,7 @@ class Progress:
                          disable=not interactive, leave=True, dynamic_ncols=True)
         self._interactive = interactive
         self._done = 0
+        self.started = time.monotonic()
 
     @property
     def done(self) -> int:
@@ -47,8 +49,8 @@ class Progress:
 
     def line(self) -> str:
         """The bar's summary as one line: label, count, share, rate, ETA, tokens and cost."""
-        elapsed = self._bar.format_dict["elapsed"] or 1e-9
-        rate = self._done / elapsed if elapsed > 0 else 0.0
+        elapsed = max(time.monotonic() - self.started, 1e-9)  # a disabled tqdm bar keeps no clock
+        rate = self._done / elapsed
         left = (self.total - self._done) / rate if rate > 0 and self.total else 0.0
         pct = 100.0 * self._done / self.total if self.total else 100.0
         text = (f"{self.label}: {self._done}/{self.total} {self.unit} ({pct:5.1f}%) "

@@ -21,3 +21,15 @@ def test_no_tokens_no_postfix():
     with Progress("report", 2, "pages", stream=stream) as bar:
         bar.update(2)
     assert stream.getvalue().strip().endswith("ETA 00:00")
+
+
+def test_the_rate_is_counted_over_wall_time(monkeypatch):
+    import autointerp.progress as progress
+
+    clock = iter([100.0, 104.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    stream = io.StringIO()
+    bar = Progress("mine", 8, "batches", stream=stream)
+    bar.update(8)
+    bar.close()
+    assert " 2.0 batches/s " in stream.getvalue()
