@@ -175,8 +175,10 @@ def _main(args: argparse.Namespace) -> int:
     pipeline.store = store
     try:
         if args.command == "status":
+            from autointerp.pipeline import RUN_ORDER, stages as all_stages
             from autointerp.status import render_status
-            print(render_status(store))
+            registry = all_stages(pipeline)
+            print(render_status(store, [registry[name] for name in RUN_ORDER]))
             return 0
         with store.exclusive(args.command):
             pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))

@@ -1,8 +1,10 @@
-"""The stages in order, each reading its input from the database and writing its output there."""
+"""The stages in order, each reading its input from the database and writing its output there.
+
+The order, what `--redo` forgets and what `status` counts follow from each stage's declaration
+(autointerp.stage.Stage); the stages themselves live in their packages."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,15 +13,63 @@ from sqlalchemy import delete
 
 from autointerp import __version__
 from autointerp.config import Config
-from autointerp.errors import AutointerpError, ConfigError, warn
 from autointerp.corpus.items import Corpus, load_corpus
+from autointerp.errors import AutointerpError, ConfigError, warn
 from autointerp.llm.base import Model
 from autointerp.sae import Encoder, load_sae
-from autointerp.store.schema import Bin, Feature, Group, Label, Placement, Run, Score, utcnow
-from autointerp.stage import StageResult
+from autointerp.stage import BaseStage, Context, Stage, StageResult, delete_tables, downstream
 from autointerp.store.engine import Store
+from autointerp.store.schema import Example, Feature, Run, utcnow
 
-STAGES = ("mine", "explain", "score", "taxonomy", "report", "export")
+
+class MineStage(BaseStage):
+    """Encode the corpus through the SAE: feature statistics and examples (autointerp.mine)."""
+    name = "mine"
+    writes = (Example, Feature)
+    """The SAE and item rows stay: they are checked, not redone (a different SAE needs a new database)."""
+    results = Feature
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def run(self, store: Store, context: Context) -> StageResult:
+        from autointerp.mine.stage import Shard, merge_shards, mine, sync_sae, write
+        p = self.pipeline
+        if self.name == "merge":
+            acc = merge_shards(p.shard_dir, p.encoder(), p.corpus(), p.config.mine)
+            sync_sae(store, p.encoder(), p.corpus())
+            result = write(store, acc, p.encoder(), p.corpus(), p.config.mine, torch.device("cpu"))
+        else:
+            shard = Shard.parse(p.shard) if p.shard else None
+            result = mine(store, p.encoder(), p.corpus(), p.config.mine, p.config.sae.device,
+                          p.config.corpus.nonfinite, shard, p.shard_dir)
+            if shard is not None:
+                return StageResult("mine", note=f"shard {p.shard}: {result.rows} rows, saved in {p.shard_dir}; "
+                                                f"run `merge` when every shard is done")
+        skipped = f", {result.skipped} rows with NaN/Inf skipped" if result.skipped else ""
+        return StageResult(self.name, done=result.written, note=(
+            f"{result.features} features, {result.dead} dead, {result.rows} rows, FVE {result.fve:.4f}{skipped}"))
+
+
+class MergeStage(MineStage):
+    """`merge`: the mine stage's output, from the shard files of `mine --shard i/n` runs."""
+    name = "merge"
+
+
+def stages(pipeline: Pipeline) -> dict[str, Stage]:
+    """Every stage by name, in run order (merge stands in for mine)."""
+    from autointerp.atlas.pages import ReportStage
+    from autointerp.explain.stage import ExplainStage
+    from autointerp.export.writers import ExportStage
+    from autointerp.score.stage import ScoreStage
+    from autointerp.taxonomy.stage import TaxonomyStage
+
+    found: list[Stage] = [MineStage(pipeline), MergeStage(pipeline), ExplainStage(), ScoreStage(), TaxonomyStage(),
+                          ReportStage(), ExportStage()]
+    return {stage.name: stage for stage in found}
+
+
+RUN_ORDER = ("mine", "explain", "score", "taxonomy", "report", "export")
 
 
 @dataclass
@@ -44,6 +94,9 @@ class Pipeline:
     def export_dir(self) -> Path:
         return self.config.output.dir / "export"
 
+    def context(self) -> Context:
+        return Context(self.config, self.model, self.config.output.dir, self.shard)
+
     def encoder(self) -> Encoder:
         if self._encoder is None:
             sae = self.config.sae
@@ -66,68 +119,24 @@ class Pipeline:
 
     def redo(self, stage: str) -> None:
         """Forget a stage's output, and what was derived from it, so the next run does it again."""
+        registry = stages(self)
+        order = [registry[name] for name in ("mine", *RUN_ORDER[1:])]
+        if stage == "merge":
+            stage = "mine"
         with self.store.session() as s:
-            if stage in ("mine", "merge"):
-                s.execute(delete(Placement))
-                s.execute(delete(Bin))
-                s.execute(delete(Score))
-                s.execute(delete(Label))
-                s.execute(delete(Feature))
-            elif stage == "explain":
-                s.execute(delete(Placement))
-                s.execute(delete(Bin))
-                s.execute(delete(Score))
-                s.execute(delete(Label))
-            elif stage == "score":
-                s.execute(delete(Score))
-            elif stage == "taxonomy":
-                s.execute(delete(Placement))
-                s.execute(delete(Bin))
-                s.execute(delete(Group))
-        if stage == "report" and self.atlas_dir.exists():
-            shutil.rmtree(self.atlas_dir)
+            delete_tables(s, downstream(order, stage))
+        registry[stage].forget(self.context())
 
     def run_stage(self, stage: str) -> StageResult:
-        if stage in ("mine", "merge"):
-            from autointerp.mine.stage import Shard, merge_shards, mine, sync_sae, write
-            if stage == "merge":
-                acc = merge_shards(self.shard_dir, self.encoder(), self.corpus(), self.config.mine)
-                sync_sae(self.store, self.encoder(), self.corpus())
-                result = write(self.store, acc, self.encoder(), self.corpus(), self.config.mine, torch.device("cpu"))
-            else:
-                shard = Shard.parse(self.shard) if self.shard else None
-                result = mine(self.store, self.encoder(), self.corpus(), self.config.mine, self.config.sae.device,
-                              self.config.corpus.nonfinite, shard, self.shard_dir)
-                if shard is not None:
-                    return StageResult("mine", note=f"shard {self.shard}: {result.rows} rows, saved in {self.shard_dir}; "
-                                                    f"run `merge` when every shard is done")
-            skipped = f", {result.skipped} rows with NaN/Inf skipped" if result.skipped else ""
-            return StageResult(stage, done=result.written, note=(
-                f"{result.features} features, {result.dead} dead, {result.rows} rows, FVE {result.fve:.4f}{skipped}"))
-        if stage == "explain":
-            from autointerp.explain.stage import explain
-            return explain(self.store, self.config, self.model())
-        if stage == "score":
-            from autointerp.score.stage import score
-            return score(self.store, self.config, self.model())
-        if stage == "taxonomy":
-            from autointerp.taxonomy.stage import taxonomy
-            return taxonomy(self.store, self.config, self.model())
-        if stage == "report":
-            from autointerp.atlas.pages import write_atlas
-            audio_root = self.config.corpus.audio_root or self.config.corpus.items.parent
-            atlas = write_atlas(self.store, self.atlas_dir, audio_root, self.config.output)
-            return StageResult("report", done=atlas.pages_written, note=atlas.note())
-        if stage == "export":
-            from autointerp.export.writers import export
-            files = export(self.store, self.export_dir)
-            return StageResult("export", done=len(files), note=str(self.export_dir))
-        raise ValueError(stage)
+        registry = stages(self)
+        if stage not in registry:
+            raise ValueError(stage)
+        return registry[stage].run(self.store, self.context())
 
-    def check(self, stages: list[str]) -> None:
+    def check(self, stages_: list[str]) -> None:
         """Load what the stages will need (checkpoint, corpus, LLM key and model, prompts) so that bad
         input fails now, before the database is opened or written, not after an hour of mining."""
-        if {"mine", "merge"} & set(stages):
+        if {"mine", "merge"} & set(stages_):
             from autointerp.mine.stage import Shard, pick_device
             if self.shard:
                 Shard.parse(self.shard)
@@ -137,27 +146,33 @@ class Pipeline:
             self.corpus()
             from autointerp.mine.write import check_selection
             check_selection(self.config.feature_subset(), self.encoder().d_sae)
-        if "score" in stages and "embedding" in self.config.score.methods:
+        if "score" in stages_ and "embedding" in self.config.score.methods:
             from autointerp.score.embedding import unavailable
             if (why := unavailable(self.config.score.embedding_model)) is not None:
                 raise ConfigError(why)
-        if {"explain", "score", "taxonomy"} & set(stages):
+        if {"explain", "score", "taxonomy"} & set(stages_):
             self.model()
-            from autointerp.llm.prompts import Prompts
-            Prompts(self.config.explain.prompts_dir)
+            self.context().prompts()
 
-    def run(self, command: str, stages: list[str], redo: list[str], report=print) -> list[StageResult]:
+    def run(self, command: str, stages_: list[str], redo: list[str], report=print) -> list[StageResult]:
         from autointerp.mine.write import check_run
         check_run(self.store, self.config, redo)  # the corpus is the one mined; --features inside the SAE
+        registry = stages(self)
+        context = self.context()
         with self.store.session() as s:
             run = Run(command=command, config=self.config.model_dump(mode="json"), version=__version__)
             s.add(run)
         results = []
         try:
-            for stage in redo:
-                self.redo(stage)
-            for stage in stages:
-                result = self.run_stage(stage)
+            # every check that needs the database (templates rendered on a sample feature) runs before
+            # anything is forgotten, so a refused --redo leaves the database as it was
+            for name in dict.fromkeys([*stages_, *(s.name for r in redo
+                                                   for s in downstream(list(registry.values()), r))]):
+                registry[name].check(self.store, context)
+            for name in redo:
+                self.redo(name)
+            for name in stages_:
+                result = registry[name].run(self.store, context)
                 report(result.summary())
                 results.append(result)
         except BaseException as exc:
@@ -174,7 +189,3 @@ class Pipeline:
         with self.store.session() as s:
             row = s.get(Run, run_id)
             row.status, row.error, row.finished_at = status, error, utcnow()
-
-    def close(self) -> None:
-        self.store.close()
-

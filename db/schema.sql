@@ -1,4 +1,4 @@
--- autointerp database schema, version 3 (generated from autointerp/schema.py)
+-- autointerp database schema, version 3 (generated from autointerp/store/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 
@@ -36,6 +36,9 @@ CREATE TABLE saes (
 	reconstruction_rows INTEGER, 
 	skipped_rows INTEGER, 
 	corpus_fingerprint JSON, 
+	modality VARCHAR(16), 
+	frame_seconds DOUBLE, 
+	audio_root TEXT, 
 	PRIMARY KEY (id)
 );
 

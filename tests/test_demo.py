@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from autointerp.export.formats import Annotations, FeatureData, FeatureLabel, GroupAssignments, Groups, Summary
 from tests.browser import close, launch, wait_until, watch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,14 @@ def test_demo_database_and_html(demo):
         labeled = conn.execute("SELECT feature_id FROM labels WHERE status='done' ORDER BY feature_id").fetchone()[0]
     page = (demo / "atlas" / "features" / f"{labeled}.html").read_text()
     assert "<audio" in page and "statistical tag labeler" in page
-    assert (demo / "export" / "annotations.json").is_file()
+    exports = demo / "export"
+    Annotations.model_validate_json((exports / "annotations.json").read_text())
+    GroupAssignments.model_validate_json((exports / "group_assignments.json").read_text())
+    Groups.model_validate_json((exports / "groups.json").read_text())
+    for line in (exports / "feature_labels.jsonl").read_text().splitlines():
+        FeatureLabel.model_validate_json(line)
+    assert len(FeatureData.model_validate_json((exports / "feature_data.json").read_text()).features) == len(pages) + \
+        Summary.model_validate_json((exports / "summary.json").read_text()).features["dead"]
 
 
 def test_demo_atlas_in_chromium(demo):

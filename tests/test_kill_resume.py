@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from tests.factory import planted_corpus
 
@@ -32,8 +33,8 @@ def corpus(root: Path) -> Path:
     return planted.config
 
 
-def command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "autointerp", "run", str(config), "--llm", "mock"]
+def command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "autointerp", "run", str(config), "--llm", "mock", "--out", str(out)]
 
 
 def count(db: Path, sql: str) -> int:
@@ -87,16 +88,33 @@ def snapshot(out: Path) -> dict:
     return state
 
 
-def test_killed_ten_times_ends_like_one_run(tmp_path):
-    reference = corpus(tmp_path / "reference")
-    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """One corpus and one uninterrupted reference run, shared by the tests of this module:
+    (config, the reference's output folder, its snapshot)."""
+    config = corpus(tmp_path_factory.mktemp("kill") / "corpus")
+    out = config.parent.parent / "reference"
+    done = subprocess.run(command(config, out), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    config = corpus(tmp_path / "killed")
-    out = config.parent / "out"
+    return config, out, snapshot(out)
+
+
+def test_a_finished_run_run_again_changes_nothing(shared):
+    config, out, reference = shared
+    calls = count(out / "autointerp.db", "SELECT count(*) FROM llm_calls")
+    again = subprocess.run(command(config, out), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(out) == reference
+    assert count(out / "autointerp.db", "SELECT count(*) FROM llm_calls") == calls  # nothing asked twice
+
+
+def test_killed_ten_times_ends_like_one_run(shared):
+    config, _, reference = shared
+    out = config.parent.parent / "killed"
     hits = []
     for name, measure, wanted in kill_points(out):
         target = wanted(measure())
-        proc = subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(command(config, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while proc.poll() is None and measure() <= target and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -105,9 +123,9 @@ def test_killed_ten_times_ends_like_one_run(tmp_path):
             hits.append(name)
         proc.wait()
     assert len(hits) >= 9, hits  # the kills landed across the stages
-    final = subprocess.run(command(config), capture_output=True, text=True, timeout=300)
+    final = subprocess.run(command(config, out), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
-    a, b = snapshot(reference.parent / "out"), snapshot(out)
+    a, b = reference, snapshot(out)
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == b[key], key

@@ -186,3 +186,48 @@ def test_a_second_run_on_the_same_database_is_refused(planted, config, capsys):
     assert main(["explain", str(planted.config), "--llm", "mock"]) == 0
     assert counts(config.db_url)["labels"] == counts(config.db_url)["live"]
     store.close()
+
+
+def _dump(db_url: str) -> list[str]:
+    con = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+def test_redo_with_a_broken_template_deletes_nothing(planted, config, tmp_path, capsys):
+    """Every check (here: the explain template rendered on a sample feature) runs before --redo forgets
+    anything: a refused redo leaves the whole database as it was (full SQL dump compared)."""
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    before = _dump(config.db_url)
+    broken = tmp_path / "prompts"
+    broken.mkdir()
+    (broken / "explain_user.j2").write_text("Feature {{ feature.id }} {{ no_such_variable }}\n")
+    capsys.readouterr()
+    assert main(["run", str(planted.config), "--llm", "mock", "--prompts", str(broken), "--redo", "explain"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("autointerp: error: prompt template explain_user.j2") and "no_such_variable" in err[-1]
+    assert _dump(config.db_url) == before
+
+
+def test_redo_follows_the_stage_declarations(planted, config):
+    """--redo STAGE forgets the tables of STAGE and of every stage that needs it, as they declare them."""
+    from autointerp.pipeline import RUN_ORDER, Pipeline, stages
+    from autointerp.stage import downstream
+
+    pipeline = Pipeline(config)
+    registry = stages(pipeline)
+    order = [registry[name] for name in RUN_ORDER]
+    assert [s.name for s in downstream(order, "score")] == ["score", "report", "export"]
+    assert [s.name for s in downstream(order, "explain")] == ["explain", "score", "taxonomy", "report", "export"]
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    pipeline.store = Store(config.db_url)
+    try:
+        pipeline.redo("taxonomy")
+        after = counts(config.db_url)
+        assert after["placements"] == 0 and after["labels"] > 0 and after["scores"] > 0
+        pipeline.redo("score")
+        assert counts(config.db_url)["scores"] == 0 and counts(config.db_url)["labels"] > 0
+    finally:
+        pipeline.store.close()

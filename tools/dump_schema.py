@@ -9,7 +9,7 @@ def ddl() -> str:
     statements: list[str] = []
     engine = create_mock_engine("sqlite://", lambda sql, *a, **k: statements.append(str(sql.compile(dialect=engine.dialect)).strip()))
     Base.metadata.create_all(engine, checkfirst=False)
-    return f"-- autointerp database schema, version {SCHEMA_VERSION} (generated from autointerp/schema.py)\n\n" + \
+    return f"-- autointerp database schema, version {SCHEMA_VERSION} (generated from autointerp/store/schema.py)\n\n" + \
         "".join(s + ";\n\n" for s in statements)
 
 

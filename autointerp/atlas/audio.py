@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autointerp.atlas.data import ClipNeed
 from autointerp.corpus.audio import encode, read_clip, resample
+from autointerp.corpus.clips import Windowed, clip_window
 from autointerp.errors import InputError
 from autointerp.progress import Progress
 
@@ -27,24 +27,6 @@ QUALITY = 0.3
 FALLBACK = "wav"
 _CHUNK = 64
 _CLIP = re.compile(r"[0-9a-f]{24}\.(ogg|mp3|wav)")
-
-
-def window(start: float | None, end: float | None, item_start: float | None, item_end: float | None,
-           max_seconds: float) -> tuple[float, float]:
-    """[lo, hi) seconds of the source file that an example's player plays: the example's own window
-    (sequence corpora: the span of its activation trace), else its item's, else the file from its
-    start; centred and cut to at most max_seconds."""
-    if start is not None and end is not None and end > start:
-        lo, hi = start, end
-    elif item_start is not None and item_end is not None and item_end > item_start:
-        lo, hi = item_start, item_end
-    else:
-        lo = max(item_start or 0.0, 0.0)
-        hi = lo + max_seconds
-    if hi - lo > max_seconds:
-        mid = (lo + hi) / 2
-        lo, hi = max(0.0, mid - max_seconds / 2), max(0.0, mid - max_seconds / 2) + max_seconds
-    return round(lo, 4), round(hi, 4)
 
 
 @dataclass(frozen=True)
@@ -90,13 +72,16 @@ class ClipLibrary:
     stats: AudioStats = field(default_factory=AudioStats)
     _placed: dict[tuple[str, tuple[float, float]], Placed] = field(default_factory=dict)
 
-    def prepare(self, needs: Iterable[ClipNeed]) -> AudioStats:
+    def window(self, example: Windowed) -> tuple[float, float]:
+        return clip_window(example, self.max_seconds)
+
+    def prepare(self, needs: Iterable[Windowed]) -> AudioStats:
         """Cut, encode or reuse the clips of `needs` (best first) until the size cap; delete stale clips."""
         self.stats.format = self.fmt
         self.folder.mkdir(parents=True, exist_ok=True)
         todo: list[tuple[tuple[str, tuple[float, float]], Path, str]] = []
         for need in needs:
-            key = (need.audio, window(need.start, need.end, need.item_start, need.item_end, self.max_seconds))
+            key = (need.audio, self.window(need))
             if key in self._placed:
                 continue
             source = self._resolve(need.audio)
@@ -141,12 +126,12 @@ class ClipLibrary:
                         self.stats.omitted += 1
                 bar.update(len(part))
 
-    def lookup(self, audio: str | None, start: float | None, end: float | None, item_start: float | None,
-               item_end: float | None) -> Placed | None:
+    def lookup(self, example: Windowed) -> Placed | None:
         """The clip of an example prepared above (None when the example has no audio)."""
+        audio = getattr(example, "audio", None)
         if not audio:
             return None
-        key = (audio, window(start, end, item_start, item_end, self.max_seconds))
+        key = (audio, self.window(example))
         return self._placed.get(key, Placed("missing"))
 
     def _resolve(self, audio: str) -> Path | None:

@@ -13,101 +13,17 @@ from functools import cached_property
 from statistics import mean, median
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import defer
+from sqlalchemy import select
 
-from autointerp.store.schema import SAE, Bin, Example, Feature, Group, Item, Label, LLMCall, Placement, Score
-from autointerp.score.stage import final_confidence
+from autointerp.score.metrics import FINAL
 from autointerp.store.engine import Store
+from autointerp.store.schema import Example, Feature, Item
+from autointerp.store.views import ExampleView, Features, FeatureView, examples_of, finite, load_features
 
-DETECTION = "detection"
-EMBEDDING = "embedding"
 SHOWN_KINDS = ("top", "bottom")
 CONFIDENCES = ("high", "medium", "low")
-FINAL = ("confident", "tentative", "dead")
-
-
-@dataclass
-class FeatureView:
-    """One feature with its label, detection score and place in the taxonomy (detached rows)."""
-    id: int
-    dead: bool
-    fire_count: int
-    density: float
-    max_act: float
-    mean_act: float
-    label: Label | None = None
-    score: Score | None = None
-    """The detection score."""
-    embedding: Score | None = None
-    """The embedding score (AUC), when that scorer ran."""
-    groups: list[int] = field(default_factory=list)
-    bin_id: int | None = None
-    x: float | None = None
-    y: float | None = None
-
-    @cached_property
-    def status(self) -> str:
-        """dead, done (labeled), failed or unlabeled."""
-        if self.dead:
-            return "dead"
-        if self.label is not None and self.label.status in ("done", "failed"):
-            return self.label.status
-        return "unlabeled"
-
-    @cached_property
-    def title(self) -> str:
-        """What the index shows in the title column."""
-        status = self.status
-        if status == "dead":
-            return "dead"
-        if status == "failed":
-            reason = (self.label.error or "no reason recorded").strip()
-            return f"failed: {reason if len(reason) <= 160 else reason[:159] + '…'}"
-        if status == "done" and self.label.title:
-            return self.label.title
-        return "—"
-
-    @property
-    def confidence(self) -> str | None:
-        """The explainer's own rating of its label (high, medium, low)."""
-        return self.label.confidence if self.status == "done" else None
-
-    @cached_property
-    def final(self) -> str:
-        """confident, tentative or dead: autointerp.score.stage.final_confidence."""
-        return final_confidence(self.dead, self.label, self.score, self.embedding)
-
-    @property
-    def balanced_accuracy(self) -> float | None:
-        return self.score.balanced_accuracy if self.score is not None and self.score.status == "done" else None
-
-
-@dataclass
-class ExampleView:
-    """A top or bottom example joined with its corpus item."""
-    kind: str
-    rank: int
-    activation: float
-    position: int | None
-    start: float | None
-    end: float | None
-    trace_start: int | None
-    trace: list[Any] | None
-    item_id: int
-    key: str
-    audio: str | None
-    item_start: float | None
-    item_end: float | None
-    text: str | None
-    tags: dict[str, Any]
-    tokens: list[Any] | None
-    clip: Any = None
-    """Set by the report: the example's audio clip in the atlas (atlas_audio.Placed), or None."""
-    spans: Any = None
-    """Set by the report: text sequences' tokens shaded by activation (atlas_figures.Token list)."""
-    figure: Any = None
-    """Set by the report: the activation trace under the player (atlas_figures.Trace)."""
+__all__ = ["Atlas", "ClipNeed", "ExampleView", "FeatureDetail", "FeatureView", "clip_needs", "grouped", "index_data",
+           "iter_details", "load_atlas", "map_data", "summary"]
 
 
 @dataclass
@@ -122,16 +38,8 @@ class FeatureDetail:
         return [e for e in self.examples if e.kind == kind]
 
 
-@dataclass
-class Atlas:
-    sae: SAE | None
-    features: list[FeatureView]
-    groups: dict[int, Group]
-    bins: dict[int, Bin]
-    llm_calls: int
-    llm_input_tokens: int
-    llm_output_tokens: int
-    llm_cost: float
+class Atlas(Features):
+    """The read model (autointerp.store.views) with what the pages ask of it."""
 
     @cached_property
     def live(self) -> list[FeatureView]:
@@ -141,40 +49,15 @@ class Atlas:
     def by_id(self) -> dict[int, FeatureView]:
         return {f.id: f for f in self.features}
 
+    llm_calls = property(lambda self: self.calls.calls)
+    llm_input_tokens = property(lambda self: self.calls.input_tokens)
+    llm_output_tokens = property(lambda self: self.calls.output_tokens)
+    llm_cost = property(lambda self: self.calls.cost)
+
 
 def load_atlas(store: Store) -> Atlas:
     """Every feature with its label, detection score and placement, in feature order."""
-    with store.session() as s:
-        sae = s.scalars(select(SAE).order_by(SAE.id).limit(1)).first()
-        labels = {row.feature_id: row for row in s.scalars(select(Label).options(defer(Label.raw_response)))}
-        scores: dict[str, dict[int, Score]] = defaultdict(dict)
-        for row in s.scalars(select(Score).options(defer(Score.details)).where(Score.method.in_((DETECTION, EMBEDDING)))):
-            scores[row.method][row.feature_id] = row
-        placements = {row.feature_id: row for row in s.scalars(select(Placement))}
-        groups = {g.id: g for g in s.scalars(select(Group).order_by(Group.id))}
-        bins = {b.id: b for b in s.scalars(select(Bin).order_by(Bin.id))}
-        calls, tokens_in, tokens_out, cost = s.execute(select(
-            func.count(LLMCall.id), func.coalesce(func.sum(LLMCall.input_tokens), 0),
-            func.coalesce(func.sum(LLMCall.output_tokens), 0), func.coalesce(func.sum(LLMCall.cost), 0.0))).one()
-        rows = s.execute(select(Feature.id, Feature.dead, Feature.fire_count, Feature.density, Feature.max_act,
-                                Feature.mean_act, Feature.x, Feature.y).order_by(Feature.id)).all()
-    features = []
-    for fid, dead, fire_count, density, max_act, mean_act, x, y in rows:
-        view = FeatureView(fid, bool(dead), fire_count, density, max_act, mean_act, labels.get(fid),
-                           scores[DETECTION].get(fid), scores[EMBEDDING].get(fid), x=_finite(x), y=_finite(y))
-        placement = placements.get(fid)
-        if placement is not None and not view.dead:
-            view.groups = sorted({int(g) for g in placement.groups or [] if _as_int(g) in groups})
-            view.bin_id = placement.bin_id if placement.bin_id in bins else None
-        features.append(view)
-    return Atlas(sae, features, groups, bins, calls, int(tokens_in), int(tokens_out), float(cost))
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return Atlas(**vars(load_features(store)))
 
 
 def iter_details(store: Store, feature_ids: Sequence[int], chunk: int = 200) -> Iterator[FeatureDetail]:
@@ -184,17 +67,7 @@ def iter_details(store: Store, feature_ids: Sequence[int], chunk: int = 200) -> 
         with store.session() as s:
             extra = {fid: (hist, nbrs) for fid, hist, nbrs in s.execute(
                 select(Feature.id, Feature.histogram, Feature.neighbors).where(Feature.id.in_(part)))}
-            rows = s.execute(
-                select(Example.feature_id, Example.kind, Example.rank, Example.activation, Example.position,
-                       Example.start, Example.end, Example.trace_start, Example.trace, Item.id, Item.key, Item.audio,
-                       Item.start, Item.end, Item.text, Item.tags, Item.tokens)
-                .join(Item, Item.id == Example.item_id)
-                .where(Example.feature_id.in_(part), Example.kind.in_(SHOWN_KINDS))
-                .order_by(Example.feature_id, Example.kind.desc(), Example.rank)).all()
-        found: dict[int, list[ExampleView]] = defaultdict(list)
-        for row in rows:
-            found[row[0]].append(ExampleView(*row[1:15], tags=row[15] if isinstance(row[15], dict) else {},
-                                             tokens=row[16] if isinstance(row[16], list) else None))
+            found = examples_of(s, part, ("top", "bottom"))
         for fid in part:
             hist, nbrs = extra.get(fid, (None, None))
             yield FeatureDetail(fid, hist if isinstance(hist, dict) else None,
@@ -203,7 +76,8 @@ def iter_details(store: Store, feature_ids: Sequence[int], chunk: int = 200) -> 
 
 @dataclass(frozen=True)
 class ClipNeed:
-    """One example's audio, as the clip planner needs it: which feature, where in the priority order."""
+    """One example's audio, as the clip planner needs it: which feature, where in the priority order,
+    and what the window rule (autointerp.corpus.clips.clip_window) reads."""
     feature_id: int
     kind: str
     rank: int
@@ -232,7 +106,7 @@ def clip_needs(store: Store, feature_ids: Sequence[int]) -> list[ClipNeed]:
 def index_data(atlas: Atlas) -> dict[str, Any]:
     """The index page's table as compact JSON: one array per feature, columns named in `fields`."""
     rows = [[f.id, f.status, f.title, (f.label.description or "") if f.status == "done" else "",
-             f.groups, f.bin_id, f.final, _round(f.balanced_accuracy), _finite(f.density), _finite(f.max_act)]
+             f.groups, f.bin_id, f.final, _round(f.balanced_accuracy), finite(f.density), finite(f.max_act)]
             for f in atlas.features]
     return {"fields": ["id", "status", "title", "description", "groups", "bin", "confidence", "score",
                        "density", "max_act"],
@@ -250,11 +124,6 @@ def map_data(atlas: Atlas) -> dict[str, Any]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, 4)
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: JSON.parse would reject the whole index."""
-    return value if value is not None and math.isfinite(value) else None
 
 
 def grouped(atlas: Atlas) -> list[dict[str, Any]]:

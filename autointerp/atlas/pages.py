@@ -17,6 +17,7 @@ strict Content-Security-Policy, no inline scripts or handlers, and work from fil
 from __future__ import annotations
 
 import math
+import shutil
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from autointerp.atlas.audio import AudioStats, ClipLibrary
+from autointerp.stage import BaseStage, Context, StageResult
+from autointerp.store.views import corpus_info
 from autointerp.atlas.data import (Atlas, ExampleView, FeatureDetail, FeatureView, clip_needs, grouped, index_data,
                                    iter_details, load_atlas, map_data, summary)
 from autointerp.atlas.figures import histogram_chart, score_chart, token_spans, trace_figure
@@ -63,6 +66,23 @@ class AtlasResult:
             text += f"; audio {a.encoded} clips cut, {a.reused} reused, {a.bytes / 1e6:.1f} MB"
             text += (f", {a.missing} missing" if a.missing else "") + (f", {a.omitted} over the size cap" if a.omitted else "")
         return text + f"; {self.bundle or self.index}"
+
+
+class ReportStage(BaseStage):
+    name = "report"
+    needs = ("explain", "score", "taxonomy")
+
+    def forget(self, context: Context) -> None:
+        shutil.rmtree(context.out_dir / "atlas", ignore_errors=True)
+
+    def run(self, store: Store, context: Context) -> StageResult:
+        with store.session() as s:
+            info = corpus_info(s)
+        audio_root = info.audio_root
+        if info.modality is None:  # a database mined before the corpus was recorded (schema 2)
+            audio_root = context.config.corpus.audio_root or context.config.corpus.items.parent
+        atlas = write_atlas(store, context.out_dir / "atlas", audio_root, context.config.output)
+        return StageResult("report", done=atlas.pages_written, note=atlas.note())
 
 
 def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: OutputConfig | None = None) -> AtlasResult:
@@ -123,7 +143,7 @@ def _shown(examples: list[ExampleView], feature: FeatureView, clips: ClipLibrary
     """The examples with what their cards draw: the clip, the trace under it, the shaded tokens."""
     vmax = feature.max_act
     for e in examples:
-        e.clip = clips.lookup(e.audio, e.start, e.end, e.item_start, e.item_end)
+        e.clip = clips.lookup(e)
         e.spans = token_spans(e.tokens, e.trace, e.trace_start, e.position, vmax)
         span = (e.start, e.end) if e.start is not None and e.end is not None else None
         clip = (e.clip.start, e.clip.end) if e.clip is not None and e.clip.state != "missing" else None

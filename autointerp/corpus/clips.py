@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from autointerp.corpus.audio import encode, read_clip, resample
 from autointerp.errors import InputError
 from autointerp.llm.base import AudioPart
-
-PAD_S = 0.5
-"""Context kept on each side of a sequence example's activating span."""
-ACTIVE = 0.25
-"""A frame is part of the activating span while its activation is at least this share of the peak."""
-
 
 @dataclass(frozen=True)
 class ClipSettings:
@@ -24,38 +19,47 @@ class ClipSettings:
     max_bytes: int
 
 
-def window(item_start: float | None, item_end: float | None, duration: float, cap: float,
-           frame_s: float | None = None, position: int | None = None, trace: list | None = None,
-           trace_start: int | None = None) -> tuple[float, float]:
-    """The [start, end) seconds to play. Sequence examples (frames with a trace): the contiguous frames
-    around the peak whose activation is at least ACTIVE x the peak's, padded by PAD_S; utterance
-    examples: the item's own window. Either way at most `cap` seconds, centred on the peak (or the
-    window's middle), inside the file."""
-    lo = item_start or 0.0
-    hi = min(duration, item_end) if item_end is not None else duration
-    if frame_s and position is not None:
-        centre = lo + (position + 0.5) * frame_s
-        first = last = position
-        if trace and trace_start is not None and 0 <= position - trace_start < len(trace):
-            values = [v or 0.0 for v in trace]
-            peak = values[position - trace_start]
-            i = position - trace_start
-            while i > 0 and peak > 0 and values[i - 1] >= ACTIVE * peak:
-                i -= 1
-            first = trace_start + i
-            i = position - trace_start
-            while i + 1 < len(values) and peak > 0 and values[i + 1] >= ACTIVE * peak:
-                i += 1
-            last = trace_start + i
-        start = max(lo, lo + first * frame_s - PAD_S)
-        end = min(hi, lo + (last + 1) * frame_s + PAD_S)
+class Windowed(Protocol):
+    """An example as the window rule needs it (autointerp.store.views.ExampleView, atlas.data.ClipNeed)."""
+    start: float | None
+    end: float | None
+    item_start: float | None
+    item_end: float | None
+
+
+def clip_window(example: Windowed, cap: float, duration: float | None = None) -> tuple[float, float]:
+    """The [start, end) seconds of the source file to play: the one rule for the LLM's clips and the
+    atlas's players. The example's own window (sequence corpora: the frames of its activation trace
+    around the peak, recorded by the mine stage), else its item's, else the file from the item's
+    start; a longer window is cut to `cap` seconds around its centre. Knowing the file's length (the
+    LLM does) only trims the end to where the audio stops, so both hear the same samples. Rounded to
+    0.1 ms."""
+    if example.start is not None and example.end is not None and example.end > example.start:
+        lo, hi = example.start, example.end
+    elif example.item_start is not None and example.item_end is not None and example.item_end > example.item_start:
+        lo, hi = example.item_start, example.item_end
     else:
-        start, end = lo, hi
-        centre = (start + end) / 2
-    if end - start > cap:
-        start = max(start, min(centre - cap / 2, end - cap))
-        end = start + cap
-    return max(0.0, start), max(start, end)
+        lo = max(example.item_start or 0.0, 0.0)
+        hi = lo + cap
+    if hi - lo > cap:
+        mid = (lo + hi) / 2
+        lo = max(0.0, mid - cap / 2)
+        hi = lo + cap
+    if duration is not None:
+        hi = min(hi, duration)
+    return round(lo, 4), round(max(lo, hi), 4)
+
+
+def resolve(audio: str | None, root: Path | None) -> Path:
+    """An item's audio file: absolute as given, else under the recorded audio root."""
+    if not audio:
+        raise InputError("the example has no audio file")
+    path = Path(audio)
+    if path.is_absolute():
+        return path
+    if root is None:
+        raise InputError(f"audio file {audio} is relative and the database records no audio root: run `mine` again")
+    return root / path
 
 
 def duration_of(path: Path) -> float:

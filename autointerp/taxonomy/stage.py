@@ -25,7 +25,7 @@ from autointerp.llm.client import LLMClient
 from autointerp.progress import Progress
 from autointerp.llm.prompts import Prompts
 from autointerp.store.schema import Bin, Group, Label, Placement
-from autointerp.stage import StageResult, as_they_finish, pending
+from autointerp.stage import BaseStage, Context, StageResult, as_they_finish, delete_tables, pending
 from autointerp.store.engine import Store
 
 
@@ -47,14 +47,29 @@ class GroupProposal(BaseModel):
     groups: list[ProposedGroup]
 
 
+class TaxonomyStage(BaseStage):
+    name = "taxonomy"
+    needs = ("explain",)
+    writes = (Placement, Bin, Group)
+    results = Placement
+
+    def check(self, store: Store, context: Context) -> None:
+        prompts = context.prompts()
+        if context.config.llm.provider != "offline":  # its templates must render before anything is forgotten
+            prompts.render("groups", groups=[], features=[], max_groups=context.config.taxonomy.max_groups_per_feature)
+
+    def run(self, store: Store, context: Context) -> StageResult:
+        return taxonomy(store, context.config, context.model(), context.prompts())
+
+
 def _set_groups(store: Store, wanted: list[tuple[str, str, list[str]]]) -> None:
-    """Make the groups table hold `wanted`; when that changes the groups, earlier placements are dropped."""
+    """Make the groups table hold `wanted`; when that changes the groups, the stage's earlier output
+    (placements, bins) is forgotten."""
     with store.session() as s:
         current = [(g.name, g.description, list(g.tags or [])) for g in s.scalars(select(Group).order_by(Group.id))]
         if current == wanted:
             return
-        s.execute(delete(Placement))
-        s.execute(delete(Group))
+        delete_tables(s, [TaxonomyStage()])
         s.add_all(Group(id=i, name=name, description=desc, tags=tags) for i, (name, desc, tags) in enumerate(wanted, 1))
 
 
@@ -84,14 +99,13 @@ async def _propose(store: Store, config: Config, client: LLMClient, prompts: Pro
     return [(g.name.strip(), g.description.strip(), []) for g in answer.value.groups[:most]]
 
 
-def taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
-    return asyncio.run(_taxonomy(store, config, model))
+def taxonomy(store: Store, config: Config, model: Model | None, prompts: Prompts | None = None) -> StageResult:
+    return asyncio.run(_taxonomy(store, config, model, prompts or Prompts()))
 
 
-async def _taxonomy(store: Store, config: Config, model: Model | None) -> StageResult:
+async def _taxonomy(store: Store, config: Config, model: Model | None, prompts: Prompts) -> StageResult:
     result = StageResult("taxonomy")
     client = LLMClient(model, store, config.llm) if model is not None else None
-    prompts = Prompts(config.explain.prompts_dir)
     try:
         if config.taxonomy.groups:
             _set_groups(store, [(g.name, g.description, list(g.tags)) for g in config.taxonomy.groups])

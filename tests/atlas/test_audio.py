@@ -10,7 +10,6 @@ import pytest
 import soundfile
 
 from autointerp.atlas import audio as atlas_audio
-from autointerp.atlas.audio import window
 from autointerp.config import OutputConfig
 from autointerp.atlas.pages import write_atlas
 from autointerp.store.schema import Example, Feature, Item
@@ -20,17 +19,6 @@ from tests.atlas.atlas_db import sine_wav
 SECONDS = 1.0
 CAP_SECONDS = 5.0
 SPECIAL = 4   # top examples: a 40 s file (cut to CAP_SECONDS), an unreadable file, an item window of 2 s
-
-
-def test_window():
-    assert window(1.0, 1.5, None, None, 30) == (1.0, 1.5)          # the example's own window (sequences)
-    assert window(1.0, 1.5, 0.0, 9.0, 30) == (1.0, 1.5)
-    assert window(None, None, 2.0, 4.0, 30) == (2.0, 4.0)          # else the item's
-    assert window(None, None, None, None, 30) == (0.0, 30.0)       # else the file, up to the cap
-    assert window(None, None, 3.0, None, 30) == (3.0, 33.0)
-    assert window(None, None, 0.0, 100.0, 10) == (45.0, 55.0)      # a long window is cut around its centre
-    assert window(0.0, 20.0, None, None, 10) == (5.0, 15.0)
-    assert window(0.0, 4.0, None, None, 10) == (0.0, 4.0)
 
 
 @pytest.fixture(scope="module")

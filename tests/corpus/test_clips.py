@@ -1,27 +1,41 @@
 """Clip windows: sequence examples are cut to the activating frames around the peak, utterance
 examples to their own window, always capped and centred."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from autointerp.corpus.audio import Clip, encode
-from autointerp.corpus.clips import ClipSettings, make_clip, window
+from autointerp.corpus.clips import ClipSettings, clip_window, make_clip
 
 
-def test_sequence_window_follows_the_activating_frames():
-    trace = [0.0] * 10 + [0.5, 2.0, 4.0, 3.0, 0.5] + [0.0] * 10  # frames 38..42 active, >= 25% of peak: 39..41
-    start, end = window(1.0, None, 30.0, cap=10.0, frame_s=0.02, position=40, trace=trace, trace_start=28)
-    assert start == pytest.approx(1.0 + 39 * 0.02 - 0.5) and end == pytest.approx(1.0 + 42 * 0.02 + 0.5)
-    # never before the item's own start
-    assert window(1.0, None, 30.0, cap=10.0, frame_s=0.02, position=2, trace=[4.0], trace_start=2)[0] == 1.0
+def ex(start=None, end=None, item_start=None, item_end=None):
+    return SimpleNamespace(start=start, end=end, item_start=item_start, item_end=item_end)
 
 
-def test_windows_are_capped_around_the_peak_and_inside_the_file():
-    start, end = window(None, None, 30.0, cap=2.0, frame_s=0.02, position=1000, trace=[1.0] * 400, trace_start=800)
-    assert end - start == pytest.approx(2.0) and start <= 1000 * 0.02 <= end
-    assert window(None, None, 0.4, cap=5.0) == (0.0, 0.4)
-    assert window(2.0, 12.0, 60.0, cap=4.0) == (5.0, 9.0)  # utterance: the middle of its own window
-    assert window(None, None, 1.0, cap=4.0, frame_s=0.02, position=0, trace=[1.0], trace_start=0)[0] == 0.0
+def test_the_window_is_the_examples_then_the_items_then_the_files():
+    assert clip_window(ex(1.0, 1.5), 30) == (1.0, 1.5)              # the example's own window (sequences)
+    assert clip_window(ex(1.0, 1.5, 0.0, 9.0), 30) == (1.0, 1.5)
+    assert clip_window(ex(None, None, 2.0, 4.0), 30) == (2.0, 4.0)  # else the item's
+    assert clip_window(ex(), 30) == (0.0, 30.0)                     # else the file, up to the cap
+    assert clip_window(ex(None, None, 3.0), 30) == (3.0, 33.0)
+
+
+def test_long_windows_are_cut_around_their_centre():
+    assert clip_window(ex(None, None, 0.0, 100.0), 10) == (45.0, 55.0)
+    assert clip_window(ex(0.0, 20.0), 10) == (5.0, 15.0)
+    assert clip_window(ex(2.0, 12.0), 4.0) == (5.0, 9.0)
+    assert clip_window(ex(0.0, 4.0), 10) == (0.0, 4.0)
+
+
+def test_the_llm_and_the_atlas_hear_the_same_samples():
+    """Knowing the file's length (the LLM does, the atlas does not) only trims the end to where the
+    audio stops: reading [0, 30) of a 12.5 s file gives the samples of [0, 12.5)."""
+    assert clip_window(ex(), 30.0) == (0.0, 30.0)
+    assert clip_window(ex(), 30.0, duration=12.5) == (0.0, 12.5)
+    assert clip_window(ex(), 5.0, duration=12.5) == (0.0, 5.0)
+    assert clip_window(ex(1.0, 1.5), 5.0, duration=12.5) == (1.0, 1.5)
 
 
 def test_make_clip_resamples_and_encodes(tmp_path):

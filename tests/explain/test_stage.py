@@ -95,7 +95,8 @@ import pytest  # noqa: E402
 import soundfile  # noqa: E402
 
 from autointerp.config import LLMConfig, load_config  # noqa: E402
-from autointerp.explain.stage import mark_tokens, trim_title  # noqa: E402
+from autointerp.explain.answers import trim_title  # noqa: E402
+from autointerp.store.views import token_window  # noqa: E402
 from autointerp.llm.providers.gemini import GeminiModel  # noqa: E402
 from autointerp.llm.providers.openai import OpenAIChatModel  # noqa: E402
 from autointerp.store.schema import Example, Item, LLMBatch  # noqa: E402
@@ -136,7 +137,7 @@ def test_text_sequence_prompt_marks_activating_tokens(config, store):
     assert "The cat<< sat on>>(10,3) the\u2026" in request.user  # peak at 10/10, its neighbour 1.2/4 -> 3
     assert "\u2026 and the dog sat down\u2026" in request.user  # contrast window, unmarked
     assert "marked <<like this>>(n)" in request.system
-    assert mark_tokens(tokens, 9, [0.0, 2.0, 0.0], 8, 1, 1, 4.0) == "\u2026 dog<< sat>>(5) down\u2026"
+    assert token_window(tokens, 9, 1, 1, [0.0, 2.0, 0.0], 8, 4.0) == "\u2026 dog<< sat>>(5) down\u2026"
 
 
 def test_context_limit_drops_examples(planted, config, store):

@@ -11,80 +11,13 @@ from sqlalchemy import func, select
 
 from autointerp.cli import main
 from autointerp.explain.stage import explain
+from autointerp.export.formats import Annotation, FeatureData, FeatureLabel, GroupName, Summary
 from autointerp.export.writers import FILES, export
 from autointerp.store.schema import SAE, Bin, Feature, Group, Label, LLMCall, Placement, Score
-from autointerp.score.stage import final_confidence, score
+from autointerp.score.metrics import final_confidence
+from autointerp.score.stage import score
 from autointerp.taxonomy.stage import taxonomy
 from tests.factory import run_mine
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Annotation(Strict):  # Majestrino annotations.json values
-    bin: int | None
-    bin_name: str | None
-    title: str
-    description: str
-    consistency: Literal["high", "medium", "low"]
-    reasoning: str
-
-
-class GroupName(Strict):
-    name: str
-    description: str
-
-
-class FeatureLabel(Strict):  # Baguettotron feature_labels.jsonl lines
-    feature: int
-    interp: str
-    autointerp: str
-    confidence: Literal["confident", "tentative", "dead"]
-
-
-class FeatureRow(Strict):  # Baguettotron feature_data.json features[]
-    i: int
-    x: float | None
-    y: float | None
-    x3: float | None
-    y3: float | None
-    z3: float | None
-    d: float
-    mx: float
-    mn: float
-    c: int
-
-
-class FeatureData(Strict):
-    features: list[FeatureRow]
-    meta: dict
-
-
-class Distribution(Strict):
-    count: int
-    mean: float
-    median: float
-    min: float
-    max: float
-    p10: float
-    p25: float
-    p75: float
-    p90: float
-    histogram: dict[str, list[float]] | dict[str, list[int]]
-
-
-class Summary(BaseModel):
-    d_in: int
-    d_sae: int
-    k: int | None
-    features: dict[str, int | float | None]
-    reconstruction: dict[str, float | int | None]
-    labels: dict
-    confidence: dict[Literal["confident", "tentative", "dead"], int]
-    scores: dict[Literal["detection", "embedding"], dict[str, int | Distribution | None]]
-    llm: dict
-    taxonomy: dict
 
 
 def _strict_json(text: str):

@@ -49,7 +49,7 @@ def test_true_labels_rank_examples_above_shuffled_labels(planted, config, store,
     features = sorted(planted.truth)
     with store.session() as s:
         labeled = list(s.scalars(select(Label.feature_id).where(Label.status == "done")))
-    score_embedding(store, config, labeled, embedder)
+    score_embedding(store, config.score.embedding_model, (12, 4), labeled, embedder)
     with store.session() as s:
         true = {sc.feature_id: sc for sc in s.scalars(select(Score).where(Score.method == "embedding"))}
         labels = {f: s.get(Label, f) for f in features}
@@ -57,7 +57,7 @@ def test_true_labels_rank_examples_above_shuffled_labels(planted, config, store,
         for f, (title, description) in zip(features, texts[1:] + texts[:1]):
             labels[f].title, labels[f].description = title, description
         s.execute(Score.__table__.delete())
-    score_embedding(store, config, features, embedder)
+    score_embedding(store, config.score.embedding_model, (12, 4), features, embedder)
     with store.session() as s:
         shuffled = {sc.feature_id: sc for sc in s.scalars(select(Score).where(Score.method == "embedding"))}
     true_auc = [true[f].auc for f in features]

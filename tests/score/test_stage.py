@@ -3,7 +3,6 @@ import random
 import re
 
 import pytest
-from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sqlalchemy import select
 
 from autointerp.explain.stage import explain
@@ -11,23 +10,8 @@ from autointerp.score.heldout import HeldOut, held_out
 from autointerp.llm.base import Completion, Model, Request
 from autointerp.llm.mock import MockModel
 from autointerp.store.schema import Example, Feature, Label, Score
-from autointerp.score.stage import _chunks, auc, breakdown, final_confidence, metrics, score
+from autointerp.score.stage import _chunks, breakdown, score
 from tests.factory import run_mine
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_metrics_match_sklearn(seed):
-    rng = random.Random(seed)
-    truth = [rng.random() < 0.5 for _ in range(40)]
-    predicted = [rng.random() < 0.5 for _ in range(40)]
-    m = metrics(truth, predicted)
-    assert m.balanced_accuracy == pytest.approx(balanced_accuracy_score(truth, predicted))
-    assert m.precision == pytest.approx(precision_score(truth, predicted))
-    assert m.recall == pytest.approx(recall_score(truth, predicted))
-    assert m.f1 == pytest.approx(f1_score(truth, predicted))
-    ratings = [rng.randint(0, 10) for _ in range(40)]  # many ties
-    assert auc(truth, ratings) == pytest.approx(roc_auc_score(truth, ratings))
-    assert auc([True, True], [1, 2]) is None
 
 
 def test_breakdown_by_quantile_and_negative_kind():
@@ -185,18 +169,3 @@ def test_bad_ratings(planted, config, store):
     assert max(sparse.details["ratings"]) == 10
 
 
-def test_final_confidence_rule():
-    high, medium, low = (Label(status="done", confidence=c) for c in ("high", "medium", "low"))
-    good, strong, weak = (Score(status="done", balanced_accuracy=v) for v in (0.85, 0.95, 0.7))
-    assert final_confidence(True, high, strong) == "dead"
-    assert final_confidence(False, high, good) == "confident"
-    assert final_confidence(False, high, weak) == "tentative"
-    assert final_confidence(False, medium, good) == "tentative"
-    assert final_confidence(False, medium, strong) == "confident"
-    assert final_confidence(False, low, strong) == "tentative"
-    assert final_confidence(False, high, None) == "tentative"
-    assert final_confidence(False, Label(status="failed"), strong) == "tentative"
-    embedding = Score(status="done", auc=0.9)
-    assert final_confidence(False, high, None, embedding) == "confident"
-    assert final_confidence(False, high, weak, embedding) == "tentative"  # detection wins when present
-    assert final_confidence(False, high, Score(status="failed"), embedding) == "confident"
