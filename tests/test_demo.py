@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,18 @@ def test_demo_database_and_html(demo):
     page = (demo / "atlas" / "features" / f"{labeled}.html").read_text()
     assert "<audio" in page and "statistical tag labeler" in page
     assert (demo / "export" / "annotations.json").is_file()
+
+
+def test_demo_labels_are_told_apart(demo):
+    with sqlite3.connect(demo / "autointerp.db") as conn:
+        titles = [r[0] for r in conn.execute("SELECT l.title FROM labels l JOIN features f ON f.id = l.feature_id "
+                                             "WHERE l.status = 'done' AND f.dead = 0")]
+        tags = conn.execute("SELECT count(*) FROM labels WHERE status = 'done' "
+                            "AND json_extract(evidence, '$.rule') LIKE '%\"gloss\"%' "
+                            "AND json_array_length(json_extract(evidence, '$.rule')) > 1").fetchone()[0]
+    counts = Counter(titles)
+    assert sum(1 for t in titles if counts[t] == 1) / len(titles) >= 0.85
+    assert tags == 0  # free text (gloss) is never paired as a tag
 
 
 def test_demo_atlas_in_chromium(demo):
