@@ -62,7 +62,7 @@ def test_demo_database_and_html(demo):
         languages = conn.execute("SELECT count(DISTINCT json_extract(evidence, '$.rule')) FROM labels "
                                  "WHERE status='done' AND json_extract(evidence, '$.rule') LIKE '%\"language\"%'").fetchone()[0]
     live = features - dead
-    assert features == 128 and 0 < dead < features
+    assert features == 128 and dead <= features * 0.2  # most latents are alive
     assert labels.get("done", 0) + labels.get("failed", 0) == live and labels["done"] >= live * 0.6
     assert languages >= 3  # the demo's language features are found and named
     assert scored[0] >= labels["done"] * 0.7 and scored[1] > 0.6  # chance is 0.5
