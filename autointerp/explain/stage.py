@@ -65,12 +65,15 @@ def tag_stats(store: Store) -> offline.TagStats:
 def _explain_offline(store: Store, todo: list[int]) -> StageResult:
     result = StageResult("explain")
     stats = tag_stats(store)
+    with store.session() as s:  # titles already given, so that a new label tells itself apart from them
+        taken = set(s.scalars(select(Label.title).where(Label.status == "done", Label.title.is_not(None))))
     with Progress("explain (offline)", len(todo), "features") as bar:
         for fid in todo:
             with store.session() as s:
                 feature = s.get(Feature, fid)
                 top = examples_of(s, [fid], ["top"])[fid]
-                found = offline.label([ex.tags for ex in top], stats, feature.fire_count)
+                found = offline.label([ex.tags for ex in top], stats, feature.fire_count,
+                                      [ex.activation for ex in top], taken)
                 if isinstance(found, str):
                     s.merge(Label(feature_id=fid, status="failed", error=found, provider="offline",
                                   model="tag-enrichment"))
@@ -79,6 +82,7 @@ def _explain_offline(store: Store, todo: list[int]) -> StageResult:
                     s.merge(Label(feature_id=fid, status="done", title=found.title, description=found.description,
                                   confidence=found.confidence, reasoning=found.reasoning, evidence=found.evidence,
                                   provider="offline", model="tag-enrichment", error=None))
+                    taken.add(found.title)
                     result.done += 1
             bar.update()
     return result
