@@ -45,7 +45,7 @@ SHAPES: dict[str, dict] = {
     # name: d, F, k, rows per item, rows, activation (each sized to take seconds of bare encode on 2 cores)
     "majestrino": dict(dim=768, features=12_288, k=5, positions=1, rows=50_000, activation="topk"),
     "hubert": dict(dim=1_024, features=8_192, k=50, positions=250, rows=32_000, activation="batchtopk"),
-    "gemma4": dict(dim=3_840, features=30_720, k=128, positions=128, rows=4_096, activation="topk"),
+    "gemma4": dict(dim=3_840, features=30_720, k=128, positions=128, rows=2_048, activation="topk"),
     "baguettotron": dict(dim=576, features=4_608, k=16, positions=128, rows=65_536, activation="topk"),
     "lm": dict(dim=256, features=4_096, k=32, positions=128, rows=131_072, activation="topk"),
 }

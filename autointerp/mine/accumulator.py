@@ -15,6 +15,7 @@ import torch
 
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
+from autointerp.threads import at_most
 from autointerp.mine.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
                              lexsort_groups, rank_in_group)
 
@@ -224,7 +225,12 @@ class Accumulator:
 
     def offer(self, c: Candidates, items: torch.Tensor, multi_row: bool = True) -> None:
         """Offer the candidates of complete items (items: every item id the candidates cover;
-        multi_row: whether some of these items have several vector rows)."""
+        multi_row: whether some of these items have several vector rows). On one thread: its work is
+        sorts of small tensors, whose barriers cost most on a busy machine (see threads.at_most)."""
+        with at_most(1):
+            self._offer(c, items, multi_row)
+
+    def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:
