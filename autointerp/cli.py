@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from autointerp import __version__
+from autointerp import __version__, threads
 from autointerp.errors import AutointerpError
 
 COMMANDS = {
@@ -126,6 +126,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.configure()  # before torch is imported: passive OpenMP waits, threads for the usable CPUs
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -4,6 +4,7 @@ and peak memory as the corpus grows 4x. Prints its figures; not part of the test
     python bench/mine.py                      # Majestrino shape: d=768, F=12,288, k=5, N=50,000
     python bench/mine.py --rows 7600000 --device cuda --no-growth   # Majestrino scale on a GPU
     python bench/mine.py --positions 50         # a sequence corpus: items of 50 rows (frames or tokens)
+    python bench/mine.py --shape lm --load 2    # a seed's shape (see SHAPES), quiet and beside 2 busy processes
 
 Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
 reconstruction sample) / time of the bare encode (read the same batches from the same memory-mapped
@@ -14,30 +15,50 @@ Peak memory is the peak RSS (VmHWM) of child processes mining N rows and 4N rows
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from autointerp import threads  # noqa: E402
+
+threads.configure()  # before torch loads OpenMP, as the CLI does
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from autointerp.config import MineConfig  # noqa: E402
 from autointerp.corpus.items import Corpus, ItemRow  # noqa: E402
 from autointerp.mine.stage import Shard, batch_rows, pick_device, plan, release_large_buffers, run_pass  # noqa: E402
 from autointerp.sae.encoder import Encoder  # noqa: E402
 from autointerp.corpus.vectors import open_vectors  # noqa: E402
+from busy import busy  # noqa: E402
 
 
-def make_encoder(d: int, F: int, k: int) -> Encoder:
+SHAPES: dict[str, dict] = {
+    # name: d, F, k, rows per item, rows, activation (each sized to take seconds of bare encode on 2 cores)
+    "majestrino": dict(dim=768, features=12_288, k=5, positions=1, rows=50_000, activation="topk"),
+    "hubert": dict(dim=1_024, features=8_192, k=50, positions=250, rows=32_000, activation="batchtopk"),
+    "gemma4": dict(dim=3_840, features=30_720, k=128, positions=128, rows=2_048, activation="topk"),
+    "baguettotron": dict(dim=576, features=4_608, k=16, positions=128, rows=65_536, activation="topk"),
+    "lm": dict(dim=256, features=4_096, k=32, positions=128, rows=131_072, activation="topk"),
+}
+"""The seeds' SAE shapes: Majestrino (one vector per clip), HuBERT (BatchTopK, 20 ms frames: 5 s
+clips), Gemma 4 (TopK 128 on text tokens), Baguettotron (text tokens) and the LM of issue 17 (a
+GPT-2-style model, d=256, sparsify TopK k=32, texts of 128 tokens)."""
+
+
+def make_encoder(d: int, F: int, k: int, activation: str = "topk") -> Encoder:
     g = torch.Generator().manual_seed(0)
     W = torch.randn(d, F, generator=g) / d ** 0.5
     return Encoder(W_enc=W, b_enc=torch.zeros(F), b_pre=torch.zeros(d), W_dec=W.T.contiguous(), b_dec=torch.zeros(d),
-                   activation="topk", k=k, format="bench", path="bench")
+                   activation=activation, k=k, format="bench", path="bench")
 
 
 def make_vectors(path: Path, rows: int, d: int) -> None:
@@ -56,13 +77,19 @@ def corpus_of(path: Path, positions: int = 1) -> Corpus:
 
 
 def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
+    """The SAE's inference alone: read the batches, pre-activations, the sparse code (top-k, or the
+    threshold's nonzeros), results discarded."""
     enc = encoder.to(device)
     rows = batch_rows(config.batch_size, enc.d_sae, device)
     started = time.perf_counter()
     with torch.inference_mode():
         for _, _, lo, hi, _ in plan(corpus, 0, len(corpus.items), rows):
             x = torch.from_numpy(corpus.vectors.read(lo, hi)).to(device)
-            enc.preacts(x).topk(enc.k, dim=1)
+            pre = enc.preacts(x)
+            if enc.threshold is not None:
+                torch.nonzero(pre > enc.threshold)
+            else:
+                pre.topk(enc.k, dim=1)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return time.perf_counter() - started
@@ -116,9 +143,21 @@ def precision_agreement(encoder: Encoder, corpus: Corpus, device: torch.device) 
                   f"{error:.1e} of the largest activation")
 
 
+def describe_threads() -> str:
+    return f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+
+
+def bench_encoder(args) -> Encoder:
+    encoder = make_encoder(args.dim, args.features, args.k, args.activation)
+    if args.activation == "batchtopk":  # a learned threshold: about k of F standard-normal pre-activations pass
+        z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - args.k / args.features)).item()
+        encoder = dataclasses.replace(encoder, threshold=z)
+    return encoder
+
+
 def child(args) -> None:
-    encoder = make_encoder(args.dim, args.features, args.k)
-    full_pass(encoder, corpus_of(Path(args.child), args.positions), MineConfig(batch_size=args.batch), pick_device(args.device))
+    full_pass(bench_encoder(args), corpus_of(Path(args.child), args.positions), MineConfig(batch_size=args.batch),
+              pick_device(args.device))
     # VmHWM, not getrusage's ru_maxrss: that one survives execve, so it would report the parent's
     # size at the fork whenever that is larger than what the child itself uses.
     status = Path("/proc/self/status").read_text()
@@ -126,48 +165,73 @@ def child(args) -> None:
     print(json.dumps({"peak_mb": peak_kb / 1024}))
 
 
+def overhead(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, rounds: int,
+             label: str, rows: int) -> None:
+    """Bare encode, full mining and mining without hard negatives, alternated, `rounds` times; prints
+    the best times and the overhead, plus the process's CPU seconds per phase (they grow when
+    threads spin while descheduled)."""
+    no_hard = config.model_copy(update={"n_hard": 0})
+    times: dict[str, list[float]] = {"bare": [], "full": [], "lean": []}
+    cpu: dict[str, list[float]] = {"bare": [], "full": [], "lean": []}
+    for _ in range(rounds):
+        for name, run in (("bare", lambda: bare_encode(encoder, corpus, config, device)),
+                          ("full", lambda: full_pass(encoder, corpus, config, device)),
+                          ("lean", lambda: full_pass(encoder, corpus, no_hard, device))):
+            started = time.process_time()
+            times[name].append(run())
+            cpu[name].append(time.process_time() - started)
+    b, f, l = (min(times[name]) for name in ("bare", "full", "lean"))
+    ratios = sorted(x / y for x, y in zip(times["full"], times["bare"]))
+    print(f"[{label}] bare encode : {b:8.2f} s  {rows / b:12,.0f} rows/s  ({min(cpu['bare']):.1f} CPU-s)")
+    print(f"[{label}] full mining : {f:8.2f} s  {rows / f:12,.0f} rows/s  ({min(cpu['full']):.1f} CPU-s)  overhead "
+          f"{f / b:.3f}x (target <= 1.2; best times of {rounds} alternated rounds; per round "
+          f"{ratios[0]:.3f}-{ratios[-1]:.3f}x)")
+    print(f"[{label}]   without hard negatives (n_hard = 0): {l:8.2f} s  overhead {l / b:.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--features", type=int, default=12_288)
-    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="majestrino",
+                        help="a seed's SAE and corpus shape (the options below override its parts)")
+    parser.add_argument("--rows", type=int)
+    parser.add_argument("--dim", type=int)
+    parser.add_argument("--features", type=int)
+    parser.add_argument("--k", type=int)
+    parser.add_argument("--activation", choices=["topk", "batchtopk"])
+    parser.add_argument("--positions", type=int, help="rows per item (more than 1: a sequence corpus)")
     parser.add_argument("--batch", type=int, default=None, help="rows per batch (default: as mining picks it)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--positions", type=int, default=1, help="rows per item (more than 1: a sequence corpus)")
+    parser.add_argument("--load", type=int, default=0, help="also measure beside N busy processes (0: quiet only)")
     parser.add_argument("--no-growth", action="store_true", help="skip the peak-memory run at 4N rows (it needs "
                         "a file of 4N x dim float32)")
+    parser.add_argument("--no-write", action="store_true", help="skip the write stage and precision figures")
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of bare encode and full mining")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for name, value in SHAPES[args.shape].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.child:
         return child(args)
     device = pick_device(args.device)
     release_large_buffers()  # as mining does, so that the bare encode runs under the same allocator setting
-    torch.set_num_threads(torch.get_num_threads())
-    print(f"device {device}, torch threads {torch.get_num_threads()}, shape d={args.dim} F={args.features} k={args.k}, "
-          f"N={args.rows:,}, batch {batch_rows(args.batch, args.features, device):,} rows, {args.positions} row(s) per item")
+    print(f"device {device}, {describe_threads()}; shape {args.shape}: d={args.dim} F={args.features} "
+          f"{args.activation} k={args.k}, N={args.rows:,}, batch {batch_rows(args.batch, args.features, device):,} "
+          f"rows, {args.positions} row(s) per item")
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "n.npy", Path(tmp) / "4n.npy"
         make_vectors(small, args.rows, args.dim)
-        encoder = make_encoder(args.dim, args.features, args.k)
+        encoder = bench_encoder(args)
         corpus = corpus_of(small, args.positions)
         config = MineConfig(batch_size=args.batch)
         bare_encode(encoder, corpus, config, device)  # warm-up: page cache, allocator
-        no_hard = config.model_copy(update={"n_hard": 0})
-        bare, full, lean = [], [], []
-        for _ in range(args.rounds):
-            bare.append(bare_encode(encoder, corpus, config, device))
-            full.append(full_pass(encoder, corpus, config, device))
-            lean.append(full_pass(encoder, corpus, no_hard, device))
-        b, f, l = min(bare), min(full), min(lean)
-        rounds = sorted(x / y for x, y in zip(full, bare))
-        print(f"bare encode : {b:8.2f} s  {args.rows / b:12,.0f} rows/s")
-        print(f"full mining : {f:8.2f} s  {args.rows / f:12,.0f} rows/s  overhead {f / b:.3f}x (target <= 1.2; "
-              f"best times of {args.rounds} alternated rounds; per round {rounds[0]:.3f}-{rounds[-1]:.3f}x)")
-        print(f"  without hard negatives (n_hard = 0): {l:8.2f} s  overhead {l / b:.3f}x")
-        write_stage(encoder, corpus, config, device, Path(tmp))
-        precision_agreement(encoder, corpus, device)
+        overhead(encoder, corpus, config, device, args.rounds, "quiet", args.rows)
+        if args.load:
+            with busy(args.load):
+                overhead(encoder, corpus, config, device, args.rounds, f"load {args.load}", args.rows)
+        if not args.no_write:
+            write_stage(encoder, corpus, config, device, Path(tmp))
+            precision_agreement(encoder, corpus, device)
         if args.no_growth:
             return
         make_vectors(large, 4 * args.rows, args.dim)
@@ -176,8 +240,9 @@ def main() -> None:
         peaks: dict[Path, list[float]] = {small: [], large: []}
         for _ in range(3):
             for path in (small, large):
-                out = subprocess.run([sys.executable, __file__, "--child", str(path), "--dim", str(args.dim),
-                                      "--features", str(args.features), "--k", str(args.k), "--device", args.device,
+                out = subprocess.run([sys.executable, __file__, "--child", str(path), "--shape", args.shape,
+                                      "--dim", str(args.dim), "--features", str(args.features), "--k", str(args.k),
+                                      "--activation", args.activation, "--device", args.device,
                                       *(["--batch", str(args.batch)] if args.batch else []),
                                       "--positions", str(args.positions)], capture_output=True, text=True, check=True)
                 peaks[path].append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])

@@ -15,6 +15,7 @@ import torch
 
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
+from autointerp.threads import at_most
 from autointerp.mine.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
                              lexsort_groups, rank_in_group)
 
@@ -26,6 +27,8 @@ BLOCK_ROWS = 16
 """Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
 SLAB_BYTES = 8 << 20
 """Pre-activations scanned at a time on the CPU (see block_extremes): about what a core's cache holds."""
+DENSE_GROUPS = 16
+"""best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
 NEGATIVE_POOL = 8
 """The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
 
@@ -99,11 +102,25 @@ def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Ten
 
 def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
                    features: int) -> torch.Tensor:
-    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature)."""
-    group = item * features + feature
-    order = lexsort_groups(group, key, ident)
-    first = rank_in_group(group[order]) == 0
-    return order[first]
+    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature);
+    idents are distinct within a group. Where the batch's items x features is small next to the
+    entries (a sequence's tokens or frames: few items, many entries each), two scatters into a dense
+    [items, features] table find them (4-5x faster than sorting); else a sort."""
+    if len(item) == 0:
+        return torch.empty(0, dtype=torch.int64, device=item.device)
+    low = item.min()
+    cells = (int(item.max() - low) + 1) * features
+    if cells > DENSE_GROUPS * len(item) + (1 << 20):
+        group = item * features + feature
+        order = lexsort_groups(group, key, ident)
+        return order[rank_in_group(group[order]) == 0]
+    group = (item - low) * features + feature
+    peak = torch.full((cells,), -torch.inf, dtype=key.dtype, device=key.device)
+    peak.scatter_reduce_(0, group, key, "amax")
+    tied = key == peak[group]  # each group's largest key, possibly at several entries
+    first = torch.full((cells,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=key.device)
+    first.scatter_reduce_(0, group[tied], ident[tied], "amin")
+    return torch.nonzero(tied & (ident == first[group])).flatten()
 
 
 class Accumulator:
@@ -208,7 +225,12 @@ class Accumulator:
 
     def offer(self, c: Candidates, items: torch.Tensor, multi_row: bool = True) -> None:
         """Offer the candidates of complete items (items: every item id the candidates cover;
-        multi_row: whether some of these items have several vector rows)."""
+        multi_row: whether some of these items have several vector rows). On one thread: its work is
+        sorts of small tensors, whose barriers cost most on a busy machine (see threads.at_most)."""
+        with at_most(1):
+            self._offer(c, items, multi_row)
+
+    def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:

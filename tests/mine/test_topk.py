@@ -1,0 +1,44 @@
+"""TopPerFeature against a brute-force per-feature selection: any batching, any split into shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autointerp.mine.topk import TopPerFeature, float_key, key_float
+
+
+def brute(features, keys, ids, F, K):
+    out = []
+    for f in range(F):
+        chosen = sorted(((-k, i) for ff, k, i in zip(features, keys, ids) if ff == f))[:K]
+        out.append([i for _, i in chosen])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batches_and_shards_give_the_brute_force_top(seed):
+    F, K, n = 7, 4, 600
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randint(0, F, (n,), generator=g)
+    values = torch.randint(-3, 4, (n,), generator=g).float() / 2  # ties: the smaller id wins
+    ids = torch.randperm(n, generator=g)
+    keys = float_key(values)
+    want = brute(features.tolist(), keys.tolist(), ids.tolist(), F, K)
+    one = TopPerFeature(F, K)
+    for lo in range(0, n, 37):
+        one.offer(features[lo:lo + 37], keys[lo:lo + 37], ids[lo:lo + 37], values[lo:lo + 37])
+    halves = [TopPerFeature(F, K) for _ in range(2)]
+    for part, sl in zip(halves, (slice(0, n // 3), slice(n // 3, n))):
+        part.offer(features[sl], keys[sl], ids[sl], values[sl])
+    halves[0].merge(halves[1])
+    for top in (one, halves[0]):
+        got = top.entries()
+        assert [[i for i, _, _ in row] for row in got] == want
+        assert all(v == values[ids.tolist().index(i)].item() for row in got for i, v, _ in row)
+
+
+def test_float_key_orders_like_the_floats():
+    x = torch.tensor([-float("inf"), -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, 3e38])
+    k = float_key(x)
+    assert bool((k[1:] >= k[:-1]).all()) and torch.equal(key_float(k), x)

@@ -1,0 +1,37 @@
+"""Thread settings: passive OpenMP waits and thread counts from the CPUs the process may use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from autointerp import threads
+
+
+def test_defaults_follow_the_affinity_mask():
+    env: dict[str, str] = {}
+    count = threads.configure(env)
+    cpus = len(os.sched_getaffinity(0))
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(cpus)
+    assert count == cpus
+
+
+def test_values_the_user_set_are_kept_and_capped_by_the_usable_cpus():
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}
+    assert threads.configure(env) == 1
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["MKL_NUM_THREADS"] == "1"
+    assert threads.configure({"OMP_NUM_THREADS": "512"}) == len(os.sched_getaffinity(0))
+
+
+def test_torch_started_after_configure_uses_the_restricted_cpu_set():
+    """Under taskset to one CPU, torch (imported after configure) runs one intra-op thread, whatever
+    the machine's core count."""
+    code = ("import os; from autointerp import threads; threads.configure(); import torch; "
+            "print(torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    cpu = min(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}}); {code}"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "PASSIVE"]
