@@ -38,7 +38,7 @@ class Pipeline:
 
     @property
     def shard_dir(self) -> Path:
-        return self.config.output.dir / "shards"
+        return self.config.cluster.shared_dir or self.config.output.dir / "shards"
 
     @property
     def export_dir(self) -> Path:
@@ -90,6 +90,10 @@ class Pipeline:
     def run_stage(self, stage: str) -> StageResult:
         if stage in ("mine", "merge"):
             from autointerp.mine.stage import Shard, merge_shards, mine, sync_sae, write
+            if stage == "mine" and self.shard is None and self.config.cluster.engine == "ray":
+                from autointerp.mine.cluster import mine_on_ray
+                if mine_on_ray(self.store, self.config, self.encoder(), self.corpus(), self.shard_dir):
+                    stage = "merge"  # every shard file is written: merge them as `merge` does
             if stage == "merge":
                 acc = merge_shards(self.shard_dir, self.encoder(), self.corpus(), self.config.mine)
                 sync_sae(self.store, self.encoder(), self.corpus())
@@ -131,6 +135,9 @@ class Pipeline:
             from autointerp.mine.stage import Shard, pick_device
             if self.shard:
                 Shard.parse(self.shard)
+            elif self.config.cluster.engine == "ray":
+                from autointerp.mine.cluster import require_ray
+                require_ray()
             if pick_device(self.config.sae.device).type == "cpu" and self.config.sae.precision != "float32":
                 warn(f"[sae] precision = {self.config.sae.precision!r} on the CPU is far slower than float32 (CPUs "
                      f"lack fast half-precision matmuls): it is meant for GPUs")
