@@ -146,11 +146,12 @@ def load_atlas(store: Store) -> Atlas:
     """Every feature with its label, detection score and placement, in feature order."""
     with store.session() as s:
         sae = s.scalars(select(SAE).order_by(SAE.id).limit(1)).first()
-        labels = {row.feature_id: row for row in s.scalars(select(Label).options(defer(Label.raw_response)))}
+        labels = {row.feature_id: row for row in s.scalars(select(Label).options(defer(Label.raw_response))
+                                                           .order_by(Label.feature_id))}
         scores: dict[str, dict[int, Score]] = defaultdict(dict)
         for row in s.scalars(select(Score).options(defer(Score.details)).where(Score.method.in_((DETECTION, EMBEDDING)))):
             scores[row.method][row.feature_id] = row
-        placements = {row.feature_id: row for row in s.scalars(select(Placement))}
+        placements = {row.feature_id: row for row in s.scalars(select(Placement).order_by(Placement.feature_id))}
         groups = {g.id: g for g in s.scalars(select(Group).order_by(Group.id))}
         bins = {b.id: b for b in s.scalars(select(Bin).order_by(Bin.id))}
         calls, tokens_in, tokens_out, cost = s.execute(select(

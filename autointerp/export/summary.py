@@ -49,7 +49,8 @@ def _llm(store: Store) -> dict:
                                 func.coalesce(func.sum(LLMCall.input_tokens), 0),
                                 func.coalesce(func.sum(LLMCall.output_tokens), 0),
                                 func.coalesce(func.sum(LLMCall.cost), 0.0))
-                         .group_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)).all()
+                         .group_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)
+                         .order_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)).all()
     total = {"calls": 0, "failed_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     by_purpose: dict[str, dict] = {}
     models: set[str] = set()

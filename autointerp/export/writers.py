@@ -55,15 +55,16 @@ class Snapshot:
 
 def snapshot(store: Store) -> Snapshot:
     with store.session() as s:
-        scores = list(s.scalars(select(Score).where(Score.method.in_((METHOD, EMBEDDING)))))
+        # Every query ordered: PostgreSQL returns rows in no fixed order (SQLite's happens to be the key's).
+        scores = list(s.scalars(select(Score).where(Score.method.in_((METHOD, EMBEDDING))).order_by(Score.feature_id)))
         return Snapshot(
             sae=s.scalars(select(SAE).order_by(SAE.id)).first(),
             features=list(s.scalars(select(Feature).order_by(Feature.id))),
-            labels={l.feature_id: l for l in s.scalars(select(Label))},
+            labels={l.feature_id: l for l in s.scalars(select(Label).order_by(Label.feature_id))},
             detection={sc.feature_id: sc for sc in scores if sc.method == METHOD},
             embedding={sc.feature_id: sc for sc in scores if sc.method == EMBEDDING},
-            placements={p.feature_id: p for p in s.scalars(select(Placement))},
-            bins={b.id: b for b in s.scalars(select(Bin))},
+            placements={p.feature_id: p for p in s.scalars(select(Placement).order_by(Placement.feature_id))},
+            bins={b.id: b for b in s.scalars(select(Bin).order_by(Bin.id))},
             groups=list(s.scalars(select(Group).order_by(Group.id))))
 
 

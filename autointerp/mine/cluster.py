@@ -83,7 +83,6 @@ def mine_on_ray(store: Store, config: Config, encoder: Encoder, corpus: Corpus, 
         count = config.cluster.shards or max(1, int(gpus // config.cluster.gpus_per_shard if gpus else resources.get("CPU", 1)))
         per_task = {"num_gpus": config.cluster.gpus_per_shard, "num_cpus": 1} if gpus else {"num_cpus": 1}
         device = "cuda" if gpus else config.sae.device
-        folder.mkdir(parents=True, exist_ok=True)
         task = ray.remote(max_retries=MAX_RETRIES, **per_task)(mine_shard)
         todo = [Shard(i, count) for i in range(count) if not Shard(i, count).path(folder).is_file()]
         rows = {shard.index: _rows(corpus, shard) for shard in todo}
