@@ -105,3 +105,13 @@ def test_a_version_1_database_is_migrated_on_both_backends(backend, tmp_path, re
                           "submitted_at) VALUES ('t', 'p', 'm', 'explain', 'submitted', '{}', 0, CURRENT_TIMESTAMP)"))
         assert conn.execute(text("SELECT id FROM llm_batches")).scalar() == 1  # the key autoincrements
     store.close()
+
+
+def test_the_demo_exports_are_byte_identical_on_sqlite_and_postgresql(tmp_path, postgres_server, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--out", str(tmp_path / "sqlite")]) == 0
+    assert main(["run", "--out", str(tmp_path / "pg"), "--db", postgres_server.new_database()]) == 0
+    names = sorted(p.name for p in (tmp_path / "sqlite" / "export").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "pg" / "export").iterdir()) and "annotations.json" in names
+    for name in names:
+        assert (tmp_path / "sqlite" / "export" / name).read_bytes() == (tmp_path / "pg" / "export" / name).read_bytes(), name
