@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="torch device for mining: auto, cpu, cuda")
         if name == "mine":
             p.add_argument("--shard", help="mine only shard i of n (e.g. 0/4) into OUT/shards; then run merge")
+            p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                           help="mine the shards as tasks on a Ray cluster (ADDRESS, else RAY_ADDRESS or a local one) and merge")
         _add_sae_options(p)
         p.add_argument("--prompts", type=Path, help="folder of prompt templates overriding the bundled ones")
         p.add_argument("--redo", action="append", default=[], choices=list(STAGE_OF_COMMAND["run"]),
@@ -122,6 +124,7 @@ def _overrides(args: argparse.Namespace) -> dict:
             "select.features": get("features"), "select.limit": get("limit"), "sae.device": get("device"),
             "sae.format": get("sae_format"), "sae.layer": get("sae_layer"), "sae.trust_pickle": get("trust_pickle"),
             "sae.precision": get("sae_precision"), "output.bundle": get("bundle"),
+            "cluster.engine": "ray" if get("ray") is not None else None, "cluster.address": get("ray") or None,
             "explain.prompts_dir": str(args.prompts.resolve()) if get("prompts") else None}
 
 

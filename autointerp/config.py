@@ -270,6 +270,21 @@ class SelectConfig(Section):
         return value
 
 
+class ClusterConfig(Section):
+    """Where `mine` runs: in this process, or as shards on a Ray cluster (see autointerp/mine/cluster.py)."""
+    engine: Literal["local", "ray"] = "local"
+    """local: one process; ray: the shards as Ray tasks, merged as `merge` does (needs autointerp[ray])."""
+    address: str = ""
+    """Ray cluster to join ("auto", "HOST:PORT" or "ray://HOST:10001"); empty: RAY_ADDRESS or a local cluster."""
+    shards: int = Field(0, ge=0)
+    """Shards (Ray tasks); 0: one per GPU of the cluster, or one per CPU where it has none."""
+    gpus_per_shard: float = Field(1.0, gt=0)
+    """GPUs each task asks for where the cluster has GPUs (CPU tasks otherwise)."""
+    shared_dir: Path | None = None
+    """Folder for the shard files that every worker and this machine can see (a shared filesystem);
+    default OUT/shards."""
+
+
 class Config(Section):
     sae: SAEConfig
     corpus: CorpusConfig
@@ -280,6 +295,7 @@ class Config(Section):
     taxonomy: TaxonomyConfig = TaxonomyConfig()
     output: OutputConfig = OutputConfig()
     select: SelectConfig = SelectConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def db_url(self) -> str:
@@ -325,7 +341,7 @@ def parse_feature_spec(spec: str) -> set[int] | None:
 
 
 _PATH_FIELDS = {("sae", "path"), ("corpus", "vectors"), ("corpus", "items"), ("corpus", "audio_root"),
-                ("explain", "prompts_dir"), ("output", "dir")}
+                ("explain", "prompts_dir"), ("output", "dir"), ("cluster", "shared_dir")}
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:

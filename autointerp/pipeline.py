@@ -35,7 +35,11 @@ class MineStage(BaseStage):
     def run(self, store: Store, context: Context) -> StageResult:
         from autointerp.mine.stage import Shard, merge_shards, mine, sync_sae, write
         p = self.pipeline
-        if self.name == "merge":
+        merge = self.name == "merge"
+        if not merge and p.shard is None and p.config.cluster.engine == "ray":
+            from autointerp.mine.cluster import mine_on_ray
+            merge = mine_on_ray(store, p.config, p.encoder(), p.corpus(), p.shard_dir)  # True: every shard file written
+        if merge:
             acc = merge_shards(p.shard_dir, p.encoder(), p.corpus(), p.config.mine)
             sync_sae(store, p.encoder(), p.corpus())
             result = write(store, acc, p.encoder(), p.corpus(), p.config.mine, torch.device("cpu"))
@@ -88,7 +92,7 @@ class Pipeline:
 
     @property
     def shard_dir(self) -> Path:
-        return self.config.output.dir / "shards"
+        return self.config.cluster.shared_dir or self.config.output.dir / "shards"
 
     @property
     def export_dir(self) -> Path:
@@ -140,6 +144,9 @@ class Pipeline:
             from autointerp.mine.stage import Shard, pick_device
             if self.shard:
                 Shard.parse(self.shard)
+            elif self.config.cluster.engine == "ray":
+                from autointerp.mine.cluster import require_ray
+                require_ray()
             if pick_device(self.config.sae.device).type == "cpu" and self.config.sae.precision != "float32":
                 warn(f"[sae] precision = {self.config.sae.precision!r} on the CPU is far slower than float32 (CPUs "
                      f"lack fast half-precision matmuls): it is meant for GPUs")

@@ -4,15 +4,19 @@ with exactly what one uninterrupted run produces: the same database rows, export
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from tests.factory import planted_corpus
+
+pytestmark = pytest.mark.both_databases
 
 SLOW_MINE = """
 [mine]
@@ -25,31 +29,45 @@ checkpoint_s = 0.000001
 """
 
 
-def corpus(root: Path) -> Path:
+def corpus(root: Path, database: str | None) -> Path:
     planted = planted_corpus(root, n=900, extra_features=400, k=40)
-    text = planted.config.read_text()
-    text = text[:text.index("[mine]")] + SLOW_MINE + text[text.index("[output]"):]
-    planted.config.write_text(text)
+    toml = planted.config.read_text()
+    toml = toml[:toml.index("[mine]")] + SLOW_MINE + toml[toml.index("[output]"):]
+    if database is not None:
+        toml = toml.replace("[output]\n", f"[output]\ndb = {database!r}\n", 1)
+    planted.config.write_text(toml)
     return planted.config
 
 
-def command(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "autointerp", "run", str(config), "--llm", "mock", "--out", str(out)]
+def command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "autointerp", "run", str(config), "--llm", "mock"]
 
 
-def count(db: Path, sql: str) -> int:
-    if not db.exists():
+def url(out: Path, database: str | None) -> str:
+    return database or f"sqlite:///{out / 'autointerp.db'}"
+
+
+def query(db_url: str, sql: str) -> list:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).fetchall()
+    finally:
+        engine.dispose()
+
+
+def count(db_url: str, sql: str) -> int:
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
         return 0
     try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:  # table not there yet
+        return query(db_url, sql)[0][0]
+    except DBAPIError:  # table not there yet
         return 0
 
 
-def kill_points(out: Path):
+def kill_points(out: Path, database: str | None):
     """(name, measure, wanted): kill when measure() exceeds wanted(value at this run's start)."""
-    db = out / "autointerp.db"
+    db = url(out, database)
     pages = out / "atlas" / "features"
     rows = lambda table: lambda: count(db, f"SELECT count(*) FROM {table}")  # noqa: E731
     more = lambda start: start  # noqa: E731  - any progress in this run
@@ -67,20 +85,21 @@ def kill_points(out: Path):
     ]
 
 
-def snapshot(out: Path) -> dict:
-    with sqlite3.connect(out / "autointerp.db") as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        tables = {
-            "features": "SELECT * FROM features ORDER BY id",
-            "examples": "SELECT feature_id, kind, rank, activation, item_id, position, trace FROM examples ORDER BY 1, 2, 3",
-            "labels": "SELECT feature_id, status, title, description, confidence, reasoning, error FROM labels ORDER BY 1",
-            "scores": "SELECT feature_id, method, status, balanced_accuracy, details, error FROM scores ORDER BY 1, 2",
-            "placements": "SELECT feature_id, status, groups, bin_id FROM placements ORDER BY 1",
-            "bins": "SELECT * FROM bins ORDER BY id",
-            "groups": "SELECT * FROM groups ORDER BY id",
-            "ok_calls": "SELECT request_hash, response FROM llm_calls WHERE status = 'ok' ORDER BY 1",
-        }
-        state = {name: conn.execute(sql).fetchall() for name, sql in tables.items()}
+def snapshot(out: Path, database: str | None) -> dict:
+    db = url(out, database)
+    if database is None:
+        assert query(db, "PRAGMA integrity_check")[0][0] == "ok"
+    tables = {
+        "features": "SELECT * FROM features ORDER BY id",
+        "examples": "SELECT feature_id, kind, rank, activation, item_id, position, trace FROM examples ORDER BY 1, 2, 3",
+        "labels": "SELECT feature_id, status, title, description, confidence, reasoning, error FROM labels ORDER BY 1",
+        "scores": "SELECT feature_id, method, status, balanced_accuracy, details, error FROM scores ORDER BY 1, 2",
+        "placements": "SELECT feature_id, status, groups, bin_id FROM placements ORDER BY 1",
+        "bins": "SELECT * FROM bins ORDER BY id",
+        "groups": "SELECT * FROM groups ORDER BY id",
+        "ok_calls": "SELECT request_hash, response FROM llm_calls WHERE status = 'ok' ORDER BY 1",
+    }
+    state = {name: query(db, sql) for name, sql in tables.items()}
     for folder in ("export", "atlas"):
         for path in sorted((out / folder).rglob("*")):
             if path.is_file() and path.name != "summary.html":
@@ -88,33 +107,17 @@ def snapshot(out: Path) -> dict:
     return state
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> tuple[Path, Path, dict]:
-    """One corpus and one uninterrupted reference run, shared by the tests of this module:
-    (config, the reference's output folder, its snapshot)."""
-    config = corpus(tmp_path_factory.mktemp("kill") / "corpus")
-    out = config.parent.parent / "reference"
-    done = subprocess.run(command(config, out), capture_output=True, text=True, timeout=300)
+def test_killed_ten_times_ends_like_one_run(tmp_path, database: str | None, request):
+    second = request.getfixturevalue("postgres_server").new_database() if database else None
+    reference = corpus(tmp_path / "reference", second)
+    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return config, out, snapshot(out)
-
-
-def test_a_finished_run_run_again_changes_nothing(shared):
-    config, out, reference = shared
-    calls = count(out / "autointerp.db", "SELECT count(*) FROM llm_calls")
-    again = subprocess.run(command(config, out), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert snapshot(out) == reference
-    assert count(out / "autointerp.db", "SELECT count(*) FROM llm_calls") == calls  # nothing asked twice
-
-
-def test_killed_ten_times_ends_like_one_run(shared):
-    config, _, reference = shared
-    out = config.parent.parent / "killed"
+    config = corpus(tmp_path / "killed", database)
+    out = config.parent / "out"
     hits = []
-    for name, measure, wanted in kill_points(out):
+    for name, measure, wanted in kill_points(out, database):
         target = wanted(measure())
-        proc = subprocess.Popen(command(config, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while proc.poll() is None and measure() <= target and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -123,13 +126,18 @@ def test_killed_ten_times_ends_like_one_run(shared):
             hits.append(name)
         proc.wait()
     assert len(hits) >= 9, hits  # the kills landed across the stages
-    final = subprocess.run(command(config, out), capture_output=True, text=True, timeout=300)
+    final = subprocess.run(command(config), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
-    a, b = reference, snapshot(out)
+    a, b = snapshot(reference.parent / "out", second), snapshot(out, database)
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == b[key], key
     # No completed call was paid twice: every ok request appears once in the log.
-    with sqlite3.connect(out / "autointerp.db") as conn:
-        assert conn.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM llm_calls WHERE status='ok' "
-                            "GROUP BY request_hash)").fetchone()[0] == 1
+    assert query(url(out, database), "SELECT max(n) FROM (SELECT count(*) AS n FROM llm_calls WHERE status='ok' "
+                                     "GROUP BY request_hash) AS per_request")[0][0] == 1
+    # A finished run, run again, changes nothing and asks nothing twice.
+    calls = count(url(out, database), "SELECT count(*) FROM llm_calls")
+    again = subprocess.run(command(config), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(out, database) == b
+    assert count(url(out, database), "SELECT count(*) FROM llm_calls") == calls

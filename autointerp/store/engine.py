@@ -3,21 +3,18 @@ with a schema version check so a database from another version is never misread.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autointerp.errors import StoreError
 from autointerp.resources import resource_dir
+from autointerp.store.lock import advisory_lock, file_lock
 from autointerp.store.schema import SCHEMA_VERSION, Base, SchemaInfo
 
 
@@ -31,6 +28,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+DRIVER_EXTRAS = {"postgresql": "postgres"}
+"""The autointerp extra that installs a database's driver."""
+
+
+def _create(url: str) -> Engine:
+    """The engine for a URL, or one line saying what is wrong with it (bad URL, driver not installed)."""
+    try:
+        return create_engine(url)
+    except ArgumentError as exc:
+        raise StoreError(f"--db {url!r} is not a database URL ({exc}): give a SQLite file path or a URL such as "
+                         f"postgresql+psycopg://user@host/dbname") from None
+    except (ImportError, NoSuchModuleError) as exc:
+        backend = url.split(":", 1)[0].split("+", 1)[0]
+        extra = DRIVER_EXTRAS.get(backend)
+        how = f"pip install 'autointerp[{extra}]'" if extra else "install its driver"
+        raise StoreError(f"no driver for the database URL's {url.split(':', 1)[0]!r} ({exc}): {how}") from None
+
+
 class Store:
     """The run's database. Use `with store.session() as s:` for a unit of work that commits on exit."""
 
@@ -42,7 +57,9 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the database folder {path.parent} ({exc.strerror}): choose a writable --db or --out") from None
-        self.engine: Engine = create_engine(url)
+        self.engine: Engine = _create(url)
+        self.name = self.engine.url.render_as_string(hide_password=True)
+        """The URL as shown to users: the password masked."""
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -52,7 +69,10 @@ class Store:
         try:
             tables = set(inspect(self.engine).get_table_names())
         except (DatabaseError, OperationalError) as exc:
-            raise StoreError(f"cannot open database {self.url}: {exc.orig}; point --db at an autointerp database or a new file") from None
+            reason = " ".join(str(exc.orig).split())  # one line: drivers' messages span several
+            fix = ("start the server, or check the host, port, user and password in --db"
+                   if self.engine.dialect.name != "sqlite" else "point --db at an autointerp database or a new file")
+            raise StoreError(f"cannot open database {self.name}: {reason}; {fix}") from None
         if not tables:
             self._wal()
             Base.metadata.create_all(self.engine)
@@ -60,7 +80,7 @@ class Store:
                 s.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
             return
         if "schema_info" not in tables:
-            raise StoreError(f"database {self.url} was not written by autointerp (no schema_info table): use a new --db path")
+            raise StoreError(f"database {self.name} was not written by autointerp (no schema_info table): use a new --db path")
         with self.session() as s:
             row = s.get(SchemaInfo, "schema_version")
         found = int(row.value) if row else -1
@@ -74,57 +94,41 @@ class Store:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
     def _migrate(self, found: int) -> None:
-        """Apply db/migrations/NNN_to_MMM.sql step by step, or refuse clearly."""
+        """Apply db/migrations/NNN_to_MMM.sql step by step (NNN_to_MMM.postgresql.sql instead on PostgreSQL where
+        the DDL differs), or refuse clearly."""
         migrations = resource_dir("db") / "migrations"
         version = found
         while version < SCHEMA_VERSION:
-            steps = sorted(migrations.glob(f"{version:03d}_to_{version + 1:03d}*.sql"))  # 002_to_003.sql, 002_to_003_x.sql
-            if not steps:
+            stem = f"{version:03d}_to_{version + 1:03d}"
+            step = migrations / f"{stem}.{self.engine.dialect.name}.sql"  # a backend's own DDL, if it needs one
+            if not step.is_file():
+                step = migrations / f"{stem}.sql"
+            if not step.is_file():
                 break
             with self.engine.begin() as conn:
-                script = "\n".join(line for step in steps for line in step.read_text().splitlines()
-                                   if not line.lstrip().startswith("--"))
+                script = "\n".join(line for line in step.read_text().splitlines() if not line.lstrip().startswith("--"))
                 for statement in filter(str.strip, script.split(";")):
                     conn.execute(text(statement))
                 conn.execute(text("UPDATE schema_info SET value = :v WHERE key = 'schema_version'"), {"v": str(version + 1)})
             version += 1
         if version != SCHEMA_VERSION:
             raise StoreError(
-                f"database {self.url} has schema version {found}, this autointerp (schema {SCHEMA_VERSION}) "
+                f"database {self.name} has schema version {found}, this autointerp (schema {SCHEMA_VERSION}) "
                 f"cannot read it: use the autointerp version that wrote it, or a new --db path")
 
     @contextmanager
     def exclusive(self, command: str) -> Iterator[None]:
-        """Hold the run lock of a SQLite database for the duration of a stage run: a second run on the
-        same file is refused at once with who holds it. The OS releases the lock when the process dies
-        (even on kill -9), so a crash never leaves it stale. Other databases are not locked."""
-        if not self.url.startswith("sqlite:///"):
+        """Hold the run lock for the duration of a stage run (see store/lock.py): a second run on the same
+        database is refused at once with who holds it, and a dead run never leaves it stale. SQLite
+        and PostgreSQL are locked; other databases are not."""
+        if self.url.startswith("sqlite:///"):
+            with file_lock(Path(self.url.removeprefix("sqlite:///")), command):
+                yield
+        elif self.engine.dialect.name == "postgresql":
+            with advisory_lock(self.engine, self.name, command):
+                yield
+        else:
             yield
-            return
-        path = Path(self.url.removeprefix("sqlite:///") + ".lock")
-        handle = path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
-            handle.close()
-            who = f"pid {holder.get('pid', '?')}, `{holder.get('command', '?')}` since {holder.get('since', '?')}"
-            raise StoreError(f"database {path.with_suffix('')} is in use by another autointerp run ({who}): "
-                             f"wait for it to finish, or use another --db") from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps({"pid": os.getpid(), "command": command,
-                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
-            handle.flush()
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

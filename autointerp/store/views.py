@@ -245,11 +245,13 @@ def load_features(store: Store) -> Features:
     """The read model, in one pass over the database."""
     with store.session() as s:
         sae = s.scalars(select(SAE).order_by(SAE.id).limit(1)).first()
-        labels = {row.feature_id: row for row in s.scalars(select(Label).options(defer(Label.raw_response)))}
+        labels = {row.feature_id: row for row in s.scalars(select(Label).options(defer(Label.raw_response))
+                                                           .order_by(Label.feature_id))}
         scores: dict[str, dict[int, Score]] = defaultdict(dict)
-        for row in s.scalars(select(Score).options(defer(Score.details)).where(Score.method.in_((DETECTION, EMBEDDING)))):
+        for row in s.scalars(select(Score).options(defer(Score.details)).where(Score.method.in_((DETECTION, EMBEDDING)))
+                              .order_by(Score.feature_id)):
             scores[row.method][row.feature_id] = row
-        placements = {row.feature_id: row for row in s.scalars(select(Placement))}
+        placements = {row.feature_id: row for row in s.scalars(select(Placement).order_by(Placement.feature_id))}
         groups = {g.id: g for g in s.scalars(select(Group).order_by(Group.id))}
         bins = {b.id: b for b in s.scalars(select(Bin).order_by(Bin.id))}
         calls = call_totals(s)
