@@ -132,14 +132,22 @@ def run_mine(config, store):
     return mine(store, encoder, load_corpus(config.corpus, encoder.d_in), config.mine, "cpu")
 
 
-def sql_dump(db: Path) -> list[str] | None:
-    """The whole SQLite database as SQL statements (None when there is no file): compared before and
-    after a refused run to show it changed nothing."""
-    import sqlite3
-    if not db.exists():
+def sql_dump(db: Path | str) -> list[str] | None:
+    """The whole database as sorted rows per table (None when a SQLite file does not exist): compared
+    before and after a refused run to show it changed nothing. `db` is a SQLite file or any URL."""
+    from sqlalchemy import MetaData, create_engine, select
+    url = str(db) if "://" in str(db) else f"sqlite:///{db}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return None
-    with sqlite3.connect(db) as conn:
-        return list(conn.iterdump())
+    engine = create_engine(url)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return [f"{table.name}: {row!r}" for table in meta.sorted_tables
+                    for row in sorted(conn.execute(select(table)).all(), key=repr)]
+    finally:
+        engine.dispose()
 
 
 class Pickled:

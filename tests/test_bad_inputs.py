@@ -13,16 +13,11 @@ import torch
 
 from autointerp.cli import main
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
-from tests.factory import make_wavs
+from tests.factory import make_wavs, sql_dump
 
 Case = tuple[str, Callable[[Path], list[str]], str]
 
 
-def dump(db: Path) -> list[str] | None:
-    if not db.exists():
-        return None
-    with sqlite3.connect(db) as conn:
-        return list(conn.iterdump())
 
 
 def append(path: Path, text: str) -> None:
@@ -123,14 +118,14 @@ def run_bad(args: list[str], planted, capsys) -> tuple[int, str]:
 def test_bad_input(mined, capsys, monkeypatch, name, prepare, fragment):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     db = mined.root / "out" / "autointerp.db"
-    before = dump(db)
+    before = sql_dump(db)
     args = prepare(mined.root)
     code, err = run_bad(args, mined, capsys)
     last = err.strip().splitlines()[-1] if err.strip() else ""
     assert code == 2, err
     assert last.startswith("autointerp: error: ") and fragment in last, last
     assert "Traceback" not in err
-    assert dump(db) == before
+    assert sql_dump(db) == before
 
 
 def test_catalog_is_big_enough():
@@ -173,10 +168,10 @@ def test_nonfinite_vectors_leave_a_new_database_empty(planted, capsys, value, ro
 def test_bad_database(mined, capsys, name, spoil, fragment):
     db = mined.root / "out" / "autointerp.db"
     spoil(db)
-    before = dump(db) if name != "not a database" else db.read_bytes()
+    before = sql_dump(db) if name != "not a database" else db.read_bytes()
     code, err = run_bad([], mined, capsys)
     assert code == 2 and fragment in err.strip().splitlines()[-1] and "Traceback" not in err
-    assert (dump(db) if name != "not a database" else db.read_bytes()) == before
+    assert (sql_dump(db) if name != "not a database" else db.read_bytes()) == before
 
 
 def test_unknown_model_stops_the_stage_and_keeps_the_data(mined, capsys, monkeypatch):
@@ -188,7 +183,7 @@ def test_unknown_model_stops_the_stage_and_keeps_the_data(mined, capsys, monkeyp
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-404")
     db = mined.root / "out" / "autointerp.db"
-    keep = lambda: [line for line in dump(db) if not line.startswith(('INSERT INTO "runs"', 'INSERT INTO "llm_calls"'))]  # noqa: E731
+    keep = lambda: [line for line in sql_dump(db) if not line.startswith(('INSERT INTO "runs"', 'INSERT INTO "llm_calls"'))]  # noqa: E731
     before = keep()
     with NoSuchModel() as server:
         code, err = run_bad(["--llm", "openai", "--model", "gpt-9", "--base-url", server.url], mined, capsys)

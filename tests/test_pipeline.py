@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from autointerp.cli import main
 from autointerp.store.schema import Feature, Label, LLMCall, Placement, Score
 from autointerp.store.engine import Store
+from tests.factory import sql_dump
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
 
 pytestmark = pytest.mark.both_databases
@@ -199,19 +200,12 @@ def test_a_second_run_on_the_same_database_is_refused(planted, config, capsys):
     store.close()
 
 
-def _dump(db_url: str) -> list[str]:
-    con = sqlite3.connect(db_url.removeprefix("sqlite:///"))
-    try:
-        return list(con.iterdump())
-    finally:
-        con.close()
-
 
 def test_redo_with_a_broken_template_deletes_nothing(planted, config, tmp_path, capsys):
     """Every check (here: the explain template rendered on a sample feature) runs before --redo forgets
     anything: a refused redo leaves the whole database as it was (full SQL dump compared)."""
     assert main(["run", str(planted.config), "--llm", "mock"]) == 0
-    before = _dump(config.db_url)
+    before = sql_dump(config.db_url)
     broken = tmp_path / "prompts"
     broken.mkdir()
     (broken / "explain_user.j2").write_text("Feature {{ feature.id }} {{ no_such_variable }}\n")
@@ -219,7 +213,7 @@ def test_redo_with_a_broken_template_deletes_nothing(planted, config, tmp_path, 
     assert main(["run", str(planted.config), "--llm", "mock", "--prompts", str(broken), "--redo", "explain"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("autointerp: error: prompt template explain_user.j2") and "no_such_variable" in err[-1]
-    assert _dump(config.db_url) == before
+    assert sql_dump(config.db_url) == before
 
 
 def test_redo_follows_the_stage_declarations(planted, config):
