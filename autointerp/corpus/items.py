@@ -9,15 +9,17 @@ object of more tags (in CSV as JSON text).
 
 This is the one validation layer for items: every column is typed and checked at load, before any
 mining, and a value that does not fit is refused with its row, never coerced (4.9 positions, a null
-token, a text that is an object, start after end).
+token, a text that is an object, start after end). The table is read as a stream and its items held
+columnar (autointerp.corpus.columns), so memory does not grow with the number of items.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,12 @@ import numpy as np
 
 from autointerp.config import CorpusConfig
 from autointerp.errors import InputError
+from autointerp.corpus.columns import ItemRow, ItemTable
 from autointerp.corpus.fingerprint import fingerprint
 from autointerp.corpus.table import read_table
 from autointerp.corpus.vectors import VectorSource, open_vectors
+
+__all__ = ["ItemRow", "ItemTable", "Corpus", "parse_items", "iter_items", "load_corpus", "check_audio"]
 
 RESERVED = ("id", "audio", "start", "end", "text", "positions", "tokens")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
@@ -35,32 +40,27 @@ HEADER_CHECKS = 20000
 """Audio headers read at load: all of them up to this many files, else an evenly spread sample."""
 
 
-@dataclass(slots=True)
-class ItemRow:
-    key: str
-    audio: str | None = None
-    start: float | None = None
-    end: float | None = None
-    text: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    positions: int = 1
-    tokens: list[str] | None = None
-
-
 @dataclass
 class Corpus:
     vectors: VectorSource
-    items: list[ItemRow]
+    items: ItemTable
+    """The items, columnar (a list of ItemRow given here is converted)."""
     audio_root: Path
     frame_seconds: float | None = None
     """Sequence audio corpora: seconds per position (position p spans start + p*frame_seconds onward)."""
-    first_row: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
-    """[items + 1] the first vector row of each item, then the total row count."""
     fingerprint: dict[str, Any] = field(default_factory=dict)
     """The corpus files' fingerprint (autointerp.corpus.fingerprint), recorded with the SAE at mine time."""
 
     def __post_init__(self) -> None:
-        self.first_row = np.concatenate([[0], np.cumsum([item.positions for item in self.items])]).astype(np.int64)
+        if not isinstance(self.items, ItemTable):
+            self.items = ItemTable(self.items)
+
+    @property
+    def first_row(self) -> np.ndarray:
+        """[items + 1] the first vector row of each item, then the total row count. Built on each call
+        for a corpus of one row per item: loops use row_of and item_of_rows."""
+        starts = self.items.starts
+        return np.arange(len(self.items) + 1, dtype=np.int64) if starts is None else starts
 
     @property
     def rows(self) -> int:
@@ -70,13 +70,19 @@ class Corpus:
     def dim(self) -> int:
         return self.vectors.dim
 
-    @cached_property
+    @property
     def is_sequence(self) -> bool:
-        return any(item.positions != 1 for item in self.items)
+        return self.items.starts is not None
+
+    def row_of(self, items: Any) -> Any:
+        """The first vector row of an item (an int) or of each item (an array); len(items) gives the total."""
+        starts = self.items.starts
+        return np.asarray(items, dtype=np.int64) if starts is None else starts[items]
 
     def item_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """The item index of each vector row."""
-        return np.searchsorted(self.first_row, rows, side="right") - 1
+        starts = self.items.starts
+        return np.array(rows, dtype=np.int64) if starts is None else np.searchsorted(starts, rows, side="right") - 1
 
     def audio_path(self, item_audio: str) -> Path:
         return self.audio_root / item_audio
@@ -207,23 +213,41 @@ def _tags(row: dict[str, Any], where: Where) -> dict[str, str]:
 
 def parse_items(path: Path) -> list[ItemRow]:
     """Every row's columns typed and checked (see the module docstring); nothing coerced silently."""
-    items: list[ItemRow] = []
-    seen: set[str] = set()
+    return list(iter_items(path))
+
+
+def iter_items(path: Path) -> Iterator[ItemRow]:
+    """The items of the table, one at a time, typed and checked; that ids are unique is checked at the
+    end, on 8-byte hashes of them (a repeated hash is confirmed on the ids themselves)."""
+    hashes = array("q")
     for number, row in enumerate(read_table(path), 1):
         where = (path, number)
         key = _key(row.get("id"), where)
-        if key in seen:
-            raise InputError(f"items table {path} row {number}: id {key!r} appears twice: ids must be unique")
-        seen.add(key)
+        hashes.append(hash(key))
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
         if start is not None and end is not None and start > end:
             raise InputError(f"items table {path} row {number}: start = {start} is after end = {end}: fix the span")
         positions = _positions(row.get("positions"), where)
-        items.append(ItemRow(key=key, audio=_string(row.get("audio"), where, "audio"),
-                             text=_string(row.get("text"), where, "text"), start=start, end=end,
-                             tags=_tags(row, where), positions=positions,
-                             tokens=_tokens(row.get("tokens"), where, positions)))
-    return items
+        yield ItemRow(key=key, audio=_string(row.get("audio"), where, "audio"),
+                      text=_string(row.get("text"), where, "text"), start=start, end=end,
+                      tags=_tags(row, where), positions=positions, tokens=_tokens(row.get("tokens"), where, positions))
+    _unique(path, np.frombuffer(hashes, dtype=np.int64) if hashes else np.zeros(0, np.int64))
+
+
+def _unique(path: Path, hashes: np.ndarray) -> None:
+    """Refuse the first row whose id appeared before (the rows whose hash repeats are read again)."""
+    ordered = np.sort(hashes)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return
+    suspects = set(np.flatnonzero(np.isin(hashes, repeated)).tolist())
+    seen: set[str] = set()
+    for number, row in enumerate(read_table(path), 1):
+        if number - 1 in suspects:
+            key = _key(row.get("id"), (path, number))
+            if key in seen:
+                raise InputError(f"items table {path} row {number}: id {key!r} appears twice: ids must be unique")
+            seen.add(key)
 
 
 def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
@@ -235,24 +259,33 @@ def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
     if d_in is not None and vectors.dim != d_in:
         raise InputError(f"corpus vectors {where} have dimension {vectors.dim} but the SAE expects {d_in}: "
                          f"extract the activations at the layer the SAE was trained on")
-    items = parse_items(config.items)
-    positions = sum(item.positions for item in items)
+    files: set[str] = set()
+    items = ItemTable(_noting_audio(iter_items(config.items), files))
+    positions = items.rows
     if positions != vectors.rows:
         unit = "rows" if positions == len(items) else "positions"
         raise InputError(f"items table {config.items} accounts for {positions} vector {unit} but {where} has "
                          f"{vectors.rows} rows: write one items row per vector (or set positions per item), in order")
     audio_root = config.audio_root or config.items.parent
-    check_audio(items, audio_root, config.items, config.allow_outside_root)
+    check_audio(files, audio_root, config.items, config.allow_outside_root)
     return Corpus(vectors=vectors, items=items, audio_root=audio_root, frame_seconds=config.frame_seconds,
                   fingerprint=fingerprint(vectors.paths, config.items))
 
 
-def check_audio(items: list[ItemRow], audio_root: Path, table: Path, allow_outside_root: bool = False) -> None:
+def _noting_audio(items: Iterable[ItemRow], files: set[str]) -> Iterator[ItemRow]:
+    """The items, each one's audio file added to `files` on the way."""
+    for item in items:
+        if item.audio:
+            files.add(item.audio)
+        yield item
+
+
+def check_audio(names: Iterable[str], audio_root: Path, table: Path, allow_outside_root: bool = False) -> None:
     """Every referenced audio file lies under the audio root (the atlas publishes cuts of them; an
     absolute path or `..` reaching elsewhere needs [corpus] allow_outside_root), exists and has a
     supported extension; headers are read (all of them, or an evenly spread sample of HEADER_CHECKS
     files for very large corpora) to catch corrupt files."""
-    files = sorted({item.audio for item in items if item.audio})
+    files = sorted(set(names))
     if not allow_outside_root:
         root = audio_root.resolve()
         outside = [name for name in files if not (audio_root / name).resolve().is_relative_to(root)]

@@ -1,21 +1,27 @@
-"""Reading an items table (CSV, TSV, JSONL or Parquet) into rows of column -> value, refusing what
-would silently lose data: duplicate or unnamed columns, CSV rows with more fields than the header,
-lines that are not JSON objects. Lines are split on newlines only, never on the other characters
-str.splitlines() treats as line breaks (U+2028, U+0085, ...), which are valid inside a JSON or a
-quoted CSV string."""
+"""Reading an items table (CSV, TSV, JSONL or Parquet) as a stream of rows of column -> value, refusing
+what would silently lose data: duplicate or unnamed columns, CSV rows with more fields than the
+header, lines that are not JSON objects. Lines are split on newlines only, never on the other
+characters str.splitlines() treats as line breaks (U+2028, U+0085, ...), which are valid inside a JSON
+or a quoted CSV string. Rows are read one at a time (Parquet: one batch at a time), so a table of
+millions of rows is never held whole in memory."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from autointerp.errors import InputError
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+PARQUET_BATCH = 65_536
+"""Rows of a Parquet items table decoded at a time."""
+BOM = codecs.BOM_UTF8
 
 
 def _duplicates(path: Path, names: list[str]) -> None:
@@ -27,29 +33,56 @@ def _duplicates(path: Path, names: list[str]) -> None:
         raise InputError(f"items table {path} column {position} has no name: name it (it becomes a tag) or remove it")
 
 
-def read_table(path: Path) -> list[dict[str, Any]]:
-    """The table's rows, each a dict of column name -> value (strings for CSV/TSV)."""
+def read_table(path: Path) -> Iterator[dict[str, Any]]:
+    """The table's rows, one at a time, each a dict of column name -> value (strings for CSV/TSV)."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"items table {path} has an unsupported extension {path.suffix!r}: use .csv, .tsv, .jsonl or .parquet")
     if suffix == ".parquet":
         return _parquet(path)
     try:
-        raw = path.read_bytes()
+        handle = path.open("rb")
     except OSError as exc:
         raise InputError(f"items table {path} cannot be read ({exc.strerror}): set [corpus] items to a CSV or JSONL file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"items table {path} is not UTF-8 (bad byte at offset {exc.start}): re-save it as UTF-8") from None
     if suffix in (".jsonl", ".ndjson"):
-        return _jsonl(path, text)
-    return _csv(path, text, "\t" if suffix == ".tsv" else ",")
+        return _decoded(path, handle, _jsonl(path, handle))
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")  # lines end at \n, \r\n or \r only
+    return _decoded(path, handle, _csv(path, text, "\t" if suffix == ".tsv" else ","))
 
 
-def _jsonl(path: Path, text: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.split("\n"), 1):
+def _decoded(path: Path, handle: IO[bytes], rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The rows, the file closed at the end; a byte that is not UTF-8 is named by its offset."""
+    with handle:
+        try:
+            yield from rows
+        except UnicodeDecodeError:
+            raise InputError(f"items table {path} is not UTF-8 (bad byte at offset {_bad_byte(path)}): "
+                             f"re-save it as UTF-8") from None
+
+
+def _bad_byte(path: Path) -> int:
+    """The offset of the first byte that is not valid UTF-8 (read again, in blocks, on that error only)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return offset - pending + exc.start
+            offset += len(block)
+        pending = len(decoder.getstate()[0])
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            return offset - pending + exc.start
+    return offset
+
+
+def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
+    for number, raw in enumerate(handle, 1):  # binary lines: split on b"\n" only
+        line = (raw[len(BOM):] if number == 1 and raw.startswith(BOM) else raw).decode("utf-8")
         if not line.strip():
             continue
         try:
@@ -58,33 +91,29 @@ def _jsonl(path: Path, text: str) -> list[dict[str, Any]]:
             raise InputError(f"items table {path} line {number} is not JSON: fix or remove it") from None
         if not isinstance(row, dict):
             raise InputError(f"items table {path} line {number} is not a JSON object: write one object per line")
-        rows.append(row)
-    return rows
+        yield row
 
 
-def _csv(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
+def _csv(path: Path, text: IO[str], delimiter: str) -> Iterator[dict[str, Any]]:
+    records = csv.reader(text, delimiter=delimiter, strict=True)
     try:
-        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+        header = next(records, [])
+        if "id" not in header:
+            raise InputError(f"items table {path} has no 'id' column (columns: {', '.join(header)}): "
+                             f"add an id column, one unique value per item")
+        _duplicates(path, header)
+        for number, record in enumerate(records, 1):
+            if not record:
+                continue
+            if len(record) > len(header):
+                raise InputError(f"items table {path} row {number} has {len(record)} fields but the header names "
+                                 f"{len(header)}: quote values that contain the delimiter")
+            yield dict(zip(header, record + [""] * (len(header) - len(record))))
     except csv.Error as exc:
         raise InputError(f"items table {path} is not valid CSV ({exc}): fix the quoting") from None
-    if not records or "id" not in records[0]:
-        header = records[0] if records else []
-        raise InputError(f"items table {path} has no 'id' column (columns: {', '.join(header)}): "
-                         f"add an id column, one unique value per item")
-    header = records[0]
-    _duplicates(path, header)
-    rows = []
-    for number, record in enumerate(records[1:], 1):
-        if not record:
-            continue
-        if len(record) > len(header):
-            raise InputError(f"items table {path} row {number} has {len(record)} fields but the header names "
-                             f"{len(header)}: quote values that contain the delimiter")
-        rows.append(dict(zip(header, record + [""] * (len(header) - len(record)))))
-    return rows
 
 
-def _parquet(path: Path) -> list[dict[str, Any]]:
+def _parquet(path: Path) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
     try:
         names = pq.read_schema(path).names
@@ -95,6 +124,7 @@ def _parquet(path: Path) -> list[dict[str, Any]]:
                          f"add an id column, one unique value per item")
     _duplicates(path, names)
     try:
-        return pq.read_table(path).to_pylist()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
+            yield from batch.to_pylist()
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"items table {path} cannot be read ({str(exc).splitlines()[0]}): not a valid Parquet file") from None

@@ -95,18 +95,16 @@ def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
     """Batches of whole items, at most `rows` vector rows each; an item longer than that comes in
     chunks. Yields (first item, stop item, first row, stop row, item complete at the end)."""
     item = first_item
-    starts = corpus.first_row
     while item < stop_item:
-        first_row = int(starts[item])
-        if int(starts[item + 1]) - first_row > rows:  # a long item, in chunks
-            end = int(starts[item + 1])
+        first_row, end = int(corpus.row_of(item)), int(corpus.row_of(item + 1))
+        if end - first_row > rows:  # a long item, in chunks
             for lo in range(first_row, end, rows):
                 yield item, item + 1, lo, min(lo + rows, end), lo + rows >= end
             item += 1
             continue
-        stop = int(np.searchsorted(starts, first_row + rows, side="right")) - 1
+        stop = int(corpus.item_of_rows(np.array([first_row + rows]))[0])
         stop = max(item + 1, min(stop, stop_item))
-        yield item, stop, first_row, int(starts[stop]), True
+        yield item, stop, first_row, int(corpus.row_of(stop)), True
         item = stop
 
 
@@ -121,7 +119,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     next_item = resume(checkpoint, expected, acc, first_item, stop_item) if checkpoint is not None else first_item
     recon_p = min(1.0, config.reconstruction_rows / max(corpus.rows, 1))
     rows_per_batch = batch_rows(config.batch_size, enc.d_sae, device)
-    total = int(corpus.first_row[stop_item] - corpus.first_row[next_item])
+    total = int(corpus.row_of(stop_item)) - int(corpus.row_of(next_item))
     last_save = time.monotonic()
     pending: list[Candidates] = []
     copies = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -153,7 +151,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             items = corpus.item_of_rows(rows)
             row_id = torch.from_numpy(rows).to(device)
             item = torch.from_numpy(items).to(device)
-            position = torch.from_numpy(rows - corpus.first_row[items]).to(device)
+            position = torch.from_numpy(rows - corpus.row_of(items)).to(device)
             suspect = torch.nonzero(~torch.isfinite(x.sum(dim=1))).flatten()  # cheap; then the exact check
             bad = suspect[~torch.isfinite(x[suspect]).all(dim=1)]
             if len(bad):

@@ -23,8 +23,6 @@ from autointerp.store.schema import SAE, Example, Feature, Item
 
 WRITE_BATCH = 256
 """Features written per transaction."""
-ITEM_BATCH = 50_000
-"""Items per INSERT statement when the corpus items are first recorded."""
 LOW_FVE = 0.5
 
 
@@ -38,6 +36,8 @@ def _any_mined(s) -> bool:
 
 
 def _sync_items(store: Store, corpus: Corpus, write: bool, replace: bool) -> None:
+    """Record the items (a statement per CHUNK of them, read back from the columnar table), or check
+    that the recorded ones have the corpus's ids, in order (compared a chunk at a time)."""
     with store.session() as s:
         if replace and write:
             s.execute(delete(Example))
@@ -46,18 +46,23 @@ def _sync_items(store: Store, corpus: Corpus, write: bool, replace: bool) -> Non
         if count == 0 and not write:
             return
         if count == 0:
-            first = corpus.first_row.tolist()
-            for begin in range(0, len(corpus.items), ITEM_BATCH):  # Core executemany, one transaction
-                s.execute(Item.__table__.insert(), [
-                    {"id": i, "key": item.key, "audio": item.audio, "start": item.start, "end": item.end,
-                     "text": item.text, "tags": item.tags, "positions": item.positions, "first_row": first[i],
-                     "tokens": item.tokens}
-                    for i, item in enumerate(corpus.items[begin:begin + ITEM_BATCH], start=begin)])
+            for begin, records in corpus.items.records():  # Core executemany, one transaction
+                first = corpus.row_of(np.arange(begin, begin + len(records))).tolist()
+                s.execute(Item.__table__.insert(), [{"id": i, **record, "first_row": row} for i, record, row
+                                                    in zip(range(begin, begin + len(records)), records, first)])
             return
         if replace:  # checking only: the items are re-recorded when the pass is written
             return
-        keys = s.scalars(select(Item.key).order_by(Item.id)).all()
-    if list(keys) != [item.key for item in corpus.items]:
+        same = count == len(corpus.items)
+        begin = 0
+        for keys in corpus.items.keys() if same else ():
+            recorded = s.scalars(select(Item.key).where(Item.id >= begin, Item.id < begin + len(keys))
+                                 .order_by(Item.id)).all()
+            if list(recorded) != keys:
+                same = False
+                break
+            begin += len(keys)
+    if not same:
         raise InputError("the corpus items differ from the ones this database was mined from: use a new --db for a new corpus")
 
 
