@@ -70,7 +70,7 @@ def kill_one_worker(folder: Path, killed: list[int], stop: threading.Event) -> N
     """Once a shard's task has saved a checkpoint, kill -9 the worker process running it (once)."""
     while not stop.is_set() and not killed:
         for owner in folder.glob("shard-*-of-*.owner.json"):
-            partial = owner.with_name(owner.name.replace(".owner.json", ".partial.pt"))
+            partial = owner.with_name(owner.name.replace(".owner.json", ".partial.safetensors"))
             if partial.exists():
                 try:
                     pid = json.loads(owner.read_text())["pid"]
@@ -104,7 +104,7 @@ def test_sharded_mine_on_a_ray_cluster_with_a_killed_worker_equals_one_process(t
     assert killed, "no worker was killed mid-task"
     err = capsys.readouterr().err
     assert "mine (ray: 2 shards, 2 to run)" in err and "600/600 rows" in err
-    assert sorted(p.name for p in folder.iterdir()) == ["shard-0-of-2.pt", "shard-1-of-2.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"]
     a, b = rows(single.parent / "out" / "autointerp.db"), rows(sharded.parent / "out" / "autointerp.db")
     assert a["items"] == b["items"] and a["examples"] == b["examples"]
     # Every feature column equal; the float sums (mean activation, FVE) to their summation order, as `merge`.
