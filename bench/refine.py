@@ -69,12 +69,13 @@ class PlantedLLM(MockModel):
         return Completion(text=text, input_tokens=request.estimated_tokens(), output_tokens=len(text) // 4)
 
 
-def run(root: Path, refine_below: float = 0.7) -> dict:
+def run(root: Path, refine_below: float = 0.7, batch: bool = False) -> dict:
     planted = planted_corpus(root)
     config = load_config(planted.config)
     features = sorted(planted.truth)
     config.select.features = f"{features[0]}-{features[-1]}"
     config.explain.refine_below = refine_below
+    config.llm.batch, config.llm.batch_poll_s = batch, 0.01
     wrong = set(features[::2])
     store = Store(config.db_url)
     try:

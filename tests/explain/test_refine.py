@@ -3,6 +3,7 @@ label was planted wrong are refined, judged on fresh examples and improved; the 
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from autointerp.store.engine import Store
@@ -11,8 +12,9 @@ from bench.refine import run
 from tests.factory import planted_corpus
 
 
-def test_refinement_fixes_the_planted_wrong_labels_only(tmp_path):
-    figures = run(tmp_path / "corpus")
+@pytest.mark.parametrize("batch", [False, True])
+def test_refinement_fixes_the_planted_wrong_labels_only(tmp_path, batch):
+    figures = run(tmp_path / "corpus", batch=batch)
     wrong = set(figures["planted_wrong"])
     assert set(figures["refined"]) == wrong and set(figures["improved"]) == wrong
     assert all(figures["after"][f] > figures["before"][f] for f in wrong)
@@ -26,7 +28,8 @@ def test_refinement_fixes_the_planted_wrong_labels_only(tmp_path):
         with store.session() as s:
             labels = {r.feature_id: r for r in s.scalars(select(Label))}
             tries = {r.feature_id: r for r in s.scalars(select(Refinement))}
-            asked = [c.request["user"] for c in s.scalars(select(LLMCall).where(LLMCall.purpose == "refine"))]
+            refine_calls = s.scalars(select(LLMCall).where(LLMCall.purpose == "refine")).all()
+            asked = [c.request["user"] for c in refine_calls]
     finally:
         store.close()
     for f in wrong:  # both labels stay: the first in refinements, the kept one in labels
@@ -36,3 +39,4 @@ def test_refinement_fixes_the_planted_wrong_labels_only(tmp_path):
         shown = set(tries[f].details["missed"]) | set(tries[f].details["picked"])
         assert shown and not shown & set(tries[f].details["fresh"])  # judged on examples it was not shown
     assert any("Earlier label:" in text and "earlier label missed" in text for text in asked)
+    assert all((c.batch_id is not None) == batch for c in refine_calls)
