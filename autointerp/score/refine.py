@@ -11,7 +11,6 @@ stage; a feature with a done refinements row is never tried again, a failed one 
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -83,14 +82,14 @@ def plan(store: Store, fid: int, window: tuple[int, int], judge: Judge) -> Plan 
                 [h for h, _ in fresh], first, before, judge.hears(label))
 
 
-def refine(store: Store, config: Config, model: Model, prompts: Prompts, window: tuple[int, int]) -> StageResult:
-    todo = weak(store, config)
-    return asyncio.run(_refine_all(store, config, model, prompts, window, todo)) if todo else StageResult("refine")
-
-
-async def _refine_all(store: Store, config: Config, model: Model, prompts: Prompts, window: tuple[int, int],
-                      todo: list[int]) -> StageResult:
+async def refine(store: Store, config: Config, client: LLMClient, prompts: Prompts,
+                 window: tuple[int, int]) -> StageResult:
+    """Second tries for every weak label (see the module doc), through the score stage's client."""
     result = StageResult("refine")
+    todo = weak(store, config)
+    if not todo:
+        return result
+    model = client.model
     with store.session() as s:
         info = corpus_info(s)
     evidence = Evidence(store, config, prompts, tag_stats(store), uses_clips(config, model), info)
@@ -117,42 +116,38 @@ async def _refine_all(store: Store, config: Config, model: Model, prompts: Promp
                                output_tokens=tokens_out, cost=cost))
         result.failed += 1
 
-    client = LLMClient(model, store, config.llm)
     mode = " batch" if config.llm.batch else ""
-    try:
-        with Progress(f"refine ({model.provider}:{model.model_id}{mode})", len(todo), "features") as bar:
-            for fid in todo:
-                found = plan(store, fid, window, judge)
-                if isinstance(found, str):
-                    fail(fid, found)
+    with Progress(f"refine ({model.provider}:{model.model_id}{mode})", len(todo), "features") as bar:
+        for fid in todo:
+            found = plan(store, fid, window, judge)
+            if isinstance(found, str):
+                fail(fid, found)
+                bar.update()
+            else:
+                plans[fid] = found
+        asked = ((fid, [evidence.request(fid, p.retry)]) for fid, p in plans.items())
+        async with aclosing(answer_groups(client, asked, Explanation)) as finished:
+            async for fid, (answer,) in finished:
+                pay(fid, [answer])
+                if answer.value is None or not answer.value.title.strip():
+                    fail(fid, f"second explain call failed: {answer.error or 'the answer has an empty title'}")
                     bar.update()
                 else:
-                    plans[fid] = found
-            asked = ((fid, [evidence.request(fid, p.retry)]) for fid, p in plans.items())
-            async with aclosing(answer_groups(client, asked, Explanation)) as finished:
-                async for fid, (answer,) in finished:
-                    pay(fid, [answer])
-                    if answer.value is None or not answer.value.title.strip():
-                        fail(fid, f"second explain call failed: {answer.error or 'the answer has an empty title'}")
-                        bar.update()
-                    else:
-                        labels[fid] = answer.value, answer
-            judged = ((fid, judge.requests(trim_title(value.title, config.explain.max_title_words)[0],
-                                           value.description, fid, plans[fid].fresh, plans[fid].hear, "refine"))
-                      for fid, (value, _) in labels.items())
-            async with aclosing(answer_groups(client, judged, Detection)) as finished:
-                async for fid, answers in finished:
-                    pay(fid, answers)
-                    ratings = read(chunks(plans[fid].fresh, config.score.per_prompt), answers)
-                    if isinstance(ratings, str):
-                        fail(fid, f"judging the second label: {ratings}")
-                    else:
-                        kept += _land(store, config, model, evidence.retry_hash, fid, plans[fid], *labels[fid],
-                                      ratings[0], spent[fid])
-                        result.done += 1
-                    bar.update(tokens=sum(spent[fid][:2]), cost=spent[fid][2])
-    finally:
-        await client.aclose()
+                    labels[fid] = answer.value, answer
+        judged = ((fid, judge.requests(trim_title(value.title, config.explain.max_title_words)[0],
+                                       value.description, fid, plans[fid].fresh, plans[fid].hear, "refine"))
+                  for fid, (value, _) in labels.items())
+        async with aclosing(answer_groups(client, judged, Detection)) as finished:
+            async for fid, answers in finished:
+                pay(fid, answers)
+                ratings = read(chunks(plans[fid].fresh, config.score.per_prompt), answers)
+                if isinstance(ratings, str):
+                    fail(fid, f"judging the second label: {ratings}")
+                else:
+                    kept += _land(store, config, model, evidence.retry_hash, fid, plans[fid], *labels[fid],
+                                  ratings[0], spent[fid])
+                    result.done += 1
+                bar.update(tokens=sum(spent[fid][:2]), cost=spent[fid][2])
     result.note = f"refined {result.done} weak labels, kept {kept}" + (f", {result.failed} failed" if result.failed else "")
     return result
 

@@ -75,21 +75,33 @@ def score(store: Store, config: Config, model: Model | None, prompts: Prompts | 
     if config.score.audio and model is not None and not model.takes_audio():
         raise ConfigError(f"[score] audio = true but {model.provider} model {model.model_id!r} takes no audio: "
                           f"use an audio model (Gemini, OpenAI *audio*) or set [score] audio = false")
-    if DETECTION in config.score.methods:
-        result = asyncio.run(_detect_all(store, config, model, prompts, window, _todo(store, config, DETECTION)))
-    if EMBEDDING in config.score.methods:
-        from autointerp.score.embedding import score_embedding
-        extra = score_embedding(store, config.score.embedding_model, window, _todo(store, config, EMBEDDING))
-        result.done += extra.done
-        result.failed += extra.failed
-        result.note = f"embedding: {extra.done} done, {extra.failed} failed"
-    if model is not None and config.explain.refine_below > 0 and DETECTION in config.score.methods:
-        from autointerp.score.refine import refine
-        second = refine(store, config, model, prompts, window)
-        result.tokens += second.tokens
-        result.cost += second.cost
-        if second.done or second.failed:
-            result.note = "; ".join(filter(None, [result.note, second.note]))
+    return asyncio.run(_score_all(store, config, model, prompts, window))
+
+
+async def _score_all(store: Store, config: Config, model: Model | None, prompts: Prompts,
+                     window: tuple[int, int]) -> StageResult:
+    """Detection, embedding, then the second tries, sharing one LLM client (closed at the end)."""
+    result = StageResult("score")
+    client = LLMClient(model, store, config.llm) if model is not None else None
+    try:
+        if DETECTION in config.score.methods:
+            result = await _detect_all(store, config, model, client, prompts, window, _todo(store, config, DETECTION))
+        if EMBEDDING in config.score.methods:
+            from autointerp.score.embedding import score_embedding
+            extra = score_embedding(store, config.score.embedding_model, window, _todo(store, config, EMBEDDING))
+            result.done += extra.done
+            result.failed += extra.failed
+            result.note = f"embedding: {extra.done} done, {extra.failed} failed"
+        if client is not None and config.explain.refine_below > 0 and DETECTION in config.score.methods:
+            from autointerp.score.refine import refine
+            second = await refine(store, config, client, prompts, window)
+            result.tokens += second.tokens
+            result.cost += second.cost
+            if second.done or second.failed:
+                result.note = "; ".join(filter(None, [result.note, second.note]))
+    finally:
+        if client is not None:
+            await client.aclose()
     return result
 
 
@@ -100,8 +112,8 @@ def _todo(store: Store, config: Config, method: str) -> list[int]:
     return todo[:config.select.limit] if config.select.limit else todo
 
 
-async def _detect_all(store: Store, config: Config, model: Model | None, prompts: Prompts, window: tuple[int, int],
-                      todo: list[int]) -> StageResult:
+async def _detect_all(store: Store, config: Config, model: Model | None, client: LLMClient | None, prompts: Prompts,
+                      window: tuple[int, int], todo: list[int]) -> StageResult:
     result = StageResult("score")
     provider, model_id = (model.provider, model.model_id) if model else ("offline", "tag-rule")
     with store.session() as s:
@@ -132,6 +144,7 @@ async def _detect_all(store: Store, config: Config, model: Model | None, prompts
                                          [offline.matches(rule, h.tags) for h in held], None))
                 bar.update()
             return result
+        assert client is not None
         if config.llm.batch and not model.supports_batch:
             raise ConfigError(f"provider {model.provider} has no batch mode: drop --batch / [llm] batch")
 
@@ -146,26 +159,22 @@ async def _detect_all(store: Store, config: Config, model: Model | None, prompts
                 held_of[fid] = held, sum(len(r.audio) for r in requests)
                 yield fid, requests
 
-        client = LLMClient(model, store, config.llm)
-        try:
-            async with aclosing(answer_groups(client, groups(), Detection)) as finished:
-                async for fid, answers in finished:
-                    held, clips = held_of.pop(fid)
-                    tokens = sum(a.input_tokens + a.output_tokens for a in answers if not a.cached)
-                    cost = sum(a.cost for a in answers if not a.cached)
-                    parts = chunks(held, config.score.per_prompt)
-                    found = read(parts, answers)
-                    if isinstance(found, str):
-                        count(save(store, fid, DETECTION, provider, model_id, found), tokens, cost)
-                    else:
-                        ratings, unrated = found
-                        count(save_detection(store, fid, provider, model_id, held,
-                                             [r >= RATING_THRESHOLD for r in ratings], ratings,
-                                             {"unrated": unrated, "requests": len(parts),
-                                              "clips": clips}), tokens, cost)
-                    bar.update(tokens=tokens, cost=cost)
-        finally:
-            await client.aclose()
+        async with aclosing(answer_groups(client, groups(), Detection)) as finished:
+            async for fid, answers in finished:
+                held, clips = held_of.pop(fid)
+                tokens = sum(a.input_tokens + a.output_tokens for a in answers if not a.cached)
+                cost = sum(a.cost for a in answers if not a.cached)
+                parts = chunks(held, config.score.per_prompt)
+                found = read(parts, answers)
+                if isinstance(found, str):
+                    count(save(store, fid, DETECTION, provider, model_id, found), tokens, cost)
+                else:
+                    ratings, unrated = found
+                    count(save_detection(store, fid, provider, model_id, held,
+                                         [r >= RATING_THRESHOLD for r in ratings], ratings,
+                                         {"unrated": unrated, "requests": len(parts),
+                                          "clips": clips}), tokens, cost)
+                bar.update(tokens=tokens, cost=cost)
     return result
 
 
