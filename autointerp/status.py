@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from autointerp.llm.totals import call_totals as stage_calls
 from autointerp.stage import Stage, counts
 from autointerp.store.engine import Store
 from autointerp.store.schema import SAE, Feature
@@ -31,6 +32,7 @@ def stage_counts(store: Store, stages: list[Stage]) -> tuple[list[StageCount], d
         live = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(False))) or 0
         found = {stage.name: counts(s, stage) for stage in stages if stage.results is not None}
         calls = call_totals(s)
+        by_stage = {purpose: stage_calls(s, purpose) for purpose in dict.fromkeys(g[0] for g in calls.groups)}
     rows = []
     for stage in stages:
         if stage.results is None:
@@ -45,7 +47,7 @@ def stage_counts(store: Store, stages: list[Stage]) -> tuple[list[StageCount], d
         rows.append(StageCount(stage.name, done, failed, work - done - failed))
     totals = {"features": total, "dead": mined - live, "live": live, "llm_calls": calls.calls,
               "input_tokens": calls.input_tokens, "output_tokens": calls.output_tokens, "cost": calls.cost,
-              "calls_by_status": calls.by_status}
+              "calls_by_status": calls.by_status, "calls_by_stage": by_stage}
     return rows, totals
 
 
@@ -57,4 +59,8 @@ def render_status(store: Store, stages: list[Stage]) -> str:
     lines.append(f"LLM calls: {totals['llm_calls']} "
                  f"({', '.join(f'{k} {v}' for k, v in sorted(totals['calls_by_status'].items())) or 'none'}), "
                  f"tokens in {totals['input_tokens']:,} out {totals['output_tokens']:,}, cost ${totals['cost']:.4f}")
+    for purpose, c in totals["calls_by_stage"].items():
+        audio = f" (audio {c.audio_tokens:,})" if c.audio_tokens else ""
+        lines.append(f"  {purpose}: {c.calls} calls, tokens in {c.input_tokens:,}{audio} out {c.output_tokens:,}, "
+                     f"cost ${c.cost:.4f}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
--- autointerp database schema, version 3 (generated from autointerp/store/schema.py)
+-- autointerp database schema, version 4 (generated from autointerp/store/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 
@@ -191,6 +191,31 @@ CREATE TABLE scores (
 	error TEXT, 
 	created_at DATETIME NOT NULL, 
 	PRIMARY KEY (feature_id, method), 
+	FOREIGN KEY(feature_id) REFERENCES features (id) ON DELETE CASCADE
+);
+
+CREATE TABLE refinements (
+	feature_id INTEGER NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	error TEXT, 
+	first_title TEXT, 
+	first_description TEXT, 
+	first_score DOUBLE, 
+	first_fresh_score DOUBLE, 
+	title TEXT, 
+	description TEXT, 
+	confidence VARCHAR(16), 
+	reasoning TEXT, 
+	score DOUBLE, 
+	kept BOOLEAN NOT NULL, 
+	details JSON, 
+	provider VARCHAR(32) NOT NULL, 
+	model VARCHAR(128) NOT NULL, 
+	input_tokens INTEGER NOT NULL, 
+	output_tokens INTEGER NOT NULL, 
+	cost DOUBLE NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (feature_id), 
 	FOREIGN KEY(feature_id) REFERENCES features (id) ON DELETE CASCADE
 );
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from autointerp.score.metrics import FINAL
 from autointerp.store.engine import Store
-from autointerp.store.schema import Example, Feature, Item
+from autointerp.store.schema import Example, Feature, Item, Refinement
 from autointerp.store.views import ExampleView, Features, FeatureView, examples_of, finite, load_features
 
 SHOWN_KINDS = ("top", "bottom")
@@ -56,8 +56,13 @@ class Atlas(Features):
 
 
 def load_atlas(store: Store) -> Atlas:
-    """Every feature with its label, detection score and placement, in feature order."""
-    return Atlas(**vars(load_features(store)))
+    """Every feature with its label, detection score and placement, in feature order; `history`: the
+    second tries at weak labels by feature (reports/_history.html)."""
+    atlas = Atlas(**vars(load_features(store)))
+    with store.session() as s:
+        atlas.history = {r.feature_id: {c.key: getattr(r, c.key) for c in Refinement.__table__.columns}
+                         for r in s.scalars(select(Refinement))}
+    return atlas
 
 
 def iter_details(store: Store, feature_ids: Sequence[int], chunk: int = 200) -> Iterator[FeatureDetail]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
 from autointerp.config import Config
-from autointerp.corpus.clips import ClipSettings, clip_window, duration_of, make_clip, resolve
+from autointerp.corpus.clips import ClipSettings, Windowed, clip_window, duration_of, make_clip, resolve
 from autointerp.errors import AutointerpError
 from autointerp.explain import offline
 from autointerp.llm.base import AudioPart, Model, Request
@@ -25,6 +26,8 @@ from autointerp.store.views import strength as to_strength
 
 log = logging.getLogger(__name__)
 TEMPLATE = "explain"
+RETRY = "refine"
+"""The template (and call purpose) of a second try at a weak label."""
 ENRICHMENT_P = 0.05
 """Tag rules shown as evidence must be at least this significant (hypergeometric p)."""
 
@@ -50,6 +53,18 @@ class Shown:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class Retry:
+    """What a second explain call shows besides the usual evidence: the first label, the held-out
+    examples its judge missed and the negatives it wrongly picked (autointerp.score.refine)."""
+    title: str
+    description: str
+    missed: list = field(default_factory=list)
+    """Held-out examples (score.heldout.HeldOut) that activate and were judged not to."""
+    picked: list = field(default_factory=list)
+    """Held-out examples that do not activate and were judged to."""
+
+
 class Evidence:
     """Builds a feature's prompt: examples, statistics, enrichment and (when asked) audio clips."""
 
@@ -57,11 +72,12 @@ class Evidence:
                  clips: bool, corpus: CorpusInfo) -> None:
         self.store, self.config, self.prompts, self.stats, self.clips = store, config, prompts, stats, clips
         ex = config.explain
-        self.settings = ClipSettings(ex.audio_seconds, ex.audio_rate, ex.audio_format, ex.audio_max_bytes)
+        self.settings = clip_settings(config)
         self.corpus = corpus
         """What the mine stage recorded about the corpus: frame duration and audio root."""
         self.window = ex.tokens_before, ex.tokens_after
         self.template_hash = ""
+        self.retry_hash = ""
 
     def _line(self, feature: Feature, example: ExampleView) -> str:
         before, after = self.window
@@ -72,17 +88,9 @@ class Evidence:
         return line
 
     def _clip(self, example: ExampleView, caption: str) -> AudioPart | None:
-        try:
-            path = resolve(example.audio, self.corpus.audio_root)
-            start, end = clip_window(example, self.settings.seconds, duration_of(path))
-            if end <= start:
-                return None
-            return make_clip(path, start, end, self.settings, caption)
-        except AutointerpError as exc:
-            log.warning("clip left out of the prompt: %s", exc)
-            return None
+        return cut_clip(example, self.corpus.audio_root, self.settings, caption)
 
-    def request(self, fid: int) -> Request:
+    def request(self, fid: int, retry: Retry | None = None) -> Request:
         ex = self.config.explain
         with self.store.session() as s:
             feature = s.get(Feature, fid)
@@ -94,8 +102,9 @@ class Evidence:
         n_top, n_contrast = len(top_rows), len(contrast_rows)
         while True:
             top, contrast, audio = self._shown(feature, top_rows[:n_top], contrast_rows[:n_contrast])
+            wrong = self._wrong(retry, audio) if retry is not None else {}
             phrase = modality_phrase(bool(audio), audio_items, token_items)
-            request = self._render(feature, top, contrast, audio, enrichment, phrase)
+            request = self._render(feature, top, contrast, audio, enrichment, phrase, retry, wrong)
             if request.estimated_tokens() <= ex.max_prompt_tokens or n_top <= 1:
                 return request
             # over the context limit: drop examples from the end, contrast first once it outnumbers half the top
@@ -124,6 +133,23 @@ class Evidence:
                 out[kind].append(shown)
         return out["top"], out["bottom"], audio
 
+    def _wrong(self, retry: Retry, audio: list[AudioPart]) -> dict[str, list[Shown]]:
+        """The judge's misses as the retry prompt lists them; their clips join `audio` within its budget."""
+        budget = self.config.explain.audio_max_bytes - sum(len(part.data) for part in audio)
+        out: dict[str, list[Shown]] = {}
+        for kind, rows, where in (("missed", retry.missed, "missed example"), ("picked", retry.picked, "wrongly picked")):
+            out[kind] = []
+            for number, held in enumerate(rows, 1):
+                shown = Shown(kind, number, 0, held.describe, tags=dict(held.tags))
+                if self.clips and held.audio:
+                    clip = cut_clip(held, self.corpus.audio_root, self.settings, f"Clip {len(audio) + 1} ({where} {number}):")
+                    if clip is not None and len(clip.data) <= budget:
+                        budget -= len(clip.data)
+                        audio.append(clip)
+                        shown.clip = len(audio)
+                out[kind].append(shown)
+        return out
+
     def _enrichment(self, top_tags: list[dict[str, str]]) -> list[str]:
         if not top_tags or not self.stats.n_items:
             return []
@@ -137,14 +163,43 @@ class Evidence:
         return lines
 
     def _render(self, feature: Feature, top: list[Shown], contrast: list[Shown], audio: list[AudioPart],
-                enrichment: list[str], phrase: str) -> Request:
-        prompt = self.prompts.render(TEMPLATE, feature=feature, top=top, contrast=contrast, modality_phrase=phrase,
-                                     enrichment=enrichment, clips=len(audio),
-                                     max_title_words=self.config.explain.max_title_words)
-        self.template_hash = prompt.template_hash
-        return Request(purpose="explain", template=prompt.template, system=prompt.system, user=prompt.user,
+                enrichment: list[str], phrase: str, retry: Retry | None = None,
+                wrong: dict[str, list[Shown]] | None = None) -> Request:
+        extra = {} if retry is None else {"label": retry, **(wrong or {})}
+        prompt = self.prompts.render(TEMPLATE if retry is None else RETRY, feature=feature, top=top, contrast=contrast,
+                                     modality_phrase=phrase, enrichment=enrichment, clips=len(audio),
+                                     max_title_words=self.config.explain.max_title_words, **extra)
+        if retry is None:
+            self.template_hash = prompt.template_hash
+        else:
+            self.retry_hash = prompt.template_hash
+        return Request(purpose=prompt.template, template=prompt.template, system=prompt.system, user=prompt.user,
                        schema=Explanation, feature_id=feature.id, temperature=self.config.llm.temperature,
                        max_output_tokens=self.config.llm.max_output_tokens, audio=tuple(audio))
+
+
+class Clipped(Windowed, Protocol):
+    audio: str | None
+
+
+def clip_settings(config: Config) -> ClipSettings:
+    """How prompt clips are cut and encoded, for the explainer and the judge alike ([explain] audio_*)."""
+    ex = config.explain
+    return ClipSettings(ex.audio_seconds, ex.audio_rate, ex.audio_format, ex.audio_max_bytes)
+
+
+def cut_clip(example: Clipped, root: Path | None, settings: ClipSettings, caption: str) -> AudioPart | None:
+    """The example's clip for a prompt (the one window rule, resampled and encoded), or None (logged)
+    when it cannot be made."""
+    try:
+        path = resolve(example.audio, root)
+        start, end = clip_window(example, settings.seconds, duration_of(path))
+        if end <= start:
+            return None
+        return make_clip(path, start, end, settings, caption)
+    except AutointerpError as exc:
+        log.warning("clip left out of the prompt: %s", exc)
+        return None
 
 
 def modality_phrase(clips: bool, audio_items: bool, token_items: bool) -> str:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Hashable, Iterable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 
@@ -225,3 +228,47 @@ class BatchRunner:
             if status in ("collected", "failed"):
                 row.finished_at = utcnow()
 
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+async def answer_groups(client: LLMClient, groups: Iterable[tuple[K, list[Request]]],
+                        schema) -> AsyncIterator[tuple[K, list[CallResult]]]:
+    """Each group's answers (e.g. one feature's judge requests) once all of them are in, in the order
+    the groups complete: live (concurrently, bounded by the client), or with [llm] batch through batch
+    jobs of at most batch_max_requests, under BatchRunner's never-twice rules (a re-run that builds the
+    same requests picks up the jobs already submitted). Groups must hold at least one request."""
+    if not client.config.batch:
+        from autointerp.stage import as_they_finish
+
+        async def live(key: K, requests: list[Request]) -> tuple[K, list[CallResult]]:
+            return key, list(await asyncio.gather(*(client.call(r, schema) for r in requests)))
+
+        async with aclosing(as_they_finish(live(key, requests) for key, requests in groups)) as finished:
+            async for item in finished:
+                yield item
+        return
+    slots: dict[str, deque[tuple[K, int]]] = {}
+    got: dict[K, list[CallResult | None]] = {}
+    provider, model_id, size = client.model.provider, client.model.model_id, client.config.batch_max_requests
+
+    def jobs() -> Iterator[list[Request]]:
+        pending: list[Request] = []
+        for key, requests in groups:
+            got[key] = [None] * len(requests)
+            for index, request in enumerate(requests):
+                slots.setdefault(request.request_hash(provider, model_id), deque()).append((key, index))
+            pending += requests
+            if len(pending) >= size:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    async with aclosing(BatchRunner(client).run(jobs(), schema)) as answers:
+        async for answer in answers:
+            key, index = slots[answer.request_hash].popleft()
+            got[key][index] = answer.result
+            if all(result is not None for result in got[key]):
+                yield key, got.pop(key)  # type: ignore[misc]

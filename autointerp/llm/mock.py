@@ -2,7 +2,8 @@
 
 Queued answers (`enqueue`) are returned first, in order; otherwise the mock builds a valid answer
 for the request's schema from a hash of the prompt, so runs are reproducible. `history` records every
-request it received. It takes audio when built with audio=True, and has an in-memory batch mode whose
+request it received. It takes audio when built with audio=True; with judge="audio" it answers
+detection requests from the clips it received (see `hear`). It has an in-memory batch mode whose
 jobs finish after `batch_polls` polls (a new MockModel knows no earlier jobs: they read as failed).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import typing
 from collections import deque
 from typing import Any, Literal, get_args, get_origin
@@ -26,8 +28,10 @@ class MockModel(Model):
     structured_modes = STRUCTURED_ORDER
     """It answers in valid JSON whatever it is asked in."""
 
-    def __init__(self, model_id: str = "mock-1", audio: bool = False, batch_polls: int = 1) -> None:
+    def __init__(self, model_id: str = "mock-1", audio: bool = False, batch_polls: int = 1,
+                 judge: Literal["audio"] | None = None) -> None:
         super().__init__(model_id or "mock-1")
+        self.judge = judge
         self.queue: deque[Completion | Exception] = deque()
         self.history: list[Request] = []
         self.audio = audio
@@ -54,7 +58,8 @@ class MockModel(Model):
                 raise answer
             return answer
         seed = hashlib.sha256(f"{request.system}\x00{request.user}".encode()).digest()
-        value = _fake(request.schema, seed, "")
+        value = hear(request) if self.judge == "audio" and "ratings" in request.schema.model_fields else None
+        value = value if value is not None else _fake(request.schema, seed, "")
         text = json.dumps(value)
         return Completion(text=text, input_tokens=request.estimated_tokens(), output_tokens=len(text) // 4,
                           audio_tokens=int(32 * request.audio_seconds))
@@ -83,6 +88,32 @@ class MockModel(Model):
             except Exception as exc:  # noqa: BLE001 - a queued exception is that request's answer
                 out[key] = exc
         return out
+
+
+def dominant_hz(data: bytes) -> float:
+    """The strongest frequency of an encoded clip, decoded from its bytes."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    spectrum = np.abs(np.fft.rfft(samples.mean(axis=1) * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * rate / len(samples))
+
+
+def hear(request: Request) -> dict | None:
+    """A judge that listens: an item is rated 10 when its clip's dominant frequency is within 3% of the
+    "N Hz" the label names, 0 otherwise (items without a clip too); None if the label names no frequency."""
+    named = re.search(r"Feature description:.*?(\d+(?:\.\d+)?) ?Hz", request.user)
+    if named is None:
+        return None
+    target = float(named.group(1))
+    items = [int(n) for n in re.findall(r"^(\d+)\. ", request.user.split("Items:", 1)[-1], re.M)]
+    heard = {int(m.group(1)): dominant_hz(part.data) for part in request.audio
+             if (m := re.search(r"\(item (\d+)\)", part.caption))}
+    return {"ratings": [{"item": n, "rating": 10 if n in heard and abs(heard[n] - target) <= 0.03 * target else 0}
+                        for n in items]}
 
 
 def _fake(annotation: Any, seed: bytes, path: str) -> Any:

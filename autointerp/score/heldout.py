@@ -42,6 +42,12 @@ class HeldOut:
     tags: dict[str, str] = field(default_factory=dict)
     quantile: int | None = None
     """Activating examples: the activation quantile they come from, 0 = highest."""
+    audio: str | None = None
+    """Audio corpora: the item's file and the windows the clip rule reads (corpus.clips.clip_window)."""
+    start: float | None = None
+    end: float | None = None
+    item_start: float | None = None
+    item_end: float | None = None
 
     @property
     def activates(self) -> bool:
@@ -85,6 +91,7 @@ def held_out(session: Session, feature: Feature, before: int = 12, after: int = 
             text = (token_window(example.tokens, _position(example, feature.id), before, after)
                     if example.tokens else example.text)
             out.append(HeldOut(kind, example.rank, example.activation, example.item_id, text, dict(example.tags),
-                               i * buckets // len(positives) if kind == "quantile" else None))
+                               i * buckets // len(positives) if kind == "quantile" else None, example.audio,
+                               example.start, example.end, example.item_start, example.item_end))
     random.Random(feature.id).shuffle(out)
     return out

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def utcnow() -> datetime:
@@ -183,6 +183,39 @@ class Score(Base):
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Refinement(Base):
+    """A second try at a weak label ([explain] refine_below): the first label and its detection score,
+    the held-out examples shown to the explainer (those the judge missed or wrongly picked), the new
+    label and the scores of both labels on the remaining (fresh) held-out examples. When the new label
+    scores higher it is kept: it replaces the row in labels and its score the row in scores."""
+    __tablename__ = "refinements"
+    feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    first_title: Mapped[str | None] = mapped_column(Text)
+    first_description: Mapped[str | None] = mapped_column(Text)
+    first_score: Mapped[float | None]
+    """The first label's balanced accuracy on all its held-out examples."""
+    first_fresh_score: Mapped[float | None]
+    """The first label's balanced accuracy on the fresh examples (from the judge's first ratings)."""
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[str | None] = mapped_column(String(16))
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None]
+    """The new label's balanced accuracy on the fresh examples."""
+    kept: Mapped[bool] = mapped_column(Boolean, default=False)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Item ids shown (missed, wrongly picked) and judged fresh; the new label's judgement."""
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    cost: Mapped[float] = mapped_column(default=0.0)
+    """Tokens and cost of the explain call and the new label's judge calls."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

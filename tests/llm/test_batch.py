@@ -185,3 +185,50 @@ def test_identical_requests_share_one_line_and_one_answer(store):
         got, _ = run(store, config_for("openai", fake.url), "openai", twin + requests(1, offset=3))
         [batch] = fake.batches.values()
     assert len(batch["lines"]) == 2 and sorted(got) == [0, 3, 7] and got[7].value == got[0].value
+
+
+class Killed(BaseException):
+    """Stands for the process dying (not an Exception: nothing catches it)."""
+
+
+def test_score_through_batch_resumes_the_submitted_job_after_a_kill(tmp_path, monkeypatch):
+    from autointerp.config import load_config
+    from autointerp.score.stage import score
+    from autointerp.store.schema import Label, Score
+    from tests.factory import planted_corpus, run_mine
+
+    planted = planted_corpus(tmp_path / "corpus")
+    config = load_config(planted.config)
+    config.select.features = "0-6"
+    config.explain.refine_below = 0
+    st = Store(config.db_url)
+    run_mine(config, st)
+    with st.session() as s:
+        for f, (key, value) in planted.truth.items():
+            s.merge(Label(feature_id=f, status="done", title=key, description=value, confidence="high",
+                          provider="t", model="t"))
+    with FakeOpenAIServer(answer={"ratings": [{"item": 1, "rating": 9}]}, batch_polls=1) as fake:
+        config.llm = config_for("openai", fake.url)
+        real_poll = OpenAIChatModel.poll_batch
+
+        async def killed(self, batch_id):
+            raise Killed()
+
+        monkeypatch.setattr(OpenAIChatModel, "poll_batch", killed)
+        with pytest.raises(Killed):  # killed between submit and collect
+            score(st, config, make("openai", config.llm))
+        assert posts(fake, "/batches") == 1 and [b.status for b in rows(st, LLMBatch)] == ["submitted"]
+        assert rows(st, LLMCall) == []
+        monkeypatch.setattr(OpenAIChatModel, "poll_batch", real_poll)
+        result = score(st, config, make("openai", config.llm))
+        assert posts(fake, "/batches") == 1 and posts(fake, "/chat/completions") == 0  # nothing sent twice
+        calls = rows(st, LLMCall)
+        job = rows(st, LLMBatch)[0]
+        assert len(calls) == job.n_requests == len({c.request_hash for c in calls}) and job.status == "collected"
+        assert all(c.batch_id == job.batch_id and c.purpose == "score" for c in calls)
+        assert result.done == 7
+        score(st, config, make("openai", config.llm))  # a third run finds every feature scored
+        assert posts(fake, "/batches") == 1 and len(rows(st, LLMCall)) == len(calls)
+    with st.session() as s:
+        assert len(s.scalars(select(Score).where(Score.status == "done")).all()) == 7
+    st.close()

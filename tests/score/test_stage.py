@@ -83,6 +83,7 @@ def _scores(store, features) -> dict[int, Score]:
 @pytest.mark.parametrize("judge", ["llm", "offline"])
 def test_true_labels_score_clearly_above_shuffled_labels(planted, config, store, judge):
     run_mine(config, store)
+    config.explain.refine_below = 0  # shuffled labels are weak: no second try here (tests/explain/test_refine.py)
     features = sorted(planted.truth)
     if judge == "offline":
         explain(store, config, None)  # the tag labeler finds the planted labels; its rule is the judge
