@@ -1,0 +1,25 @@
+-- A second try for weak labels (autointerp issue 16). PostgreSQL's DDL of 003_to_004.sql.
+CREATE TABLE refinements (
+	feature_id INTEGER NOT NULL,
+	status VARCHAR(16) NOT NULL,
+	error TEXT,
+	first_title TEXT,
+	first_description TEXT,
+	first_score FLOAT,
+	first_fresh_score FLOAT,
+	title TEXT,
+	description TEXT,
+	confidence VARCHAR(16),
+	reasoning TEXT,
+	score FLOAT,
+	kept BOOLEAN NOT NULL,
+	details JSON,
+	provider VARCHAR(32) NOT NULL,
+	model VARCHAR(128) NOT NULL,
+	input_tokens INTEGER NOT NULL,
+	output_tokens INTEGER NOT NULL,
+	cost FLOAT NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	PRIMARY KEY (feature_id),
+	FOREIGN KEY(feature_id) REFERENCES features (id) ON DELETE CASCADE
+);
