@@ -25,8 +25,6 @@ HIST_OFFSET = 80
 about 1e-6 to 4,000; values outside fall in the end bins."""
 BLOCK_ROWS = 16
 """Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
-SLAB_BYTES = 8 << 20
-"""Pre-activations scanned at a time on the CPU (see block_extremes): about what a core's cache holds."""
 DENSE_GROUPS = 16
 """best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
 NEGATIVE_POOL = 8
@@ -69,27 +67,16 @@ def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, t
     return rows, features, acts[rows, features]
 
 
-def block_extremes(pre: torch.Tensor, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per block of BLOCK_ROWS rows and per feature, in key units ([ceil(B / BLOCK_ROWS), F] each): minus
-    the lowest pre-activation, and the highest where the feature does not fire ((rows, features): the
-    firing entries, rows ascending). On the CPU a slab of rows that fits in the cache is done at a time,
-    so that the batch is read from memory once. `pre` is left as it was."""
+def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
+    """[ceil(B / BLOCK_ROWS), F]: per block of BLOCK_ROWS rows and per feature, the extreme of sign * pre
+    (key units: the highest for +1, minus the lowest for -1). One reduction over the batch."""
     B, F = pre.shape
-    slab = B if pre.is_cuda else max(1, SLAB_BYTES // (BLOCK_ROWS * F * pre.element_size())) * BLOCK_ROWS
-    cuts = torch.searchsorted(rows, torch.arange(0, B + slab, slab, device=rows.device)).tolist()
-    lows, highs = [], []
-    for i, lo in enumerate(range(0, B, slab)):
-        part = pre[lo:lo + slab]
-        whole = len(part) // BLOCK_ROWS * BLOCK_ROWS
-        blocks = [part[:whole].view(-1, BLOCK_ROWS, F)] if whole else []
-        blocks += [part[whole:][None]] if whole < len(part) else []
-        lows += [block.amin(1) for block in blocks]
-        firing = rows[cuts[i]:cuts[i + 1]] - lo, features[cuts[i]:cuts[i + 1]]
-        fired = part[firing]
-        part[firing] = -torch.inf
-        highs += [block.amax(1) for block in blocks]
-        part[firing] = fired
-    return -torch.cat(lows), torch.cat(highs)
+    whole = B // BLOCK_ROWS * BLOCK_ROWS
+    reduce = torch.amax if sign > 0 else torch.amin
+    parts = [reduce(pre[:whole].view(-1, BLOCK_ROWS, F), 1)] if whole else []
+    parts += [reduce(pre[whole:], 0, keepdim=True)] if whole < B else []
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out if sign > 0 else -out
 
 
 def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
@@ -162,26 +149,27 @@ class Accumulator:
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
-        low_blocks, high_blocks = block_extremes(pre, r, f)
-        low = self._extremes(pre, -1, self.bottom, low_blocks, item, position)
-        pre[r, f] = -torch.inf  # a near miss is where the feature does not fire (pre is not used after this)
-        hard = self._extremes(pre, 1, self.near, high_blocks, item, position)
+        low = self._extremes(pre, -1, self.bottom, item, position)
+        if self.near.k:  # a near miss is where the feature does not fire (pre is not used after this)
+            pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
+        hard = self._extremes(pre, 1, self.near, item, position)
         if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
         return Candidates(item[r], f, v, position[r], *low, *hard)
 
-    def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, blocks: torch.Tensor,
-                  item: torch.Tensor, position: torch.Tensor):
+    def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
+                  position: torch.Tensor):
         """Per (item, feature), the extreme pre-activation (sign -1: lowest, +1: highest; for +1, entries
         set to -inf are skipped), only where it could enter `top`: at or beyond the feature's current
         K-th, or while its `top` is unfilled, at or beyond the batch's K-th best item (bounded below by
-        the K-th best block when every item is one row). `blocks` holds the extreme of sign * pre in
-        each block of BLOCK_ROWS rows per feature (see block_extremes); only the (block, feature) pairs
+        the K-th best block when every item is one row). The extreme of sign * pre in each block of
+        BLOCK_ROWS rows per feature is taken first (see block_extremes); only the (block, feature) pairs
         that reach the bound are read again, and once the features' `top`s have filled they are few."""
         empty = torch.empty(0, dtype=torch.int64, device=pre.device)
         if top.k == 0:
             return empty, empty, empty.float(), empty
+        blocks = block_extremes(pre, sign)
         worst = top.worst()
         unfilled = worst == EMPTY
         one_row_items = bool(item[-1] - item[0] + 1 == len(item))

@@ -14,6 +14,8 @@ import torch
 
 _M32 = 0xFFFFFFFF
 EMPTY = torch.iinfo(torch.int64).min
+WIDE_TABLE = 4
+"""TopPerFeature.flush merges in a table of at most WIDE_TABLE times the cells its entries need."""
 
 
 def hash_bits(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
@@ -113,14 +115,24 @@ class TopPerFeature:
             return
         features, packed, values, positions = (torch.cat(part) for part in zip(*self._pending))
         self._pending, self._pending_size = [], 0
-        # The best K candidates of each feature: sort by packed key, then (stably) by feature.
-        order = torch.argsort(packed, descending=True)
-        order = order[torch.argsort(features[order], stable=True)]
+        # Each feature's candidates side by side in a table with its K entries, then one top-K per row.
+        # One stable sort by feature (a radix sort of small integers) places them; only where one
+        # feature has so many that the table would be mostly padding are its best K picked first by
+        # a sort on the packed keys.
+        counts = torch.bincount(features)
+        touched = torch.nonzero(counts).flatten()
+        wide = len(touched) * (self.k + int(counts.max())) > WIDE_TABLE * (len(features) + len(touched) * self.k)
+        if wide:
+            order = torch.argsort(packed, descending=True)
+            order = order[torch.argsort(features[order], stable=True)]
+        else:
+            order = torch.argsort(features, stable=True)
         group = features[order]
-        rank = rank_in_group(group)
-        keep = rank < self.k
-        order, group, rank = order[keep], group[keep], rank[keep]
-        touched, slot = torch.unique(group, return_inverse=True)
+        rank = torch.arange(len(group), device=group.device) - (torch.cumsum(counts, 0) - counts)[group]
+        if wide:
+            keep = rank < self.k
+            order, group, rank = order[keep], group[keep], rank[keep]
+        slot = (torch.cumsum(counts > 0, 0) - 1)[group]
         width = self.k + int(rank.max()) + 1  # room for the most new candidates of any one feature
         merged = torch.full((len(touched), width), EMPTY, dtype=torch.int64, device=packed.device)
         merged_values = torch.zeros((len(touched), width), dtype=torch.float32, device=packed.device)

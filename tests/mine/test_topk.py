@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autointerp.mine import topk
 from autointerp.mine.topk import TopPerFeature, float_key, key_float
 
 
@@ -36,6 +37,25 @@ def test_batches_and_shards_give_the_brute_force_top(seed):
         got = top.entries()
         assert [[i for i, _, _ in row] for row in got] == want
         assert all(v == values[ids.tolist().index(i)].item() for row in got for i, v, _ in row)
+
+
+@pytest.mark.parametrize("wide", [0, 1 << 30, 4])  # the merge table: always sorted first, never, as chosen
+@pytest.mark.parametrize("seed", range(2))
+def test_a_feature_with_most_candidates(monkeypatch, wide, seed):
+    """One feature takes most offers (its merge table row is far wider than the others'): both ways of
+    merging the buffer give the brute-force top."""
+    monkeypatch.setattr(topk, "WIDE_TABLE", wide)
+    F, K, n = 20, 2, 900
+    g = torch.Generator().manual_seed(seed)
+    features = torch.where(torch.rand(n, generator=g) < 0.7, 0, torch.randint(0, F, (n,), generator=g))
+    values = torch.randint(-5, 6, (n,), generator=g).float()
+    ids = torch.randperm(n, generator=g)
+    keys = float_key(values)
+    top = TopPerFeature(F, K)
+    for lo in range(0, n, 50):
+        top.offer(features[lo:lo + 50], keys[lo:lo + 50], ids[lo:lo + 50], values[lo:lo + 50])
+    assert [[i for i, _, _ in row] for row in top.entries()] == brute(features.tolist(), keys.tolist(),
+                                                                       ids.tolist(), F, K)
 
 
 def test_float_key_orders_like_the_floats():
