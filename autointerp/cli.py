@@ -169,6 +169,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["output.db"] = str(Path(out["output.db"]).expanduser().resolve())
     out["output.dir"] = str(args.out.resolve()) if getattr(args, "out", None) else None
     out["explain.prompts_dir"] = str(args.prompts.resolve()) if getattr(args, "prompts", None) else None
+    out["explain.retry_failed"] = True if getattr(args, "retry_failed", False) else None
     return out
 
 

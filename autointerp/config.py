@@ -174,6 +174,9 @@ class LLMConfig(Section):
 class ExplainConfig(Section):
     prompts_dir: Path | None = None
     """A folder of your own Jinja2 prompt templates; files there override the bundled ones by name."""
+    retry_failed: bool = False
+    """Also retry the features the offline labeler failed on. Its failures are final otherwise: the same
+    tags fail the same way, so a re-run skips them (`--retry-failed`). LLM failures are always retried."""
     n_examples: int = Field(10, ge=1)
     """Top examples shown in the prompt (at most mine.n_top)."""
     n_contrast: int = Field(5, ge=0)
@@ -223,10 +226,27 @@ class GroupConfig(Section):
     tags: list[str] = []
     """Tag columns whose labels belong to this group (used by the offline labeler)."""
 
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a group needs a name: give every [[taxonomy.groups]] entry a non-empty name")
+        return value.strip()
+
 
 class TaxonomyConfig(Section):
     groups: list[GroupConfig] = []
     """Semantic groups; features are assigned to at most max_groups_per_feature of them."""
+
+    @field_validator("groups")
+    @classmethod
+    def _distinct(cls, value: list[GroupConfig]) -> list[GroupConfig]:
+        seen: set[str] = set()
+        for group in value:
+            if group.name.casefold() in seen:
+                raise ValueError(f"group {group.name!r} is listed twice: give each [[taxonomy.groups]] entry a distinct name")
+            seen.add(group.name.casefold())
+        return value
     max_groups_per_feature: int = Field(2, ge=1, le=10)
     n_bins: int = Field(0, ge=0)
     """Number of bins (finer clusters of labels); 0 picks about sqrt(labeled features)."""
@@ -342,7 +362,7 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
             return f"missing section [{loc[0]}]"
         return f"missing key {key!r} in {section}"
     value = error.get("input")
-    return f"{section} {key} = {value!r}: {error['msg']}"
+    return f"{section} {key} = {value!r}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None,

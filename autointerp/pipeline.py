@@ -172,7 +172,7 @@ class Pipeline:
             for name in redo:
                 self.redo(name)
             for name in stages_:
-                result = registry[name].run(self.store, context)
+                result = self._run_stage(registry[name], context)
                 report(result.summary())
                 results.append(result)
         except BaseException as exc:
@@ -184,6 +184,21 @@ class Pipeline:
             raise
         self._finish(run.id, "done", None)
         return results
+
+    def _run_stage(self, stage: Stage, context: Context) -> StageResult:
+        """Run one stage; running out of disk space (or past a file-size limit) while it writes its files
+        is one line, and the half-written *.tmp files of the atlas and exports are removed."""
+        from autointerp.mine.checkpoint import disk_space
+        target = {"report": self.atlas_dir, "export": self.export_dir}.get(stage.name)
+        if target is None:
+            return stage.run(self.store, context)
+        try:
+            with disk_space(target):
+                return stage.run(self.store, context)
+        except AutointerpError:
+            for tmp in target.rglob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+            raise
 
     def _finish(self, run_id: int, status: str, error: str | None) -> None:
         with self.store.session() as s:

@@ -39,6 +39,7 @@ CREATE TABLE saes (
 	modality VARCHAR(16), 
 	frame_seconds DOUBLE, 
 	audio_root TEXT, 
+	map_method VARCHAR(16), 
 	PRIMARY KEY (id)
 );
 
