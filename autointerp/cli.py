@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from autointerp import __version__
 from autointerp.errors import AutointerpError
@@ -48,9 +49,16 @@ READ_ONLY = ("report", "export", "status")
 """Commands that show what earlier stages stored: they never create a database."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the house rule for every error a user can meet)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"autointerp: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _group(name: str) -> argparse.ArgumentParser:
     """The parent parser of one option group."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     if name == "db":
         p.add_argument("--db", help="database: a SQLite file path or any SQLAlchemy URL")
         p.add_argument("--out", type=Path, help="output folder (atlas in OUT/atlas, exports in OUT/export)")
@@ -84,12 +92,12 @@ def _group(name: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="autointerp", description="Label, validate and publish the features of a sparse autoencoder. "
         "With no config, commands use the bundled demo (corpus and SAE).")
     parser.add_argument("--version", action="version", version=f"autointerp {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    common = Parser(add_help=False)
     common.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     groups = {name: _group(name) for name in dict.fromkeys(g for names in OPTION_GROUPS.values() for g in names)
@@ -194,9 +202,12 @@ def _load(config_path: Path, overrides: dict):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
-        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+        args, extra = parser.parse_known_args(["run", *(argv if argv is not None else sys.argv[1:])])
+    if extra:  # an option of another subcommand: say whose options these are, not just "unrecognized"
+        parser.exit(2, f"autointerp: error: `{args.command}` does not take {' '.join(x for x in extra if x.startswith('-')) or ' '.join(extra)} "
+                       f"(see `autointerp {args.command} --help` for the options it uses)\n")
     try:
         return _main(args)
     except AutointerpError as exc:
