@@ -226,13 +226,6 @@ class GroupConfig(Section):
     tags: list[str] = []
     """Tag columns whose labels belong to this group (used by the offline labeler)."""
 
-    @field_validator("name")
-    @classmethod
-    def _named(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a group needs a name: give every [[taxonomy.groups]] entry a non-empty name")
-        return value.strip()
-
 
 class TaxonomyConfig(Section):
     groups: list[GroupConfig] = []
@@ -240,13 +233,12 @@ class TaxonomyConfig(Section):
 
     @field_validator("groups")
     @classmethod
-    def _distinct(cls, value: list[GroupConfig]) -> list[GroupConfig]:
-        seen: set[str] = set()
-        for group in value:
-            if group.name.casefold() in seen:
-                raise ValueError(f"group {group.name!r} is listed twice: give each [[taxonomy.groups]] entry a distinct name")
-            seen.add(group.name.casefold())
-        return value
+    def _named_once(cls, value: list[GroupConfig]) -> list[GroupConfig]:
+        names = [g.name.strip().casefold() for g in value]
+        if "" in names or len(set(names)) < len(names):
+            bad = "an empty name" if "" in names else f"{next(n for n in names if names.count(n) > 1)!r} twice"
+            raise ValueError(f"the groups list {bad}: give each [[taxonomy.groups]] entry its own non-empty name")
+        return [g.model_copy(update={"name": g.name.strip()}) for g in value]
     max_groups_per_feature: int = Field(2, ge=1, le=10)
     n_bins: int = Field(0, ge=0)
     """Number of bins (finer clusters of labels); 0 picks about sqrt(labeled features)."""

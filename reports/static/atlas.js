@@ -33,7 +33,7 @@
 
   // Feature pages: a playing clip moves a line along the activation trace drawn under its player.
   Array.prototype.forEach.call(document.querySelectorAll("li.example audio"), function (audio) {
-    var line = audio.parentNode.querySelector("svg.trace line.playhead");
+    var line = audio.closest("li.example").querySelector("svg.trace line.playhead");
     if (!line) return;
     var width = line.ownerSVGElement.viewBox.baseVal.width;
     var frame = 0;

@@ -114,8 +114,8 @@ CASES: list[tuple[str, list[str], Prepare, str]] = [
     ("export --out is a file", ["export"], a_file_as_out, "cannot create export folder"),
     # config: groups, templates
     ("duplicate group names", ["taxonomy"], lambda r: append(r, '[[taxonomy.groups]]\nname = "Colors"\n'
-                                                             '[[taxonomy.groups]]\nname = "colors"'), "listed twice"),
-    ("empty group name", ["taxonomy"], lambda r: append(r, '[[taxonomy.groups]]\nname = "  "'), "a group needs a name"),
+                                                             '[[taxonomy.groups]]\nname = "colors"'), "the groups list 'colors' twice"),
+    ("empty group name", ["taxonomy"], lambda r: append(r, '[[taxonomy.groups]]\nname = "  "'), "the groups list an empty name"),
     ("template raises", ["explain", "--llm", "mock", "--redo", "explain"], lambda r: user_template(r, "{{ 1 / 0 }}"),
      "prompt template explain_user.j2 raised ZeroDivisionError"),
     ("template filter fails", ["explain", "--llm", "mock", "--redo", "explain"],
