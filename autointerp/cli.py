@@ -81,6 +81,9 @@ def _group(name: str) -> argparse.ArgumentParser:
         _add_sae_options(p)
     elif name == "shard":
         p.add_argument("--shard", help="mine only shard i of n (e.g. 0/4) into OUT/shards; then run merge")
+    elif name == "redo":
+        p.add_argument("--redo", action="append", default=[], choices=list(STAGE_OF_COMMAND["run"]),
+                       help="forget this stage's output (and what depends on it) and do it again; repeatable")
     elif name == "bundle":
         p.add_argument("--bundle", action="store_true", default=None,
                        help="also pack the atlas into one file, OUT/atlas.tar, for publishing")
@@ -100,15 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
     common.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
-    groups = {name: _group(name) for name in dict.fromkeys(g for names in OPTION_GROUPS.values() for g in names)
-              if name != "redo"}
+    groups = {name: _group(name) for name in dict.fromkeys(g for names in OPTION_GROUPS.values() for g in names)}
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           parents=[common, *(groups[g] for g in OPTION_GROUPS[name] if g != "redo")])
-        if "redo" in OPTION_GROUPS[name]:
-            redoable = STAGE_OF_COMMAND.get(name, ["mine" if name == "merge" else name])
-            p.add_argument("--redo", action="append", default=[], choices=redoable,
-                           help="forget this stage's output (and what depends on it) and do it again; repeatable")
+        sub.add_parser(name, help=help_text, description=help_text,
+                       parents=[common, *(groups[g] for g in OPTION_GROUPS[name])])
     p = sub.add_parser("inspect-sae", help="describe an SAE checkpoint: format, shapes, activation rule, dtype, "
                        "parameters, dead-looking features", description="Load an SAE checkpoint (local files only) "
                        "and describe it as autointerp understands it.")

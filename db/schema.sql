@@ -1,4 +1,4 @@
--- autointerp database schema, version 3 (generated from autointerp/store/schema.py)
+-- autointerp database schema, version 4 (generated from autointerp/store/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 

@@ -81,7 +81,7 @@ CASES: list[tuple[str, list[str], Prepare, str]] = [
     ("score --shard", ["score", "--shard", "0/2"], lambda r: [], "`score` does not take --shard"),
     ("taxonomy --device", ["taxonomy", "--device", "cpu"], lambda r: [], "`taxonomy` does not take --device"),
     ("score --retry-failed", ["score", "--retry-failed"], lambda r: [], "`score` does not take --retry-failed"),
-    ("report --redo explain", ["report", "--redo", "explain"], lambda r: [], "invalid choice: 'explain'"),
+    ("report --redo nothing", ["report", "--redo", "nothing"], lambda r: [], "invalid choice: 'nothing'"),
     ("unknown provider", ["explain", "--llm", "nope"], lambda r: [], "argument --llm: invalid choice: 'nope'"),
     # a bad option value is blamed on the option, in plain words
     ("--features text", ["explain", "--features", "x"], lambda r: [], "--features x: bad feature range 'x'"),
