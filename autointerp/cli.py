@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from autointerp import __version__, threads
 from autointerp.errors import AutointerpError
@@ -30,43 +31,84 @@ def demo_config() -> Path:
     return Path(demo.__file__).parent / "demo.toml"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autointerp", description="Label, validate and publish the features of a sparse autoencoder. "
-        "With no config, commands use the bundled offline demo.")
-    parser.add_argument("--version", action="version", version=f"autointerp {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from autointerp.llm.registry import choices
-    llm_choices = choices()
-    for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
-        p.add_argument("--debug", action="store_true", help="show tracebacks")
+OPTION_GROUPS = {
+    "run": ("db", "llm", "select", "mine", "sae", "redo", "bundle", "retry"),
+    "mine": ("db", "select", "mine", "sae", "shard", "redo"),
+    "merge": ("db", "mine", "sae", "redo"),
+    "explain": ("db", "llm", "select", "redo", "retry"),
+    "score": ("db", "llm", "select", "redo"),
+    "taxonomy": ("db", "llm", "select", "redo"),
+    "report": ("db", "redo", "bundle"),
+    "export": ("db", "redo"),
+    "status": ("db",),
+}
+"""Which option groups each subcommand takes (argparse parents): a subcommand offers only the options it
+uses, so `export --llm openai` is refused instead of silently ignored. A new option joins a group, or
+a new group listed under the subcommands that use it."""
+READ_ONLY = ("report", "export", "status")
+"""Commands that show what earlier stages stored: they never create a database."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the house rule for every error a user can meet)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"autointerp: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _group(name: str) -> argparse.ArgumentParser:
+    """The parent parser of one option group."""
+    p = Parser(add_help=False)
+    if name == "db":
         p.add_argument("--db", help="database: a SQLite file path or any SQLAlchemy URL")
         p.add_argument("--out", type=Path, help="output folder (atlas in OUT/atlas, exports in OUT/export)")
-        if name == "status":
-            continue
-        p.add_argument("--llm", choices=llm_choices, help="LLM provider (plugins add theirs)")
+    elif name == "llm":
+        from autointerp.llm.registry import choices
+        p.add_argument("--llm", choices=choices(), help="LLM provider (plugins add theirs)")
         p.add_argument("--model", help="model name for the provider")
         p.add_argument("--base-url", help="OpenAI-compatible server URL")
-        p.add_argument("--features", help='feature subset, e.g. "0-99,200"')
-        p.add_argument("--limit", type=int, help="at most this many features per stage")
         p.add_argument("--max-cost", type=float, help="stop before spending more than this many USD")
         p.add_argument("--batch", action="store_true", default=None,
                        help="send LLM requests through the provider's batch API (half price, within 24 h); "
                             "a re-run resumes polling the jobs already submitted")
-        p.add_argument("--device", help="torch device for mining: auto, cpu, cuda")
-        if name == "mine":
-            p.add_argument("--shard", help="mine only shard i of n (e.g. 0/4) into OUT/shards; then run merge")
-            p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                           help="mine the shards as tasks on a Ray cluster (ADDRESS, else RAY_ADDRESS or a local one) and merge")
-        _add_sae_options(p)
         p.add_argument("--prompts", type=Path, help="folder of prompt templates overriding the bundled ones")
+    elif name == "select":
+        p.add_argument("--features", help='feature subset, e.g. "0-99,200"')
+        p.add_argument("--limit", type=int, help="at most this many features per stage")
+    elif name == "mine":
+        p.add_argument("--device", help="torch device for mining: auto, cpu, cuda")
+    elif name == "sae":
+        _add_sae_options(p)
+    elif name == "shard":
+        p.add_argument("--shard", help="mine only shard i of n (e.g. 0/4) into OUT/shards; then run merge")
+        p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="mine the shards as tasks on a Ray cluster (ADDRESS, else RAY_ADDRESS or a local one) and merge")
+    elif name == "redo":
         p.add_argument("--redo", action="append", default=[], choices=list(STAGE_OF_COMMAND["run"]),
                        help="forget this stage's output (and what depends on it) and do it again; repeatable")
-        if name in ("report", "run"):
-            p.add_argument("--bundle", action="store_true", default=None,
-                           help="also pack the atlas into one file, OUT/atlas.tar, for publishing")
+    elif name == "bundle":
+        p.add_argument("--bundle", action="store_true", default=None,
+                       help="also pack the atlas into one file, OUT/atlas.tar, for publishing")
+    elif name == "retry":
+        p.add_argument("--retry-failed", action="store_true",
+                       help="also retry labels the offline labeler failed on before (its failures are final: "
+                            "the same input fails the same way)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="autointerp", description="Label, validate and publish the features of a sparse autoencoder. "
+        "With no config, commands use the bundled demo (corpus and SAE).")
+    parser.add_argument("--version", action="version", version=f"autointerp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    common = Parser(add_help=False)
+    common.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    groups = {name: _group(name) for name in dict.fromkeys(g for names in OPTION_GROUPS.values() for g in names)}
+    for name, help_text in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text,
+                       parents=[common, *(groups[g] for g in OPTION_GROUPS[name])])
     p = sub.add_parser("inspect-sae", help="describe an SAE checkpoint: format, shapes, activation rule, dtype, "
                        "parameters, dead-looking features", description="Load an SAE checkpoint (local files only) "
                        "and describe it as autointerp understands it.")
@@ -116,24 +158,60 @@ def _add_sae_options(p: argparse.ArgumentParser) -> None:
                    help="dtype to hold and multiply the SAE weights in (default float32)")
 
 
+FLAGS = {"llm.provider": "--llm", "llm.model": "--model", "llm.base_url": "--base-url", "llm.max_cost": "--max-cost",
+         "llm.batch": "--batch", "output.db": "--db", "output.dir": "--out", "select.features": "--features",
+         "select.limit": "--limit", "sae.device": "--device", "sae.format": "--sae-format", "sae.layer": "--sae-layer",
+         "sae.trust_pickle": "--trust-pickle", "sae.precision": "--sae-precision", "output.bundle": "--bundle",
+         "explain.prompts_dir": "--prompts", "explain.retry_failed": "--retry-failed",
+         "cluster.engine": "--ray", "cluster.address": "--ray"}
+"""Config key each command-line option overrides (a bad value is blamed on the option, not the file)."""
+
+
 def _overrides(args: argparse.Namespace) -> dict:
-    get = lambda name: getattr(args, name, None)  # noqa: E731
-    return {"llm.provider": get("llm"), "llm.model": get("model"), "llm.base_url": get("base_url"),
-            "llm.max_cost": get("max_cost"), "llm.batch": get("batch"), "output.db": get("db"),
-            "output.dir": str(args.out.resolve()) if get("out") else None,
-            "select.features": get("features"), "select.limit": get("limit"), "sae.device": get("device"),
-            "sae.format": get("sae_format"), "sae.layer": get("sae_layer"), "sae.trust_pickle": get("trust_pickle"),
-            "sae.precision": get("sae_precision"), "output.bundle": get("bundle"),
-            "cluster.engine": "ray" if get("ray") is not None else None, "cluster.address": get("ray") or None,
-            "explain.prompts_dir": str(args.prompts.resolve()) if get("prompts") else None}
+    values = {"llm.provider": "llm", "llm.model": "model", "llm.base_url": "base_url", "llm.max_cost": "max_cost",
+              "llm.batch": "batch", "output.db": "db", "select.features": "features", "select.limit": "limit",
+              "sae.device": "device", "sae.format": "sae_format", "sae.layer": "sae_layer",
+              "sae.trust_pickle": "trust_pickle", "sae.precision": "sae_precision", "output.bundle": "bundle"}
+    out = {key: getattr(args, name, None) for key, name in values.items()}
+    # paths given on the command line are relative to the current folder, not to the config file
+    if out["output.db"] and "://" not in out["output.db"]:
+        out["output.db"] = str(Path(out["output.db"]).expanduser().resolve())
+    out["output.dir"] = str(args.out.resolve()) if getattr(args, "out", None) else None
+    out["explain.prompts_dir"] = str(args.prompts.resolve()) if getattr(args, "prompts", None) else None
+    out["explain.retry_failed"] = True if getattr(args, "retry_failed", False) else None
+    ray = getattr(args, "ray", None)
+    out["cluster.engine"], out["cluster.address"] = ("ray", ray or None) if ray is not None else (None, None)
+    return out
+
+
+def _load(config_path: Path, overrides: dict):
+    """The config with the command line's overrides; a bad option value is blamed on the option."""
+    from autointerp.config import load_config
+    from autointerp.errors import ConfigError
+    try:
+        return load_config(config_path, overrides)
+    except ConfigError:
+        load_config(config_path, {k: v for k, v in overrides.items() if k in ("output.dir",)})  # the file's own fault?
+        for key, value in overrides.items():
+            if value is None or key == "output.dir":
+                continue
+            try:
+                load_config(config_path, {key: value, "output.dir": overrides.get("output.dir")})
+            except ConfigError as exc:
+                reason = str(exc).split(f"= {value!r}: ", 1)[-1].removeprefix("Value error, ")
+                raise ConfigError(f"{FLAGS[key]} {value}: {reason}") from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     threads.configure()  # before torch is imported: passive OpenMP waits, threads for the usable CPUs
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
-        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+        args, extra = parser.parse_known_args(["run", *(argv if argv is not None else sys.argv[1:])])
+    if extra:  # an option of another subcommand: say whose options these are, not just "unrecognized"
+        parser.exit(2, f"autointerp: error: `{args.command}` does not take {' '.join(x for x in extra if x.startswith('-')) or ' '.join(extra)} "
+                       f"(see `autointerp {args.command} --help` for the options it uses)\n")
     try:
         return _main(args)
     except AutointerpError as exc:
@@ -159,23 +237,30 @@ def _main(args: argparse.Namespace) -> int:
         print(inspect_sae(args.path, args.sae_format or "auto", args.sae_layer, bool(args.trust_pickle),
                           args.sae_precision or "float32"))
         return 0
-    from autointerp.config import load_config
-    from autointerp.pipeline import Pipeline
-    from autointerp.store.engine import Store
-
     overrides = _overrides(args)
     config_path = args.config
     if config_path is None:
         config_path = demo_config()
         if overrides["output.dir"] is None:
             overrides["output.dir"] = str(Path.cwd() / "autointerp-demo")
-        print(f"autointerp: no config given, using the bundled offline demo ({config_path})", file=sys.stderr)
-    config = load_config(config_path, overrides)
+        offline = overrides["llm.provider"] in (None, "offline")
+        print(f"autointerp: no config given, using the bundled {'offline ' if offline else ''}demo ({config_path})",
+              file=sys.stderr)
+    config = _load(config_path, overrides)
     stages = STAGE_OF_COMMAND.get(args.command, [args.command])
+    if {"explain", "score", "taxonomy"} & set(stages) and config.llm.provider != "offline":
+        from autointerp.llm import check_llm
+        check_llm(config.llm)  # every missing thing at once, before the slow imports below
+    if args.command in READ_ONLY:
+        from autointerp.status import require_database
+        require_database(config, args.command)
+    from autointerp.pipeline import Pipeline
+    from autointerp.store.engine import Store
+
     pipeline = Pipeline(config, shard=getattr(args, "shard", None))
     if args.command != "status":
         pipeline.check(stages)
-    store = Store(config.db_url)
+    store = Store(config.db_url, create=args.command not in READ_ONLY)
     pipeline.store = store
     try:
         if args.command == "status":
@@ -184,6 +269,9 @@ def _main(args: argparse.Namespace) -> int:
             registry = all_stages(pipeline)
             print(render_status(store, [registry[name] for name in RUN_ORDER]))
             return 0
+        if args.command in READ_ONLY:
+            from autointerp.status import require_mined
+            require_mined(store, args.command)
         with store.exclusive(args.command):
             pipeline.run(args.command, stages, args.redo, report=lambda line: print(line, file=sys.stderr))
         if "report" in stages:

@@ -174,6 +174,9 @@ class LLMConfig(Section):
 class ExplainConfig(Section):
     prompts_dir: Path | None = None
     """A folder of your own Jinja2 prompt templates; files there override the bundled ones by name."""
+    retry_failed: bool = False
+    """Also retry the features the offline labeler failed on. Its failures are final otherwise: the same
+    tags fail the same way, so a re-run skips them (`--retry-failed`). LLM failures are always retried."""
     n_examples: int = Field(10, ge=1)
     """Top examples shown in the prompt (at most mine.n_top)."""
     n_contrast: int = Field(5, ge=0)
@@ -235,6 +238,15 @@ class GroupConfig(Section):
 class TaxonomyConfig(Section):
     groups: list[GroupConfig] = []
     """Semantic groups; features are assigned to at most max_groups_per_feature of them."""
+
+    @field_validator("groups")
+    @classmethod
+    def _named_once(cls, value: list[GroupConfig]) -> list[GroupConfig]:
+        names = [g.name.strip().casefold() for g in value]
+        if "" in names or len(set(names)) < len(names):
+            bad = "an empty name" if "" in names else f"{next(n for n in names if names.count(n) > 1)!r} twice"
+            raise ValueError(f"the groups list {bad}: give each [[taxonomy.groups]] entry its own non-empty name")
+        return [g.model_copy(update={"name": g.name.strip()}) for g in value]
     max_groups_per_feature: int = Field(2, ge=1, le=10)
     n_bins: int = Field(0, ge=0)
     """Number of bins (finer clusters of labels); 0 picks about sqrt(labeled features)."""
@@ -366,7 +378,7 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
             return f"missing section [{loc[0]}]"
         return f"missing key {key!r} in {section}"
     value = error.get("input")
-    return f"{section} {key} = {value!r}: {error['msg']}"
+    return f"{section} {key} = {value!r}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
 
 from autointerp import __version__
 from autointerp.config import Config
@@ -166,7 +167,8 @@ class Pipeline:
         check_run(self.store, self.config, redo)  # the corpus is the one mined; --features inside the SAE
         registry = stages(self)
         context = self.context()
-        with self.store.session() as s:
+        from autointerp.mine.checkpoint import disk_space
+        with disk_space(f"the database {self.store.url}"), self.store.session() as s:
             run = Run(command=command, config=self.config.model_dump(mode="json"), version=__version__)
             s.add(run)
         results = []
@@ -179,18 +181,37 @@ class Pipeline:
             for name in redo:
                 self.redo(name)
             for name in stages_:
-                result = registry[name].run(self.store, context)
+                result = self._run_stage(registry[name], context)
                 report(result.summary())
                 results.append(result)
         except BaseException as exc:
-            if results or not isinstance(exc, AutointerpError):
-                self._finish(run.id, "failed" if isinstance(exc, Exception) else "interrupted", str(exc) or type(exc).__name__)
-            else:  # refused input before any stage finished: leave the database as it was
-                with self.store.session() as s:
-                    s.execute(delete(Run).where(Run.id == run.id))
+            try:
+                if results or not isinstance(exc, AutointerpError):
+                    self._finish(run.id, "failed" if isinstance(exc, Exception) else "interrupted", str(exc) or type(exc).__name__)
+                else:  # refused input before any stage finished: leave the database as it was
+                    with self.store.session() as s:
+                        s.execute(delete(Run).where(Run.id == run.id))
+            except SQLAlchemyError:
+                pass  # the disk is full (say): the error that stopped the run is the one to report
             raise
-        self._finish(run.id, "done", None)
+        with disk_space(f"the database {self.store.url}"):
+            self._finish(run.id, "done", None)
         return results
+
+    def _run_stage(self, stage: Stage, context: Context) -> StageResult:
+        """Run one stage; running out of disk space (or past a file-size limit) while it writes its files
+        is one line, and the half-written *.tmp files of the atlas and exports are removed."""
+        from autointerp.mine.checkpoint import disk_space
+        target = {"report": self.atlas_dir, "export": self.export_dir}.get(stage.name)
+        if target is None:
+            return stage.run(self.store, context)
+        try:
+            with disk_space(target):
+                return stage.run(self.store, context)
+        except AutointerpError:
+            for tmp in target.rglob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+            raise
 
     def _finish(self, run_id: int, status: str, error: str | None) -> None:
         with self.store.session() as s:

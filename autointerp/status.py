@@ -4,14 +4,42 @@ What each stage counts follows from its declaration (autointerp.stage.Stage)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from autointerp.llm.totals import call_totals as stage_calls
+from autointerp.errors import StoreError
+
 from autointerp.stage import Stage, counts
 from autointerp.store.engine import Store
 from autointerp.store.schema import SAE, Feature
-from autointerp.store.views import call_totals
+
+if TYPE_CHECKING:
+    from autointerp.config import Config
+
+
+def require_database(config: Config, command: str) -> None:
+    """`report`, `export` and `status` show what was mined: with no database there is nothing to show,
+    and they say so (naming `mine`, or the checkpoint it would need) instead of creating an empty one."""
+    if not config.db_url.startswith("sqlite:///"):
+        return  # a server database: Store(create=False) refuses it when it is empty
+    db = Path(config.db_url.removeprefix("sqlite:///"))
+    if db.is_file():
+        return
+    sae = Path(config.sae.path)
+    need = (f"the SAE checkpoint {sae} does not exist either: fix [sae] path, then run `autointerp mine`"
+            if not sae.exists() else "run `autointerp mine` (or `run`) first, or point --db at an existing database")
+    raise StoreError(f"{command}: no database at {db}, nothing to show; {need}")
+
+
+def require_mined(store: Store, command: str) -> None:
+    """A database where nothing was mined yet: nothing to show (not an empty atlas or export)."""
+    with store.session() as s:
+        if s.scalar(select(func.count()).select_from(Feature)) == 0:
+            raise StoreError(f"{command}: database {store.name} holds no mined features, nothing to show; "
+                             f"run `autointerp mine` (or `run`) first")
 
 
 @dataclass
@@ -25,6 +53,7 @@ class StageCount:
 def stage_counts(store: Store, stages: list[Stage]) -> tuple[list[StageCount], dict]:
     """Per stage with a result table: done, failed and left. A stage's work is every feature of the SAE
     (mine), every live feature (stages that need mine) or every done result of the stage it needs."""
+    from autointerp.store.views import call_totals  # imports scikit-learn: not before the input is checked
     with store.session() as s:
         sae = s.scalars(select(SAE)).first()
         total = sae.d_sae if sae else 0

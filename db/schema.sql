@@ -1,4 +1,4 @@
--- autointerp database schema, version 4 (generated from autointerp/store/schema.py)
+-- autointerp database schema, version 5 (generated from autointerp/store/schema.py)
 
 CREATE TABLE schema_info (
 	"key" VARCHAR(64) NOT NULL, 
@@ -39,6 +39,7 @@ CREATE TABLE saes (
 	modality VARCHAR(16), 
 	frame_seconds DOUBLE, 
 	audio_root TEXT, 
+	map_method VARCHAR(16), 
 	PRIMARY KEY (id)
 );
 

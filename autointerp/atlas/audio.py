@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import soundfile
+
 from autointerp.corpus.audio import encode, read_clip, resample
 from autointerp.corpus.clips import Windowed, clip_window
 from autointerp.errors import InputError
@@ -39,6 +41,9 @@ class Placed:
     start: float = 0.0
     """The window in the source file, seconds."""
     end: float = 0.0
+    seconds: float | None = None
+    """The clip's own length (a whole-file window is shorter than the cap): shown beside the player,
+    which rounds clips under a second down to 0:00."""
 
 
 @dataclass
@@ -116,7 +121,7 @@ class ClipLibrary:
                         self._placed[key] = Placed("missing", None, lo, hi)
                         self.stats.missing += 1
                     elif not full and self.stats.bytes + clip[1] <= self.budget_bytes:
-                        self._placed[key] = Placed("ok", clip[0], lo, hi)
+                        self._placed[key] = Placed("ok", clip[0], lo, hi, clip[3])
                         self.stats.bytes += clip[1]
                         self.stats.encoded += clip[2]
                         self.stats.reused += not clip[2]
@@ -148,15 +153,21 @@ class ClipLibrary:
                                     self.fmt, QUALITY, MAX_RATE)))
         return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
-    def _make(self, source: Path, span: tuple[float, float], stem: str) -> tuple[str, int, bool] | None:
-        """(file name, size in bytes, whether this call encoded it) of the clip, cutting and encoding it
-        unless an earlier run did; None if the source cannot be read."""
+    def _make(self, source: Path, span: tuple[float, float], stem: str) -> tuple[str, int, bool, float | None] | None:
+        """(file name, size in bytes, whether this call encoded it, length in seconds) of the clip,
+        cutting and encoding it unless an earlier run did; None if the source cannot be read."""
         fmt = self.stats.format
         target = self.folder / f"{stem}.{fmt}"
         try:
-            return target.name, target.stat().st_size, False
+            size = target.stat().st_size
         except FileNotFoundError:
             pass
+        else:
+            try:
+                seconds: float | None = float(soundfile.info(str(target)).duration)
+            except (RuntimeError, soundfile.LibsndfileError):
+                seconds = None
+            return target.name, size, False, seconds
         try:
             clip = read_clip(source, *span)
         except InputError:
@@ -174,4 +185,4 @@ class ClipLibrary:
         tmp = target.with_name(f"{target.name}.{os.getpid()}.{id(data)}.tmp")
         tmp.write_bytes(data)
         tmp.replace(target)
-        return target.name, len(data), True
+        return target.name, len(data), True, len(clip.samples) / clip.rate

@@ -39,11 +39,21 @@ class Chart:
     ticks: list[tuple[float, str]]
     """(x, label) under the bars."""
     total: int
+    yticks: list[tuple[float, str]] = ()  # type: ignore[assignment]
+    """(y, count) beside the y axis: where a count's bar top would be."""
+    log: bool = False
+    """Bar heights on a log scale (height of log10(1 + count))."""
+
+
+LOG_SPAN = 100
+"""A histogram goes on a log scale only when its largest count is more than this many times its smallest
+nonzero one; with fewer decades a linear scale keeps bar heights proportional to counts."""
 
 
 def bar_chart(counts: list[int], titles: list[str], ticks: list[tuple[int, str]], width: int = 320,
               height: int = 80, log: bool = False) -> Chart | None:
-    """Bars for `counts` (log10(1 + count) high when `log`), each with a hover title; ticks name bar edges."""
+    """Bars for `counts` (log10(1 + count) high when `log`), each with a hover title; ticks name bar edges,
+    and a y axis names counts (powers of ten on a log scale; 0, half and the largest count otherwise)."""
     if not counts or max(counts) <= 0:
         return None
     scale = (lambda c: math.log10(1 + c)) if log else float
@@ -51,12 +61,15 @@ def bar_chart(counts: list[int], titles: list[str], ticks: list[tuple[int, str]]
     w = width / len(counts)
     bars = [Bar(round(i * w, 2), round(height - h, 2), round(max(w - 0.6, 0.4), 2), round(h, 2), title)
             for i, (c, title) in enumerate(zip(counts, titles)) if c > 0 and (h := max(scale(c) / top * height, 0.8))]
-    return Chart(width, height, bars, [(round(i * w, 2), label) for i, label in ticks], sum(counts))
+    marks = ([10 ** e for e in range(int(math.log10(max(counts))) + 1)] if log
+             else sorted({0, max(counts) // 2, max(counts)} if max(counts) > 1 else {0, 1}))
+    yticks = [(round(height - scale(m) / top * height, 2), f"{m:,}") for m in marks]
+    return Chart(width, height, bars, [(round(i * w, 2), label) for i, label in ticks], sum(counts), yticks, log)
 
 
 def histogram_chart(histogram: dict[str, Any] | None, width: int = 320, height: int = 80) -> Chart | None:
-    """The activation histogram (quarter-octave bins; bin i covers [2^((first+i)/b), 2^((first+i+1)/b)))
-    on a log count scale, with a tick at every octave that fits."""
+    """The activation histogram (quarter-octave bins; bin i covers [2^((first+i)/b), 2^((first+i+1)/b))),
+    on a log count scale when counts span more than LOG_SPAN times, with a tick at every octave that fits."""
     if not isinstance(histogram, dict):
         return None
     counts = histogram.get("counts")
@@ -69,7 +82,9 @@ def histogram_chart(histogram: dict[str, Any] | None, width: int = 320, height: 
     octaves = [i for i in range(len(counts) + 1) if (first + i) % per == 0]
     step = max(1, math.ceil(len(octaves) / 7))
     ticks = [(i, _fmt(edge(i))) for i in octaves[::step]]
-    return bar_chart(counts, titles, ticks, width, height, log=True)
+    nonzero = [c for c in counts if c > 0]
+    log = bool(nonzero) and max(nonzero) > LOG_SPAN * min(nonzero)
+    return bar_chart(counts, titles, ticks, width, height, log=log)
 
 
 def score_chart(scores: list[float], bins: int = 10, width: int = 320, height: int = 80) -> Chart | None:

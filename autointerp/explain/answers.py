@@ -11,15 +11,33 @@ from autointerp.store.engine import Store
 from autointerp.store.schema import Label
 
 
+TITLE_CHARS = 120
+"""The longest title kept (after the word cut): a title is a name, not a paragraph."""
+DESCRIPTION_CHARS = 2000
+"""The longest description kept; the original of a cut title or description stays in the label's evidence."""
+
+
+def cap(text: str, most: int) -> tuple[str, bool]:
+    """`text` cut to at most `most` characters (at a word boundary when there is one, with an ellipsis)."""
+    text = text.strip()
+    if len(text) <= most:
+        return text, False
+    cut = text[:most - 1]
+    if " " in cut[most // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(",;:-\u2013\u2014 ") + "\u2026", True
+
+
 def trim_title(title: str, max_words: int) -> tuple[str, bool]:
-    """The title cut to max_words words (trailing punctuation and joining words dropped); whether it was cut."""
+    """The title cut to max_words words (trailing punctuation and joining words dropped) and TITLE_CHARS
+    characters; whether it was cut."""
     words = title.split()
     if len(words) <= max_words:
-        return " ".join(words), False
+        return cap(" ".join(words), TITLE_CHARS)
     kept = words[:max_words]
     while len(kept) > 1 and kept[-1].lower().strip(",;:") in {"and", "or", "of", "the", "a", "an", "with", "in", "on", "for", "to"}:
         kept.pop()
-    return " ".join(kept).rstrip(",;:-\u2013\u2014"), True
+    return cap(" ".join(kept).rstrip(",;:-\u2013\u2014"), TITLE_CHARS)[0], True
 
 
 def store_answer(store: Store, config: Config, model: Model, fid: int, meta: dict, template_hash: str,
@@ -40,6 +58,9 @@ def store_answer(store: Store, config: Config, model: Model, fid: int, meta: dic
         evidence = {"clips": clips, "audio_seconds": meta.get("audio_seconds", 0.0)}
         if cut:
             evidence["title_trimmed_from"] = value.title.strip()
-        s.merge(Label(status="done", title=title, description=value.description.strip(), confidence=value.confidence,
+        description, cut = cap(value.description, DESCRIPTION_CHARS)
+        if cut:
+            evidence["description_trimmed_from"] = value.description.strip()
+        s.merge(Label(status="done", title=title, description=description, confidence=value.confidence,
                       reasoning=value.reasoning.strip(), evidence=evidence, error=None, **common))
     return True

@@ -50,9 +50,12 @@ class ExplainStage(BaseStage):
 
 def explain(store: Store, config: Config, model: Model | None, prompts: Prompts | None = None) -> StageResult:
     with store.session() as s:
-        todo = pending(s, Label, config.feature_subset(), config.select.limit)
         info = corpus_info(s)
-    if model is None:
+        final = set() if model is not None or config.explain.retry_failed else set(s.scalars(
+            select(Label.feature_id).where(Label.status == "failed", Label.provider == "offline")))
+        todo = [fid for fid in pending(s, Label, config.feature_subset()) if fid not in final]
+        todo = todo[:config.select.limit] if config.select.limit else todo
+    if model is None:  # the offline labeler's failures are deterministic: final unless --retry-failed
         return _explain_offline(store, todo)
     return asyncio.run(_explain_llm(store, config, model, prompts or Prompts(config.explain.prompts_dir), todo, info))
 

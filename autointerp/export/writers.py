@@ -28,6 +28,7 @@ from autointerp.export import formats
 from autointerp.export.summary import Snapshot, snapshot, summary
 from autointerp.stage import BaseStage, Context, StageResult
 from autointerp.store.engine import Store
+from autointerp.store.views import consistency
 
 FILES = ("annotations.json", "group_assignments.json", "groups.json", "feature_labels.jsonl",
          "feature_data.json", "summary.json")
@@ -74,7 +75,7 @@ def annotations(snap: Snapshot) -> dict[str, dict]:
         bin_id = placement.bin_id if placement is not None and placement.bin_id in snap.bins else None
         out[str(f.id)] = {"bin": bin_id, "bin_name": snap.bins[bin_id].name if bin_id is not None else None,
                           "title": label.title, "description": label.description,
-                          "consistency": label.confidence, "reasoning": label.reasoning}
+                          "consistency": consistency(label, snap.detection.get(f.id)), "reasoning": label.reasoning}
     return out
 
 
@@ -95,7 +96,7 @@ def feature_labels(snap: Snapshot) -> list[dict]:
 
 
 def feature_data(snap: Snapshot) -> dict:
-    from autointerp.mine.featuremap import map_method
+    from autointerp.mine.featuremap import describe_layout
 
     sae = snap.sae
     return {"features": [{"i": f.id, "x": f.x, "y": f.y, "x3": f.x3, "y3": f.y3, "z3": f.z3, "d": f.density,
@@ -103,7 +104,7 @@ def feature_data(snap: Snapshot) -> dict:
             "meta": {"d_in": sae.d_in if sae else None, "d_sae": sae.d_sae if sae else None,
                      "k": sae.k if sae else None, "n_features": len(snap.features),
                      "dead": sum(f.dead for f in snap.features), "corpus_rows": sae.corpus_rows if sae else None,
-                     "coordinates": f"unit decoder directions: PCA, then {map_method().upper()} "
+                     "coordinates": f"unit decoder directions placed by {describe_layout(sae.map_method if sae else None)} "
                                     f"(2-D: x, y; 3-D: x3, y3, z3)",
                      "fields": {"i": "feature index", "x/y": "2-D map coordinates", "x3/y3/z3": "3-D map coordinates",
                                 "d": "density (share of corpus rows where it fires)", "mx": "max activation",

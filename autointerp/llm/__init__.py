@@ -28,14 +28,30 @@ def api_key(config: LLMConfig) -> str:
     return key
 
 
-def make_model(config: LLMConfig) -> Model:
-    """The Model for [llm] provider; the offline labeler is not an LLM and is handled by the stages."""
+def check_llm(config: LLMConfig) -> str:
+    """The provider's key after checking everything the provider needs (model, key, options); every
+    missing thing is named in one message, so one fix-and-retry is enough."""
     if config.provider == registry.NOT_LLM:
         raise ConfigError(f"[llm] provider {config.provider!r} has no LLM model: use one of "
                           f"{', '.join(registry.names())}")
     provider = registry.get(config.provider)
+    problems, key = [], ""
     if provider.needs_model and not config.model:
-        raise ConfigError(f"[llm] model is required for provider {config.provider!r}: "
-                          f"set it in the config or pass --model")
-    options = registry.check_options(config.provider, config.options)
-    return provider.factory(config, api_key(config), options)
+        problems.append(f"[llm] model is required for provider {config.provider!r}: set it in the config or pass --model")
+    try:
+        key = api_key(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        registry.check_options(config.provider, config.options)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("; and ".join(problems))
+    return key
+
+
+def make_model(config: LLMConfig) -> Model:
+    """The Model for [llm] provider; the offline labeler is not an LLM and is handled by the stages."""
+    key = check_llm(config)
+    return registry.get(config.provider).factory(config, key, registry.check_options(config.provider, config.options))

@@ -48,5 +48,8 @@ class Prompts:
                 raise ConfigError(f"prompt template {exc.filename or filename} line {exc.lineno}: {exc.message}: fix the template") from None
             except jinja2.UndefinedError as exc:
                 raise ConfigError(f"prompt template {filename}: {exc.message}: use only the variables the bundled template uses") from None
+            except Exception as exc:  # noqa: BLE001 - a user's template may raise anything while rendering
+                raise ConfigError(f"prompt template {filename} raised {type(exc).__name__} while rendering ({exc}): "
+                                  f"fix the template") from None
         digest = hashlib.sha256("\x00".join(sources).encode()).hexdigest()
         return Prompt(name, parts["system"], parts["user"], digest)

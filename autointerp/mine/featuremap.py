@@ -27,15 +27,30 @@ def map_method() -> str:
     return "umap" if importlib.util.find_spec("umap") is not None else "tsne"
 
 
+def layout(d_sae: int, d_in: int) -> str:
+    """What map_coordinates lays out an SAE of this shape with: pca, tsne or umap (recorded at mine time)."""
+    return "pca" if d_sae < MIN_FEATURES or min(PCA_DIMS, d_sae, d_in) < 3 else map_method()
+
+
+LAYOUTS = {"pca": "their first principal components",
+           "tsne": f"t-SNE of their first {PCA_DIMS} principal components",
+           "umap": f"UMAP (cosine) of their first {PCA_DIMS} principal components"}
+"""What placed the features, in words, by recorded layout."""
+
+
+def describe_layout(method: str | None) -> str:
+    return LAYOUTS.get(method or "", "a layout this database did not record (mined by an earlier version)")
+
+
 def map_coordinates(W_dec: torch.Tensor) -> np.ndarray:
     """[d_sae, 5]: x, y (2-D map) and x3, y3, z3 (3-D map) of the unit decoder directions."""
     directions = torch.nn.functional.normalize(W_dec.detach().double().cpu(), dim=1).numpy()
-    n = len(directions)
     reduced = _pca(directions, min(PCA_DIMS, *directions.shape))
-    if n < MIN_FEATURES or reduced.shape[1] < 3:
+    method = layout(*directions.shape)
+    if method == "pca":
         coords = np.pad(reduced[:, :3], ((0, 0), (0, 3 - reduced[:, :3].shape[1])))
         flat, solid = coords[:, :2], coords
-    elif map_method() == "umap":
+    elif method == "umap":
         flat, solid = _umap(reduced, 2), _umap(reduced, 3)
     else:
         flat, solid = _tsne(reduced, 2, TSNE_FIT_2D), _tsne(reduced, 3, TSNE_FIT_3D)

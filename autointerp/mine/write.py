@@ -139,7 +139,7 @@ def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, conf
 
 def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, config: MineConfig,
            device: torch.device) -> "MineResult":
-    from autointerp.mine.featuremap import map_coordinates, nearest
+    from autointerp.mine.featuremap import layout, map_coordinates, nearest
     from autointerp.mine.stage import MineResult
     from autointerp.mine.traces import traces
 
@@ -158,8 +158,14 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
         # reconstruction_rows = 0: FVE and normalized L2 were not measured (NULL), not 0.0
         sae.fve, sae.normalized_l2 = (fve, acc.normalized_l2()) if measured else (None, None)
         sae.corpus_rows, sae.reconstruction_rows, sae.skipped_rows = corpus.rows, acc.recon_rows, acc.skipped
-    coords = map_coordinates(encoder.W_dec)
-    neighbors = nearest(encoder.W_dec)
+    method = layout(*encoder.W_dec.shape)
+    with Progress(f"mine: feature map ({method}) and neighbours", 2, "steps") as bar:  # t-SNE can take a while
+        coords = map_coordinates(encoder.W_dec)
+        bar.update()
+        neighbors = nearest(encoder.W_dec)
+        bar.update()
+    with store.session() as s:
+        s.scalars(select(SAE)).one().map_method = method
     negatives = acc.negatives()
     histograms = acc.histograms()
     todo = [f for f in range(encoder.d_sae) if f not in done]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autointerp.errors import StoreError
@@ -49,10 +49,14 @@ def _create(url: str) -> Engine:
 class Store:
     """The run's database. Use `with store.session() as s:` for a unit of work that commits on exit."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """create=False: refuse a database that does not exist yet (commands that only read never create one)."""
         self.url = url
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
+            if not create and not path.is_file():
+                raise StoreError(f"no database at {path}: nothing to show yet; run `autointerp mine` (or `run`) "
+                                 f"first, or point --db at an existing database")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -63,9 +67,9 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._prepare()
+        self._prepare(create)
 
-    def _prepare(self) -> None:
+    def _prepare(self, create: bool) -> None:
         try:
             tables = set(inspect(self.engine).get_table_names())
         except (DatabaseError, OperationalError) as exc:
@@ -74,18 +78,36 @@ class Store:
                    if self.engine.dialect.name != "sqlite" else "point --db at an autointerp database or a new file")
             raise StoreError(f"cannot open database {self.name}: {reason}; {fix}") from None
         if not tables:
+            if not create:
+                raise StoreError(f"database {self.name} is empty: nothing to show yet; run `autointerp mine` (or `run`) first")
             self._wal()
-            Base.metadata.create_all(self.engine)
-            with self.session() as s:
-                s.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+            for attempt in range(5):  # two first runs at once: each creates what the other has not yet
+                try:
+                    Base.metadata.create_all(self.engine)
+                    break
+                except OperationalError:
+                    if attempt == 4:
+                        raise
+            try:
+                with self.session() as s:
+                    s.merge(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+            except IntegrityError:
+                pass  # the other first run recorded the version
             return
         if "schema_info" not in tables:
             raise StoreError(f"database {self.name} was not written by autointerp (no schema_info table): use a new --db path")
-        with self.session() as s:
-            row = s.get(SchemaInfo, "schema_version")
+        for _ in range(30):  # a first run creating it right now finishes within moments
+            with self.session() as s:
+                row = s.get(SchemaInfo, "schema_version")
+            if row is not None and not set(Base.metadata.tables) - set(inspect(self.engine).get_table_names()):
+                break
+            time.sleep(0.1)
         found = int(row.value) if row else -1
         if found != SCHEMA_VERSION:
             self._migrate(found)
+        if missing := sorted(set(Base.metadata.tables) - set(inspect(self.engine).get_table_names())):
+            raise StoreError(f"database {self.url} lacks the tables {', '.join(missing)} of its schema version: "
+                             f"it was damaged; use a new --db path (or restore the file)")
         self._wal()
 
     def _wal(self) -> None:

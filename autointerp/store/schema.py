@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def utcnow() -> datetime:
@@ -73,6 +73,9 @@ class SAE(Base):
     """Sequence audio corpora: seconds per vector row (position)."""
     audio_root: Mapped[str | None] = mapped_column(Text)
     """Folder that relative audio paths of the items are resolved against."""
+    map_method: Mapped[str | None] = mapped_column(String(16))
+    """What placed the features on the map, recorded at mine time: pca, tsne or umap
+    (autointerp.mine.featuremap.layout); NULL in databases mined before it was recorded."""
 
 
 class Item(Base):

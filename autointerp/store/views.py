@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
-from autointerp.score.metrics import DETECTION, EMBEDDING, final_confidence
+from autointerp.score.metrics import CONFIDENT_SCORE, DETECTION, EMBEDDING, final_confidence
 from autointerp.store.engine import Store
 from autointerp.store.schema import SAE, Bin, Example, Feature, Group, Item, Label, LLMCall, Placement, Score
 
@@ -201,12 +201,22 @@ class FeatureView:
         status = self.status
         if status == "dead":
             return "dead"
-        if status == "failed":
-            reason = (self.label.error or "no reason recorded").strip()
-            return f"failed: {reason if len(reason) <= 160 else reason[:159] + '…'}"
+        if status == "failed":  # never where a label's title goes: "unlabelled", with the reason beside it
+            return f"unlabelled: {self.reason}"
         if status == "done" and self.label.title:
             return self.label.title
         return "—"
+
+    @property
+    def reason(self) -> str:
+        """Why a failed label failed (shortened)."""
+        reason = ((self.label.error if self.label is not None else None) or "no reason recorded").strip()
+        return reason if len(reason) <= 160 else reason[:159] + "…"
+
+    @property
+    def consistency(self) -> str | None:
+        """The published rating of the label (export's `consistency`): autointerp.store.views.consistency."""
+        return consistency(self.done_label, self.score)
 
     @property
     def done_label(self) -> Label | None:
@@ -225,6 +235,20 @@ class FeatureView:
     @property
     def balanced_accuracy(self) -> float | None:
         return self.score.balanced_accuracy if self.score is not None and self.score.status == "done" else None
+
+
+def consistency(label: Label | None, score: Score | None) -> str | None:
+    """The explainer's rating of a done label, lowered to what its detection score supports: a label
+    at or below chance (balanced accuracy 0.5) is low, one under CONFIDENT_SCORE at most medium.
+    Unscored labels keep the explainer's rating. None when there is no done label."""
+    if label is None or label.status != "done":
+        return None
+    rating = label.confidence
+    if score is None or score.status != "done" or score.balanced_accuracy is None:
+        return rating
+    if score.balanced_accuracy <= 0.5:
+        return "low"
+    return "medium" if rating == "high" and score.balanced_accuracy < CONFIDENT_SCORE else rating
 
 
 @dataclass

@@ -96,7 +96,23 @@ async def _propose(store: Store, config: Config, client: LLMClient, prompts: Pro
     if answer.value is None or not answer.value.groups:
         raise ProviderError(f"the LLM proposed no usable groups ({answer.error or 'empty list'}): "
                             f"list your groups under [[taxonomy.groups]] in the config")
-    return [(g.name.strip(), g.description.strip(), []) for g in answer.value.groups[:most]]
+    return distinct_groups([(g.name, g.description, []) for g in answer.value.groups])[:most]
+
+
+def distinct_groups(proposed: list[tuple[str, str, list[str]]]) -> list[tuple[str, str, list[str]]]:
+    """The proposed groups with names stripped, empty names dropped and a repeated name (ignoring case)
+    kept once, first wins; refused when none is left."""
+    seen: set[str] = set()
+    out = []
+    for name, description, tags in proposed:
+        name = " ".join(name.split())
+        if name and name.casefold() not in seen:
+            seen.add(name.casefold())
+            out.append((name, description.strip(), tags))
+    if not out:
+        raise ProviderError("the LLM proposed only groups without names: list your groups under "
+                            "[[taxonomy.groups]] in the config")
+    return out
 
 
 def taxonomy(store: Store, config: Config, model: Model | None, prompts: Prompts | None = None) -> StageResult:

@@ -33,7 +33,7 @@
 
   // Feature pages: a playing clip moves a line along the activation trace drawn under its player.
   Array.prototype.forEach.call(document.querySelectorAll("li.example audio"), function (audio) {
-    var line = audio.parentNode.querySelector("svg.trace line.playhead");
+    var line = audio.closest("li.example").querySelector("svg.trace line.playhead");
     if (!line) return;
     var width = line.ownerSVGElement.viewBox.baseVal.width;
     var frame = 0;
@@ -179,10 +179,18 @@
     cell(tr, String(id), "num fid");
     var title = cell(tr, "", "title");
     if (status !== "dead" && Number.isSafeInteger(id) && id >= 0) {
-      var a = document.createElement("a");
+      var a = document.createElement("a"), text = String(r[col.title]);
       a.href = "features/" + String(id) + ".html";
-      a.textContent = String(r[col.title]);
+      // a failed label is no title: "unlabelled" links the page, the reason stands beside it
+      var cut = status === "failed" ? text.indexOf(": ") : -1;
+      a.textContent = cut >= 0 ? text.slice(0, cut) : text;
       title.appendChild(a);
+      if (cut >= 0) {
+        var why = document.createElement("span");
+        why.className = "muted reason";
+        why.textContent = " (" + text.slice(cut + 2) + ")";
+        title.appendChild(why);
+      }
     } else {
       title.textContent = String(r[col.title]);
     }

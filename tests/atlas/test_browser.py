@@ -61,7 +61,9 @@ def test_index_search_sort_filter(atlas, page):
     page.locator("#more").scroll_into_view_if_needed()  # scrolling to the end of a slice appends the next
     wait_until(page, "document.querySelectorAll('#rows tr').length > 400")
     assert page.locator("#rows a").count() == len(LIVE)
-    assert page.locator("#rows tr.failed td.title").inner_text() == "failed: unparseable response \"><svg onload=alert(2)>"
+    # a failed label is no title: "unlabelled", with the reason beside it (as text, not markup)
+    assert page.locator("#rows tr.failed td.title").inner_text() == "unlabelled (unparseable response \"><svg onload=alert(2)>)"
+    assert page.locator("#rows tr.failed td.title a").inner_text() == "unlabelled"
     assert page.locator("#rows a[href='features/1.html']").inner_text() == XSS_TITLE   # shown as text, not markup
 
     page.fill("#q", "laughter")

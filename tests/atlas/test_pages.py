@@ -86,7 +86,8 @@ def test_feature_page_shows_label_scores_histogram_neighbours(atlas):
     hist = re.search(r'<svg class="chart".*?</svg>', html, re.S).group(0)
     assert hist.count("<rect") == 10                       # the 10 nonzero bins of 12
     assert "<title>0.297 to 0.354: 1</title>" in hist      # bin 1 of first_bin -8: [2^(-7/4), 2^(-6/4))
-    assert re.findall(r">([\d.]+)</text>", hist) == ["0.25", "0.5", "1", "2"]   # the octave edges
+    assert re.findall(r'<text x=[^>]*>([\d.]+)</text>', hist) == ["0.25", "0.5", "1", "2"]   # the octave edges
+    assert re.findall(r'<text class="ytick"[^>]*>([\d,]+)</text>', hist)[0] == "0"   # and a y axis of counts
     # neighbours 5 (live, failed label) and 7 (dead: no page, so no link)
     neighbours = html[html.index('<ol class="neighbors">'):]
     assert 'href="5.html"' in neighbours and "cos 0.91" in neighbours and 'href="7.html"' not in neighbours
@@ -97,7 +98,7 @@ def test_feature_page_shows_label_scores_histogram_neighbours(atlas):
     assert "Labeled offline" not in html
     assert "Embedding" not in html and "AUC <strong>0.93</strong>" in (out / "features" / "11.html").read_text()
     failed = (out / "features" / f"{FAILED}.html").read_text()
-    assert "failed: unparseable response" in failed and "tentative" in failed
+    assert "unlabelled <span class=\"muted reason\">(unparseable response" in failed and "tentative" in failed
     missing = (out / "features" / "0.html").read_text()   # top examples use items 0, 1, 2; bottom uses 5 (gone)
     assert "audio missing" in missing and "1 row (0.10%)" in missing
     assert missing.count('<audio controls preload="metadata" src="../audio/') == 3

@@ -176,3 +176,14 @@ def test_tsne_fits_a_subset_places_the_rest_and_is_deterministic(monkeypatch):
     coords = map_coordinates(W_dec)
     assert np.isfinite(coords).all() and silhouette_score(coords[:, :2], which) > 0.5
     assert (map_coordinates(W_dec) == coords).all()
+
+
+def test_proposed_groups_lose_empty_names_and_repeats():
+    import pytest
+
+    from autointerp.errors import ProviderError
+    from autointerp.taxonomy.stage import distinct_groups
+    proposed = [("Speech ", "talk", []), ("", "nameless", []), ("speech", "again", []), ("  Music\n tones ", "m", [])]
+    assert distinct_groups(proposed) == [("Speech", "talk", []), ("Music tones", "m", [])]
+    with pytest.raises(ProviderError, match="only groups without names"):
+        distinct_groups([(" ", "x", [])])
