@@ -133,12 +133,22 @@ def run_mine(config, store):
 
 
 def sql_dump(db: Path | str) -> list[str] | None:
-    """The whole database as sorted rows per table (None when a SQLite file does not exist): compared
-    before and after a refused run to show it changed nothing. `db` is a SQLite file or any URL."""
+    """The whole database as SQL statements (None when a SQLite file does not exist): compared before
+    and after a refused run to show it changed nothing. `db` is a SQLite file or any URL. Closing the
+    SQLite connection checkpoints the WAL into the file, so file sizes compared after it are settled."""
+    import sqlite3
+
     from sqlalchemy import MetaData, create_engine, select
     url = str(db) if "://" in str(db) else f"sqlite:///{db}"
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            return None
+        conn = sqlite3.connect(path)
+        try:
+            return list(conn.iterdump())
+        finally:
+            conn.close()
     engine = create_engine(url)
     try:
         meta = MetaData()

@@ -183,7 +183,7 @@ def test_unknown_model_stops_the_stage_and_keeps_the_data(mined, capsys, monkeyp
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-404")
     db = mined.root / "out" / "autointerp.db"
-    keep = lambda: [line for line in sql_dump(db) if not line.startswith(('runs:', 'llm_calls:'))]  # noqa: E731
+    keep = lambda: [line for line in sql_dump(db) if not line.startswith(('INSERT INTO "runs"', 'INSERT INTO "llm_calls"', 'runs:', 'llm_calls:'))]  # noqa: E731
     before = keep()
     with NoSuchModel() as server:
         code, err = run_bad(["--llm", "openai", "--model", "gpt-9", "--base-url", server.url], mined, capsys)

@@ -3,6 +3,7 @@ with a schema version check so a database from another version is never misread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,9 @@ class Store:
             tables = set(inspect(self.engine).get_table_names())
         except (DatabaseError, OperationalError) as exc:
             reason = " ".join(str(exc.orig).split())  # one line: drivers' messages span several
+            if "disk i/o error" in reason.lower() or "full" in reason.lower():
+                raise StoreError(f"no space left writing the database {self.name} ({reason}; is the disk full?): "
+                                 f"free some space and run the same command again") from None
             fix = ("start the server, or check the host, port, user and password in --db"
                    if self.engine.dialect.name != "sqlite" else "point --db at an autointerp database or a new file")
             raise StoreError(f"cannot open database {self.name}: {reason}; {fix}") from None

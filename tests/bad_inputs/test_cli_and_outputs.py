@@ -133,7 +133,9 @@ def done(tmp_path_factory) -> Path:
 
 def files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith((".db-wal", ".db-shm", ".lock"))}
+            if p.is_file() and not p.name.endswith((".db", ".db-wal", ".db-shm", ".lock"))}
+"""Every file's size but the database's: its content is compared as a full SQL dump (a refused run's own
+record is written and removed again, which may leave the file a page longer with the same content)."""
 
 
 @pytest.mark.parametrize("name, argv, prepare, fragment", CASES, ids=[c[0] for c in CASES])
@@ -182,7 +184,7 @@ sys.exit(main([sys.argv[1], sys.argv[2]]))
 """
 
 
-@pytest.mark.parametrize("command, limit, where", [("report", 6_000, "out/atlas"), ("export", 2_000, "the database")])
+@pytest.mark.parametrize("command, limit, where", [("report", 12_000, "the database"), ("export", 2_000, "the database")])
 def test_disk_full_while_publishing_is_one_line_and_leaves_no_tmp(done, tmp_path, command, limit, where):
     """RLIMIT_FSIZE makes writes past `limit` bytes fail as a full disk does (EFBIG), as in
     tests/mine/test_files.py; the rerun with room writes what an uninterrupted run writes. 6 kB lets the
