@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=30_720)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/autointerp-bench-report"))
     parser.add_argument("--fresh", action="store_true", help="rebuild the database and the atlas")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium figures")
     args = parser.parse_args()
     db = args.dir / f"bench-{args.features}.db"
     out = args.dir / "atlas"
@@ -206,7 +207,7 @@ def main() -> None:
     print(f"write_atlas, first run: {first_s:.1f} s, {pages / first_s:,.0f} feature pages/s overall")
     print(f"write_atlas, re-run with nothing changed: {again_s:.1f} s, {pages / again_s:,.0f} pages/s, "
           f"{again.pages_written} pages rewritten, {again.audio.reused} clips reused")
-    for name, value in browser_figures(out).items():
+    for name, value in ({} if args.no_browser else browser_figures(out)).items():
         print(f"chromium: {name}: {value:.3f}")
     store.close()
 
