@@ -13,19 +13,20 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Text, cast, select
+from sqlalchemy import Table, Text, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from autointerp import __version__
 from autointerp.atlas.data import SHOWN_KINDS
 from autointerp.store.engine import Store
-from autointerp.store.schema import Example, Feature, Item
+from autointerp.store.schema import SAE, Bin, Example, Feature, Group, Item, Label, Placement, Score
+from autointerp.store.views import call_totals
 
 MANIFEST = ".render-manifest.json"
 """The manifest's file name, in the atlas folder (left out of the bundle)."""
@@ -45,37 +46,89 @@ def fingerprint(templates: Path, code: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-def state(obj: Any) -> str:
-    """A detached ORM row (or None) as text for a hash: its loaded columns, by name (deferred ones are
-    not loaded and not read)."""
-    if obj is None:
-        return "None"
-    return repr(sorted((k, v) for k, v in vars(obj).items() if not k.startswith("_")))
+SEP, NULL, ROWS = "\x1f", "\x00", "\x1e"
+"""Between a row's columns, for a NULL, between rows (in the texts the database builds for hashing)."""
 
 
-def _raw(column: Any) -> ColumnElement[Any]:
-    """JSON columns as their stored text (hashing need not decode them)."""
-    return cast(column, Text) if isinstance(column.type, JSON) else column
+def _row_text(columns: Sequence[Any]) -> ColumnElement[str]:
+    """A row's columns as one text, built by the database (JSON and numbers as their stored text)."""
+    parts = [func.coalesce(cast(c, Text), NULL) for c in columns]
+    return reduce(lambda a, b: a + SEP + b, parts)
 
 
-def raw_rows(store: Store, feature_ids: Sequence[int], chunk: int = 1000) -> Iterator[tuple[int, str, Any]]:
-    """(feature, its rows as text, its neighbours decoded) for each feature, in the given order: the rows
-    are its histogram and neighbours and every column of its shown examples (top, bottom) and their
-    items, as stored."""
-    example_cols = [_raw(c) for c in Example.__table__.columns]
-    item_cols = [_raw(c) for c in Item.__table__.columns]
-    for begin in range(0, len(feature_ids), chunk):
-        part = list(feature_ids[begin:begin + chunk])
-        with store.session() as s:
-            own = {row[0]: row[1:] for row in s.execute(
-                select(Feature.id, _raw(Feature.histogram), Feature.neighbors).where(Feature.id.in_(part)))}
-            rows = s.execute(select(*example_cols, *item_cols).join(Item, Item.id == Example.item_id)
-                             .where(Example.feature_id.in_(part), Example.kind.in_(SHOWN_KINDS))
-                             .order_by(Example.feature_id, Example.kind, Example.rank, Example.id)).all()
-        examples = {fid: repr([tuple(r) for r in group]) for fid, group in groupby(rows, key=lambda r: r.feature_id)}
-        for fid in part:
-            hist, pairs = own.get(fid, (None, None))
-            yield fid, f"{hist!r}\0{pairs!r}\0{examples.get(fid, '[]')}", pairs
+def _sha(text: str | None) -> bytes:
+    return hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).digest()
+
+
+def row_digests(store: Store, ids: Sequence[int], key: Any, columns: Sequence[Any], *where: Any,
+                join: tuple[Any, Any] | None = None, order: Sequence[Any] = (), chunk: int = 2000) -> dict[int, bytes]:
+    """{feature id (of the sorted `ids`): hash of its rows} over `columns` (every column as stored,
+    joined to `join`, rows in `order`), the texts built and concatenated by the database, so that no
+    row is decoded in Python; features without rows are left out."""
+    out: dict[int, bytes] = {}
+    with store.session() as s:
+        for begin in range(0, len(ids), chunk):
+            lo, hi = ids[begin], ids[min(begin + chunk, len(ids)) - 1]
+            inner = select(key.label("fid"), _row_text(columns).label("row"))
+            if join is not None:
+                inner = inner.join(*join)
+            inner = inner.where(key.between(lo, hi), *where).order_by(key, *order).subquery()
+            for fid, text in s.execute(select(inner.c.fid, func.aggregate_strings(inner.c.row, ROWS))
+                                       .group_by(inner.c.fid)):
+                out[fid] = _sha(text)
+    return out
+
+
+def table_digest(store: Store, *tables: Table) -> str:
+    """Hash of every row of some small tables (the taxonomy, the SAE)."""
+    h = hashlib.sha256()
+    with store.session() as s:
+        for table in tables:
+            for (text,) in s.execute(select(_row_text(list(table.columns))).order_by(*table.primary_key.columns)):
+                h.update(_sha(text))
+    return h.hexdigest()
+
+
+@dataclass
+class Inputs:
+    """What the atlas's pages are rendered from, as hashes."""
+    live: list[int]
+    """The live features, in id order (one page each)."""
+    pages: dict[int, str] = field(default_factory=dict)
+    """Live feature -> hash of its page's inputs."""
+    atlas: str = ""
+    """Hash of the atlas-wide pages' inputs (index, groups, map, summary)."""
+
+
+def page_inputs(store: Store, placed: Callable[[list[int]], dict[int, str]]) -> Inputs:
+    """Each page's inputs, hashed from the database's rows without building the read model: a feature's
+    own rows (statistics, label, scores, placement), its shown examples and their items, its clips
+    (`placed(live features)`: feature -> its clips as placed), its neighbours' own rows, the pager, the
+    taxonomy; and for the atlas-wide pages, every feature's own rows, the SAE and the LLM call totals."""
+    with store.session() as s:
+        features = s.execute(select(Feature.id, Feature.dead, Feature.neighbors).order_by(Feature.id)).all()
+    ids = [row.id for row in features]
+    inputs = Inputs([row.id for row in features if not row.dead])
+    clips = placed(inputs.live)
+    parts = [row_digests(store, ids, t.c.feature_id if t is not Feature.__table__ else t.c.id, list(t.columns),
+                         order=list(t.primary_key.columns))
+             for t in (Feature.__table__, Label.__table__, Score.__table__, Placement.__table__)]
+    own = {fid: b"".join(part.get(fid, b"-") for part in parts) for fid in ids}
+    shown = row_digests(store, inputs.live, Example.feature_id, [*Example.__table__.columns, *Item.__table__.columns],
+                        Example.kind.in_(SHOWN_KINDS), join=(Item, Item.id == Example.item_id),
+                        order=(Example.kind, Example.rank, Example.id))
+    common = table_digest(store, Group.__table__, Bin.__table__)
+    live = inputs.live
+    for i, (fid, pairs) in enumerate((row.id, row.neighbors) for row in features if not row.dead):
+        neighbors = [own.get(p[0], b"?") for p in pairs or [] if isinstance(p, list | tuple) and p and isinstance(p[0], int)] \
+            if isinstance(pairs, list) else []
+        pager = f"{live[i - 1] if i else None} {live[i + 1] if i + 1 < len(live) else None}"
+        inputs.pages[fid] = digest(common, own[fid].hex(), shown.get(fid, b"").hex(), clips.get(fid, ""),
+                                   b"".join(neighbors).hex(), pager)
+    with store.session() as s:
+        calls = repr(call_totals(s))
+    inputs.atlas = digest(common, table_digest(store, SAE.__table__), calls, *(own[fid].hex() for fid in ids))
+    return inputs
 
 
 def digest(*parts: str) -> str:

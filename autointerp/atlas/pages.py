@@ -34,7 +34,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from autointerp.atlas import data as atlas_data, figures as atlas_figures
 from autointerp.atlas.audio import AudioStats, ClipLibrary
-from autointerp.atlas.cache import MANIFEST, Manifest, digest, fingerprint, raw_rows, state
+from autointerp.atlas import cache as atlas_cache
+from autointerp.atlas.cache import MANIFEST, Manifest, fingerprint, page_inputs
 from autointerp.atlas.data import (Atlas, ExampleView, FeatureView, clip_needs, grouped, index_data, iter_details,
                                    load_atlas, map_data, summary)
 from autointerp.atlas.figures import histogram_chart, score_chart, token_spans, trace_figure
@@ -112,27 +113,45 @@ def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: Ou
     templates = resource_dir("reports")
     env = environment(templates)
     manifest = Manifest.load(out_dir / MANIFEST, fingerprint(templates, _code()), use=not force)
-    atlas = load_atlas(store)
     _copy_static(out_dir)
-    live = atlas.live
     clips = ClipLibrary(audio_root, out_dir / "audio", output.audio_format, int(output.audio_budget_mb * 1e6),
                         output.audio_clip_seconds)
-    needs = clip_needs(store, [f.id for f in live])
-    result.audio = clips.prepare(needs)
 
-    own = {f.id: _view(f, atlas) for f in atlas.features}
-    placed: dict[int, list[Any]] = defaultdict(list)
-    for need in needs:
-        placed[need.feature_id].append(clips.lookup(need))
-    todo: dict[int, str] = {}
+    def placed(live: list[int]) -> dict[int, str]:
+        """Cut or reuse the live features' clips; each feature's clips as placed, for its page's hash."""
+        needs = clip_needs(store, live)
+        result.audio = clips.prepare(needs)
+        by_feature: dict[int, list[Any]] = defaultdict(list)
+        for need in needs:
+            by_feature[need.feature_id].append(clips.lookup(need))
+        return {fid: repr(p) for fid, p in by_feature.items()}
+
+    inputs = page_inputs(store, placed)
+    todo = {fid: key for fid, key in inputs.pages.items()
+            if not manifest.fresh(f"features/{fid}.html", key, out_dir / "features" / f"{fid}.html")}
+    stale = [(t, title) for t, title in GLOBAL_PAGES if not manifest.fresh(t, inputs.atlas, out_dir / t)]
+    result.pages_unchanged += len(inputs.pages) - len(todo) + len(GLOBAL_PAGES) - len(stale)
+    atlas = load_atlas(store) if todo or stale else None
+    if atlas is not None:
+        _render_features(env, store, atlas, todo, clips, out_dir, manifest, result)
+        name = _sae_name(atlas)
+        for template, title in stale:
+            html = env.get_template(template).render(root="", title=title, name=name, atlas=atlas,
+                                                     **_extra(template, atlas))
+            _write(out_dir / template, html, result)
+            manifest.record(template, inputs.atlas, out_dir / template)
+    _remove_stale(out_dir / "features", set(inputs.live), result)
+    manifest.save()
+    if output.bundle:
+        result.bundle = write_bundle(out_dir)
+    return result
+
+
+def _render_features(env: Environment, store: Store, atlas: Atlas, todo: dict[int, str], clips: ClipLibrary,
+                     out_dir: Path, manifest: Manifest, result: AtlasResult) -> None:
+    """Render and write the pages of the features in `todo` (-> the hash of their inputs, for the manifest)."""
+    live = atlas.live
     position = {f.id: i for i, f in enumerate(live)}
-    for fid, rows, pairs in raw_rows(store, [f.id for f in live]):
-        key = digest(own[fid], rows, repr(placed.get(fid)), repr(_neighbors(pairs, atlas)),
-                     repr(_around(live, position[fid])))
-        if not manifest.fresh(f"features/{fid}.html", key, out_dir / "features" / f"{fid}.html"):
-            todo[fid] = key
-    result.pages_unchanged += len(live) - len(todo)
-
     page = env.get_template("feature.html")
     with Progress("report", len(todo), "pages") as bar:
         for detail in iter_details(store, list(todo)):
@@ -149,36 +168,12 @@ def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: Ou
             _write(out_dir / name, html, result)
             manifest.record(name, todo[feature.id], out_dir / name)
             bar.update()
-    _remove_stale(out_dir / "features", {f.id for f in live}, result)
-
-    name = _sae_name(atlas)
-    whole = digest(name, *own.values(), *map(state, [*atlas.groups.values(), *atlas.bins.values(), atlas.sae]),
-                   repr(atlas.calls))
-    for template, title in GLOBAL_PAGES:
-        if manifest.fresh(template, whole, out_dir / template):
-            result.pages_unchanged += 1
-            continue
-        html = env.get_template(template).render(root="", title=title, name=name, atlas=atlas, **_extra(template, atlas))
-        _write(out_dir / template, html, result)
-        manifest.record(template, whole, out_dir / template)
-    manifest.save()
-    if output.bundle:
-        result.bundle = write_bundle(out_dir)
-    return result
 
 
 def _code() -> list[Path]:
     """The modules whose code shapes a page (their source is part of the renderer's fingerprint)."""
-    return [Path(m.__file__) for m in (sys.modules[__name__], atlas_figures, atlas_data, read_model, metrics, clip_rule)
-            if m.__file__]
-
-
-def _view(feature: FeatureView, atlas: Atlas) -> str:
-    """What a page reads of a feature's own rows: statistics, label, scores, placement, group and bin names."""
-    names = [atlas.groups[g].name for g in feature.groups]
-    return repr((state(feature.row), state(feature.label), state(feature.score), state(feature.embedding),
-                 state(feature.placement), feature.groups, feature.bin_id, names,
-                 atlas.bins[feature.bin_id].name if feature.bin_id is not None else None))
+    return [Path(m.__file__) for m in (sys.modules[__name__], atlas_figures, atlas_data, read_model, metrics, clip_rule,
+                                       atlas_cache) if m.__file__]
 
 
 def _around(live: list[FeatureView], i: int) -> tuple[int | None, int | None]:
