@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -51,7 +51,8 @@ SEP, NULL, ROWS = "\x1f", "\x00", "\x1e"
 
 
 def _row_text(columns: Sequence[Any]) -> ColumnElement[str]:
-    """A row's columns as one text, built by the database (JSON and numbers as their stored text)."""
+    """A row's columns as one text, built by the database: JSON as stored, numbers as the database prints
+    them (SQLite: 15 significant digits, more than any page shows)."""
     parts = [func.coalesce(cast(c, Text), NULL) for c in columns]
     return reduce(lambda a, b: a + SEP + b, parts)
 
@@ -60,23 +61,61 @@ def _sha(text: str | None) -> bytes:
     return hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).digest()
 
 
-def row_digests(store: Store, ids: Sequence[int], key: Any, columns: Sequence[Any], *where: Any,
-                join: tuple[Any, Any] | None = None, order: Sequence[Any] = (), chunk: int = 2000) -> dict[int, bytes]:
-    """{feature id (of the sorted `ids`): hash of its rows} over `columns` (every column as stored,
-    joined to `join`, rows in `order`), the texts built and concatenated by the database, so that no
-    row is decoded in Python; features without rows are left out."""
-    out: dict[int, bytes] = {}
+def _grouped(store: Store, ids: Sequence[int], key: Any, rows: Sequence[Any], *where: Any,
+             join: tuple[Any, Any] | None = None, order: Sequence[Any] = (), chunk: int = 2000) -> Iterator[Any]:
+    """(id, text of each of `rows` over its rows, concatenated in `order`) for each id of `ids` that has
+    rows: the texts built by the database, so that no row is decoded in Python."""
     with store.session() as s:
         for begin in range(0, len(ids), chunk):
-            lo, hi = ids[begin], ids[min(begin + chunk, len(ids)) - 1]
-            inner = select(key.label("fid"), _row_text(columns).label("row"))
+            part = list(ids[begin:begin + chunk])
+            inner = select(key.label("key"), *(r.label(f"r{i}") for i, r in enumerate(rows)))
             if join is not None:
                 inner = inner.join(*join)
-            inner = inner.where(key.between(lo, hi), *where).order_by(key, *order).subquery()
-            for fid, text in s.execute(select(inner.c.fid, func.aggregate_strings(inner.c.row, ROWS))
-                                       .group_by(inner.c.fid)):
-                out[fid] = _sha(text)
+            inner = inner.where(key.in_(part), *where).order_by(key, *order).subquery()
+            yield from s.execute(select(inner.c.key, *(func.aggregate_strings(inner.c[f"r{i}"], ROWS)
+                                                       for i in range(len(rows)))).group_by(inner.c.key))
+
+
+def row_digests(store: Store, ids: Sequence[int], table: Table, key: Any) -> dict[int, bytes]:
+    """{id (of `ids`): hash of its rows of `table`, every column as stored, in primary key order}."""
+    return {k: _sha(text) for k, text in _grouped(store, ids, key, [_row_text(list(table.columns))],
+                                                  order=list(table.primary_key.columns))}
+
+
+def shown_digests(store: Store, live: Sequence[int]) -> dict[int, bytes]:
+    """{live feature: hash of its shown examples (top, bottom) and their items, every column as stored}.
+    An item is hashed once, however many examples show it."""
+    shown = Example.kind.in_(SHOWN_KINDS)
+    with store.session() as s:
+        used = sorted(s.scalars(select(Example.item_id).where(shown).distinct()))
+    items = row_digests(store, used, Item.__table__, Item.id)
+    out = {}
+    for fid, text, item_ids in _grouped(store, live, Example.feature_id,
+                                        [_row_text(list(Example.__table__.columns)), cast(Example.item_id, Text)],
+                                        shown, order=(Example.kind, Example.rank, Example.id)):
+        out[fid] = _sha(text + "".join(items.get(int(i), b"?").hex() for i in item_ids.split(ROWS)))
     return out
+
+
+def digest(*parts: str) -> str:
+    """Hash of some texts, each delimited."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0\1")
+    return h.hexdigest()
+
+
+def neighbor_pairs(neighbors: Any) -> list[Any]:
+    """The well-formed [feature id, cosine] pairs of a feature's neighbours column."""
+    if not isinstance(neighbors, list):
+        return []
+    return [p for p in neighbors if isinstance(p, list | tuple) and len(p) == 2 and isinstance(p[0], int)]
+
+
+def pager(live: Sequence[int], i: int) -> tuple[int | None, int | None]:
+    """The previous and next live features of the i-th (a feature page's pager)."""
+    return live[i - 1] if i > 0 else None, live[i + 1] if i + 1 < len(live) else None
 
 
 def table_digest(store: Store, *tables: Table) -> str:
@@ -106,37 +145,29 @@ def page_inputs(store: Store, placed: Callable[[list[int]], dict[int, str]]) -> 
     (`placed(live features)`: feature -> its clips as placed), its neighbours' own rows, the pager, the
     taxonomy; and for the atlas-wide pages, every feature's own rows, the SAE and the LLM call totals."""
     with store.session() as s:
-        features = s.execute(select(Feature.id, Feature.dead, Feature.neighbors).order_by(Feature.id)).all()
+        features = s.execute(select(Feature.id, Feature.dead).order_by(Feature.id)).all()
+        # every neighbours column in one JSON text, [[id, neighbours], ...], decoded at once
+        pair = "[" + cast(Feature.id, Text) + "," + func.coalesce(cast(Feature.neighbors, Text), "null") + "]"
+        text = s.scalar(select(func.aggregate_strings(pair, ",")))
+    neighbors = dict(json.loads(f"[{text or ''}]"))
     ids = [row.id for row in features]
     inputs = Inputs([row.id for row in features if not row.dead])
     clips = placed(inputs.live)
-    parts = [row_digests(store, ids, t.c.feature_id if t is not Feature.__table__ else t.c.id, list(t.columns),
-                         order=list(t.primary_key.columns))
-             for t in (Feature.__table__, Label.__table__, Score.__table__, Placement.__table__)]
+    parts = [row_digests(store, ids, table, key) for table, key in
+             ((Feature.__table__, Feature.id), (Label.__table__, Label.feature_id), (Score.__table__, Score.feature_id),
+              (Placement.__table__, Placement.feature_id))]
     own = {fid: b"".join(part.get(fid, b"-") for part in parts) for fid in ids}
-    shown = row_digests(store, inputs.live, Example.feature_id, [*Example.__table__.columns, *Item.__table__.columns],
-                        Example.kind.in_(SHOWN_KINDS), join=(Item, Item.id == Example.item_id),
-                        order=(Example.kind, Example.rank, Example.id))
+    shown = shown_digests(store, inputs.live)
     common = table_digest(store, Group.__table__, Bin.__table__)
     live = inputs.live
-    for i, (fid, pairs) in enumerate((row.id, row.neighbors) for row in features if not row.dead):
-        neighbors = [own.get(p[0], b"?") for p in pairs or [] if isinstance(p, list | tuple) and p and isinstance(p[0], int)] \
-            if isinstance(pairs, list) else []
-        pager = f"{live[i - 1] if i else None} {live[i + 1] if i + 1 < len(live) else None}"
+    for i, fid in enumerate(live):
+        near = [own.get(p[0], b"?") for p in neighbor_pairs(neighbors[fid])]   # the page shows their title, state
         inputs.pages[fid] = digest(common, own[fid].hex(), shown.get(fid, b"").hex(), clips.get(fid, ""),
-                                   b"".join(neighbors).hex(), pager)
+                                   b"".join(near).hex(), repr(pager(live, i)))
     with store.session() as s:
         calls = repr(call_totals(s))
     inputs.atlas = digest(common, table_digest(store, SAE.__table__), calls, *(own[fid].hex() for fid in ids))
     return inputs
-
-
-def digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\0\1")
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -179,14 +210,14 @@ class Manifest:
             log.warning("render manifest %s is corrupt (%s): rendering every page", path, exc)
         return manifest
 
-    def fresh(self, name: str, digest: str, path: Path) -> bool:
+    def fresh(self, name: str, digest: str, path: Path | str) -> bool:
         """Whether page `name` (file `path`) was written from inputs of this digest and is unchanged since;
         if so it is kept in the new manifest as it is."""
         entry = self.old.get(name)
         if entry is None or entry.digest != digest:
             return False
         try:
-            stat = path.stat()
+            stat = os.stat(path)
         except OSError:
             return False
         if stat.st_size != entry.size or stat.st_mtime_ns != entry.mtime_ns:

@@ -32,10 +32,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from autointerp.atlas import data as atlas_data, figures as atlas_figures
+from autointerp.atlas import cache as atlas_cache, data as atlas_data, figures as atlas_figures
 from autointerp.atlas.audio import AudioStats, ClipLibrary
-from autointerp.atlas import cache as atlas_cache
-from autointerp.atlas.cache import MANIFEST, Manifest, fingerprint, page_inputs
+from autointerp.atlas.cache import MANIFEST, Manifest, fingerprint, neighbor_pairs, page_inputs, pager
 from autointerp.atlas.data import (Atlas, ExampleView, FeatureView, clip_needs, grouped, index_data, iter_details,
                                    load_atlas, map_data, summary)
 from autointerp.atlas.figures import histogram_chart, score_chart, token_spans, trace_figure
@@ -128,7 +127,7 @@ def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: Ou
 
     inputs = page_inputs(store, placed)
     todo = {fid: key for fid, key in inputs.pages.items()
-            if not manifest.fresh(f"features/{fid}.html", key, out_dir / "features" / f"{fid}.html")}
+            if not manifest.fresh(f"features/{fid}.html", key, f"{out_dir}/features/{fid}.html")}
     stale = [(t, title) for t, title in GLOBAL_PAGES if not manifest.fresh(t, inputs.atlas, out_dir / t)]
     result.pages_unchanged += len(inputs.pages) - len(todo) + len(GLOBAL_PAGES) - len(stale)
     atlas = load_atlas(store) if todo or stale else None
@@ -151,13 +150,14 @@ def _render_features(env: Environment, store: Store, atlas: Atlas, todo: dict[in
                      out_dir: Path, manifest: Manifest, result: AtlasResult) -> None:
     """Render and write the pages of the features in `todo` (-> the hash of their inputs, for the manifest)."""
     live = atlas.live
-    position = {f.id: i for i, f in enumerate(live)}
+    ids = [f.id for f in live]
+    position = {fid: i for i, fid in enumerate(ids)}
     page = env.get_template("feature.html")
     with Progress("report", len(todo), "pages") as bar:
         for detail in iter_details(store, list(todo)):
             i = position[detail.id]
             feature = live[i]
-            prev, next_ = _around(live, i)
+            prev, next_ = pager(ids, i)
             html = page.render(root="../", title=f"#{feature.id} {feature.title}", f=feature, atlas=atlas,
                                prev=prev, next=next_,
                                top=_shown(detail.of_kind("top"), feature, clips),
@@ -174,11 +174,6 @@ def _code() -> list[Path]:
     """The modules whose code shapes a page (their source is part of the renderer's fingerprint)."""
     return [Path(m.__file__) for m in (sys.modules[__name__], atlas_figures, atlas_data, read_model, metrics, clip_rule,
                                        atlas_cache) if m.__file__]
-
-
-def _around(live: list[FeatureView], i: int) -> tuple[int | None, int | None]:
-    """The previous and next live features' ids (the page's pager)."""
-    return live[i - 1].id if i > 0 else None, live[i + 1].id if i + 1 < len(live) else None
 
 
 def _extra(template: str, atlas: Atlas) -> dict[str, Any]:
@@ -218,9 +213,7 @@ def _shown(examples: list[ExampleView], feature: FeatureView, clips: ClipLibrary
 def _neighbors(pairs: Any, atlas: Atlas) -> list[dict[str, Any]]:
     """The nearest features by decoder direction that exist in the database, with cosine and title."""
     out = []
-    for pair in pairs if isinstance(pairs, list) else []:
-        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], int)):
-            continue
+    for pair in neighbor_pairs(pairs):
         other = atlas.by_id.get(pair[0])
         cosine = pair[1] if isinstance(pair[1], int | float) and math.isfinite(pair[1]) else None
         if other is not None:

@@ -19,7 +19,7 @@ from autointerp.atlas.cache import MANIFEST, Manifest, fingerprint
 from autointerp.atlas.pages import write_atlas
 from autointerp.config import OutputConfig
 from autointerp.resources import resource_dir
-from autointerp.store.schema import Example, Feature, Label
+from autointerp.store.schema import Example, Feature, Item, Label
 from tests.atlas.atlas_db import LIVE, build_db
 
 GLOBAL = {"index.html", "index_groups.html", "map.html", "summary.html"}
@@ -96,6 +96,14 @@ def test_changed_example_or_clip_renders_the_pages_that_show_it(atlas):
             Example.item_id == 0, Example.kind.in_(("top", "bottom")), Example.feature_id.in_(LIVE)))}
     write_atlas(store, out, audio_root)
     assert rendered == ["features/4.html"]
+    rendered.clear()
+    with store.session() as s:
+        s.get(Item, 7).text = "a corrected transcript"
+        shows_item7 = {fid for fid in s.scalars(select(Example.feature_id).where(
+            Example.item_id == 7, Example.kind.in_(("top", "bottom")), Example.feature_id.in_(LIVE)))}
+    write_atlas(store, out, audio_root)
+    assert shows_item7 and sorted(rendered) == sorted(f"features/{f}.html" for f in shows_item7)
+    assert all("a corrected transcript" in (out / "features" / f"{f}.html").read_text() for f in shows_item7)
     rendered.clear()
     clip = audio_root / "clips" / "clip0.wav"
     stat = clip.stat()
