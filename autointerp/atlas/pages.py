@@ -49,7 +49,9 @@ from autointerp.progress import Progress
 from autointerp.resources import resource_dir
 from autointerp.store.engine import Store
 
-GLOBAL_PAGES = (("index.html", "Index"), ("index_groups.html", "Groups"), ("map.html", "Map"), ("summary.html", "Summary"))
+GLOBAL_PAGES = (("index.html", "Index"), ("index_groups.html", "Groups"), ("map.html", "Map"),
+                ("summary.html", "Summary"))
+"""The atlas-wide pages (template, title): rendered together when any feature, the taxonomy or the SAE changes."""
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'none'")
 _PAGE_NAME = re.compile(r"(\d+)\.html")
