@@ -2,16 +2,20 @@
 top 10 and bottom 5 examples per live feature, long descriptions, 14 groups), rendered with
 write_atlas; then index.html and map.html in headless Chromium (Debian's /usr/bin/chromium).
 
-Prints: feature pages rendered per second (first run, and a re-run where nothing changed), audio clips
+Prints: feature pages rendered per second (first run), the time of a re-run where nothing changed, with
+the render manifest and without it (force: every page rendered and compared, as before), audio clips
 cut per second, the atlas's size, index open time, and the time from a filter, search or sort to the
 re-rendered table (median of several tries). Not part of the test suite.
 
-    python bench/report.py [--features 30720] [--dir /tmp/autointerp-bench-report] [--fresh]
+    python bench/report.py [--features 30720] [--dir /tmp/autointerp-bench-report] [--fresh] [--no-browser] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import random
 import shutil
 import statistics
@@ -98,10 +102,19 @@ def build(path: Path, n_features: int) -> Store:
     return store
 
 
-def timed_write(store: Store, out: Path, root: Path) -> tuple[float, object]:
+def timed_write(store: Store, out: Path, root: Path, force: bool = False) -> tuple[float, object]:
     started = time.perf_counter()
-    result = write_atlas(store, out, root, OutputConfig(bundle=False))
+    result = write_atlas(store, out, root, OutputConfig(bundle=False), force=force)
     return time.perf_counter() - started, result
+
+
+def profiled_write(store: Store, out: Path, root: Path, top: int = 18) -> str:
+    """A no-op re-run under cProfile: the functions with the most cumulative time."""
+    profile = cProfile.Profile()
+    profile.runcall(write_atlas, store, out, root, OutputConfig(bundle=False))
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(top)
+    return text.getvalue()
 
 
 def browser_figures(out: Path) -> dict[str, float]:
@@ -175,6 +188,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=30_720)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/autointerp-bench-report"))
     parser.add_argument("--fresh", action="store_true", help="rebuild the database and the atlas")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium figures")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the no-op re-run")
     args = parser.parse_args()
     db = args.dir / f"bench-{args.features}.db"
     out = args.dir / "atlas"
@@ -197,6 +212,7 @@ def main() -> None:
     first_s, first = timed_write(store, out, args.dir)
     pages = first.pages_written - 4
     again_s, again = timed_write(store, out, args.dir)
+    forced_s, forced = timed_write(store, out, args.dir, force=True)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     index_mb = (out / "index.html").stat().st_size / 1e6
     print(f"atlas of {args.features:,} features ({pages:,} feature pages, {first.audio.reused} clips), "
@@ -204,9 +220,13 @@ def main() -> None:
     print(f"audio: {clips.stats.encoded} clips cut and encoded (Ogg Vorbis) in {clips_s:.1f} s, "
           f"{clips.stats.encoded / clips_s:,.0f} clips/s, {clips.stats.bytes / 1e6:.1f} MB")
     print(f"write_atlas, first run: {first_s:.1f} s, {pages / first_s:,.0f} feature pages/s overall")
-    print(f"write_atlas, re-run with nothing changed: {again_s:.1f} s, {pages / again_s:,.0f} pages/s, "
-          f"{again.pages_written} pages rewritten, {again.audio.reused} clips reused")
-    for name, value in browser_figures(out).items():
+    print(f"write_atlas, re-run with nothing changed: {again_s:.1f} s with the manifest "
+          f"({again.pages_rendered} pages rendered, {again.pages_written} rewritten) | {forced_s:.1f} s rendering "
+          f"every page to compare, as before (force=True: {forced.pages_rendered:,} rendered, "
+          f"{forced.pages_written} rewritten) | {forced_s / again_s:,.0f}x faster")
+    if args.profile:
+        print(profiled_write(store, out, args.dir))
+    for name, value in ({} if args.no_browser else browser_figures(out)).items():
         print(f"chromium: {name}: {value:.3f}")
     store.close()
 

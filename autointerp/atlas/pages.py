@@ -9,7 +9,11 @@ out_dir/audio/<hash>.ogg      each example's activating window, cut once and reu
 out_dir/static/               the CSS and JS, copied from the bundled reports/static/
 out_dir/../<name>.tar         with `bundle`: the whole atlas in one file
 
-A page is rewritten only when its bytes change, so re-running after a partial label pass is cheap.
+out_dir/.render-manifest.json each page's input hash and file size and mtime (atlas.cache)
+
+A re-run renders only the pages whose inputs (database rows, clips, templates, code) changed or whose
+file is missing or was edited, and rewrites a rendered page only when its bytes change, so re-running
+an unchanged atlas, or after a partial label pass, is cheap.
 All LLM and corpus text is escaped by Jinja2's autoescaping (|tojson inside scripts); pages carry a
 strict Content-Security-Policy, no inline scripts or handlers, and work from file:// with no network.
 """
@@ -17,27 +21,37 @@ strict Content-Security-Policy, no inline scripts or handlers, and work from fil
 from __future__ import annotations
 
 import math
-import shutil
 import re
+import shutil
+import sys
 import tarfile
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from autointerp.atlas import cache as atlas_cache, data as atlas_data, figures as atlas_figures
 from autointerp.atlas.audio import AudioStats, ClipLibrary
-from autointerp.stage import BaseStage, Context, StageResult
-from autointerp.store.views import corpus_info
-from autointerp.atlas.data import (Atlas, ExampleView, FeatureDetail, FeatureView, clip_needs, grouped, index_data,
-                                   iter_details, load_atlas, map_data, summary)
+from autointerp.atlas.cache import MANIFEST, Manifest, fingerprint, neighbor_pairs, page_inputs, pager
+from autointerp.atlas.data import (Atlas, ExampleView, FeatureView, clip_needs, grouped, index_data, iter_details,
+                                   load_atlas, map_data, summary)
 from autointerp.atlas.figures import histogram_chart, score_chart, token_spans, trace_figure
+from autointerp.corpus import clips as clip_rule
+from autointerp.score import metrics
+from autointerp.stage import BaseStage, Context, StageResult
+from autointerp.store import views as read_model
+from autointerp.store.views import corpus_info
 from autointerp.config import OutputConfig
 from autointerp.errors import InputError
 from autointerp.progress import Progress
 from autointerp.resources import resource_dir
 from autointerp.store.engine import Store
 
+GLOBAL_PAGES = (("index.html", "Index"), ("index_groups.html", "Groups"), ("map.html", "Map"),
+                ("summary.html", "Summary"))
+"""The atlas-wide pages (template, title): rendered together when any feature, the taxonomy or the SAE changes."""
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'none'")
 _PAGE_NAME = re.compile(r"(\d+)\.html")
@@ -50,7 +64,9 @@ class AtlasResult:
     pages_written: int = 0
     """HTML pages created or changed by this run."""
     pages_unchanged: int = 0
-    """HTML pages whose bytes were already up to date."""
+    """HTML pages already up to date (not rendered, or rendered to the bytes already there)."""
+    pages_rendered: int = 0
+    """HTML pages rendered by this run; the others' inputs and files were unchanged since the last run."""
     pages_removed: int = 0
     """Stale feature pages deleted (features no longer live)."""
     audio: AudioStats = field(default_factory=AudioStats)
@@ -85,53 +101,98 @@ class ReportStage(BaseStage):
         return StageResult("report", done=atlas.pages_written, note=atlas.note())
 
 
-def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: OutputConfig | None = None) -> AtlasResult:
+def write_atlas(store: Store, out_dir: Path, audio_root: Path | None, output: OutputConfig | None = None,
+                force: bool = False) -> AtlasResult:
     """Write (or update) the atlas in out_dir from the database; audio paths are resolved against audio_root.
-    `output` brings the audio format, size cap and clip length, and whether to write the .tar bundle."""
+    `output` brings the audio format, size cap and clip length, and whether to write the .tar bundle.
+    A page whose inputs and file are unchanged since the last run (atlas.cache) is not rendered again,
+    unless `force`; a rendered page is rewritten only when its bytes change."""
     output = output or OutputConfig()
     out_dir = Path(out_dir)
     _prepare(out_dir)
     result = AtlasResult(index=out_dir / "index.html")
-    env = environment()
-    atlas = load_atlas(store)
+    templates = resource_dir("reports")
+    env = environment(templates)
+    manifest = Manifest.load(out_dir / MANIFEST, fingerprint(templates, _code()), use=not force)
     _copy_static(out_dir)
-    live = atlas.live
     clips = ClipLibrary(audio_root, out_dir / "audio", output.audio_format, int(output.audio_budget_mb * 1e6),
                         output.audio_clip_seconds)
-    result.audio = clips.prepare(clip_needs(store, [f.id for f in live]))
 
-    page = env.get_template("feature.html")
-    with Progress("report", len(live), "pages") as bar:
-        for i, detail in enumerate(iter_details(store, [f.id for f in live])):
-            feature = live[i]
-            html = page.render(root="../", title=f"#{feature.id} {feature.title}", f=feature, atlas=atlas,
-                               prev=live[i - 1].id if i > 0 else None,
-                               next=live[i + 1].id if i + 1 < len(live) else None,
-                               top=_shown(detail.of_kind("top"), feature, clips),
-                               bottom=_shown(detail.of_kind("bottom"), feature, clips),
-                               histogram=histogram_chart(detail.histogram), neighbors=_neighbors(detail, atlas),
-                               offline=_offline_evidence(feature))
-            _write(out_dir / "features" / f"{feature.id}.html", html, result)
-            bar.update()
-    _remove_stale(out_dir / "features", {f.id for f in live}, result)
+    def placed(live: list[int]) -> dict[int, str]:
+        """Cut or reuse the live features' clips; each feature's clips as placed, for its page's hash."""
+        needs = clip_needs(store, live)
+        result.audio = clips.prepare(needs)
+        by_feature: dict[int, list[Any]] = defaultdict(list)
+        for need in needs:
+            by_feature[need.feature_id].append(clips.lookup(need))
+        return {fid: repr(p) for fid, p in by_feature.items()}
 
-    name = _sae_name(atlas)
-    s = summary(atlas)
-    for template, title, extra in (("index.html", "Index", {"data": index_data(atlas)}),
-                                   ("index_groups.html", "Groups", {"sections": grouped(atlas)}),
-                                   ("map.html", "Map", {"data": map_data(atlas)}),
-                                   ("summary.html", "Summary", {"sae": atlas.sae, "s": s,
-                                                                "scores": score_chart(s["scores"])})):
-        _write(out_dir / template, env.get_template(template).render(root="", title=title, name=name, atlas=atlas,
-                                                                     **extra), result)
+    inputs = page_inputs(store, placed)
+    todo = {fid: key for fid, key in inputs.pages.items()
+            if not manifest.fresh(f"features/{fid}.html", key, f"{out_dir}/features/{fid}.html")}
+    stale = [(t, title) for t, title in GLOBAL_PAGES if not manifest.fresh(t, inputs.atlas, out_dir / t)]
+    result.pages_unchanged += len(inputs.pages) - len(todo) + len(GLOBAL_PAGES) - len(stale)
+    atlas = load_atlas(store) if todo or stale else None
+    if atlas is not None:
+        _render_features(env, store, atlas, todo, clips, out_dir, manifest, result)
+        name = _sae_name(atlas)
+        for template, title in stale:
+            html = env.get_template(template).render(root="", title=title, name=name, atlas=atlas,
+                                                     **_extra(template, atlas))
+            _write(out_dir / template, html, result)
+            manifest.record(template, inputs.atlas, out_dir / template)
+    _remove_stale(out_dir / "features", set(inputs.live), result)
+    manifest.save()
     if output.bundle:
         result.bundle = write_bundle(out_dir)
     return result
 
 
-def environment() -> Environment:
+def _render_features(env: Environment, store: Store, atlas: Atlas, todo: dict[int, str], clips: ClipLibrary,
+                     out_dir: Path, manifest: Manifest, result: AtlasResult) -> None:
+    """Render and write the pages of the features in `todo` (-> the hash of their inputs, for the manifest)."""
+    live = atlas.live
+    ids = [f.id for f in live]
+    position = {fid: i for i, fid in enumerate(ids)}
+    page = env.get_template("feature.html")
+    with Progress("report", len(todo), "pages") as bar:
+        for detail in iter_details(store, list(todo)):
+            i = position[detail.id]
+            feature = live[i]
+            prev, next_ = pager(ids, i)
+            html = page.render(root="../", title=f"#{feature.id} {feature.title}", f=feature, atlas=atlas,
+                               prev=prev, next=next_,
+                               top=_shown(detail.of_kind("top"), feature, clips),
+                               bottom=_shown(detail.of_kind("bottom"), feature, clips),
+                               histogram=histogram_chart(detail.histogram),
+                               neighbors=_neighbors(detail.neighbors, atlas), offline=_offline_evidence(feature))
+            name = f"features/{feature.id}.html"
+            _write(out_dir / name, html, result)
+            manifest.record(name, todo[feature.id], out_dir / name)
+            bar.update()
+
+
+def _code() -> list[Path]:
+    """The modules whose code shapes a page (their source is part of the renderer's fingerprint)."""
+    return [Path(m.__file__) for m in (sys.modules[__name__], atlas_figures, atlas_data, read_model, metrics, clip_rule,
+                                       atlas_cache) if m.__file__]
+
+
+def _extra(template: str, atlas: Atlas) -> dict[str, Any]:
+    """What each of the atlas-wide pages shows besides the atlas itself."""
+    if template == "index.html":
+        return {"data": index_data(atlas)}
+    if template == "index_groups.html":
+        return {"sections": grouped(atlas)}
+    if template == "map.html":
+        return {"data": map_data(atlas)}
+    s = summary(atlas)
+    return {"sae": atlas.sae, "s": s, "scores": score_chart(s["scores"])}
+
+
+def environment(templates: Path | None = None) -> Environment:
     """The atlas's Jinja2 environment: templates from reports/, autoescaping always on."""
-    env = Environment(loader=FileSystemLoader(str(resource_dir("reports"))),
+    env = Environment(loader=FileSystemLoader(str(templates or resource_dir("reports"))),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.globals["csp"] = CSP
@@ -151,12 +212,10 @@ def _shown(examples: list[ExampleView], feature: FeatureView, clips: ClipLibrary
     return examples
 
 
-def _neighbors(detail: FeatureDetail, atlas: Atlas) -> list[dict[str, Any]]:
+def _neighbors(pairs: Any, atlas: Atlas) -> list[dict[str, Any]]:
     """The nearest features by decoder direction that exist in the database, with cosine and title."""
     out = []
-    for pair in detail.neighbors:
-        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], int)):
-            continue
+    for pair in neighbor_pairs(pairs):
         other = atlas.by_id.get(pair[0])
         cosine = pair[1] if isinstance(pair[1], int | float) and math.isfinite(pair[1]) else None
         if other is not None:
@@ -231,6 +290,7 @@ def _prepare(out_dir: Path) -> None:
 
 
 def _write(path: Path, text: str, result: AtlasResult) -> None:
+    result.pages_rendered += 1
     if _write_if_changed(path, text.encode("utf-8")):
         result.pages_written += 1
     else:
@@ -285,7 +345,8 @@ def write_bundle(out_dir: Path) -> Path:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             tar.add(out_dir, arcname=out_dir.name, recursive=False, filter=clean)
             for path in sorted(out_dir.rglob("*")):
-                if (path.is_file() or path.is_dir()) and not path.name.endswith(".tmp") and not path.is_symlink():
+                if (path.is_file() or path.is_dir()) and not path.name.endswith(".tmp") and not path.is_symlink() \
+                        and path != out_dir / MANIFEST:
                     tar.add(path, arcname=f"{out_dir.name}/{path.relative_to(out_dir).as_posix()}", recursive=False,
                             filter=clean)
         tmp.replace(target)
