@@ -46,7 +46,7 @@ def fingerprint(templates: Path, code: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-SEP, NULL, ROWS = "\x1f", "\x00", "\x1e"
+SEP, NULL, ROWS = "\x1f", "\x1d", "\x1e"  # control characters PostgreSQL text accepts (not NUL)
 """Between a row's columns, for a NULL, between rows (in the texts the database builds for hashing)."""
 
 
