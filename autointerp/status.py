@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from autointerp.llm.totals import call_totals as stage_calls
 from autointerp.errors import StoreError
 
 from autointerp.stage import Stage, counts
@@ -61,7 +60,7 @@ def stage_counts(store: Store, stages: list[Stage]) -> tuple[list[StageCount], d
         live = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(False))) or 0
         found = {stage.name: counts(s, stage) for stage in stages if stage.results is not None}
         calls = call_totals(s)
-        by_stage = {purpose: stage_calls(s, purpose) for purpose in dict.fromkeys(g[0] for g in calls.groups)}
+        by_stage = {purpose: call_totals(s, purpose) for purpose in dict.fromkeys(g[0] for g in calls.groups)}
     rows = []
     for stage in stages:
         if stage.results is None:

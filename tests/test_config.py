@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.config import load_config, parse_feature_spec
+from autointerp.config import load_config
+from autointerp.selection import parse_feature_spec
 from autointerp.errors import ConfigError
 
 MINIMAL = '[sae]\npath = "sae"\n[corpus]\nvectors = "v.npy"\nitems = "i.csv"\n'

@@ -136,29 +136,37 @@ def corpus_info(session: Session) -> CorpusInfo:
 @dataclass
 class CallTotals:
     calls: int = 0
+    failed: int = 0
+    """Calls that did not end in a usable answer (any status but ok)."""
     input_tokens: int = 0
     output_tokens: int = 0
+    audio_tokens: int = 0
     cost: float = 0.0
     by_status: dict[str, int] = field(default_factory=dict)
     groups: list[tuple[str, str, str, str, int, int, int, float]] = field(default_factory=list)
     """(purpose, provider, model, status, calls, input tokens, output tokens, cost) per combination."""
 
 
-def call_totals(session: Session) -> CallTotals:
-    """Every logged LLM call, summed (answers served from the cache are not logged again)."""
-    rows = session.execute(select(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status, func.count(),
-                                  func.coalesce(func.sum(LLMCall.input_tokens), 0),
-                                  func.coalesce(func.sum(LLMCall.output_tokens), 0),
-                                  func.coalesce(func.sum(LLMCall.cost), 0.0))
-                           .group_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)
-                           .order_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)).all()
-    totals = CallTotals(groups=[(p, pr, m, st, int(n), int(i), int(o), float(c)) for p, pr, m, st, n, i, o, c in rows])
-    for *_, status, n, i, o, c in totals.groups:
-        totals.calls += n
-        totals.input_tokens += i
-        totals.output_tokens += o
-        totals.cost += c
-        totals.by_status[status] = totals.by_status.get(status, 0) + n
+def call_totals(session: Session, purpose: str | None = None) -> CallTotals:
+    """Every logged LLM call summed, or one stage's (its purpose: explain, score, refine, taxonomy).
+    Answers served from the cache are not logged again, so nothing is counted twice."""
+    query = (select(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status, func.count(),
+                    func.coalesce(func.sum(LLMCall.input_tokens), 0), func.coalesce(func.sum(LLMCall.output_tokens), 0),
+                    func.coalesce(func.sum(LLMCall.cost), 0.0), func.coalesce(func.sum(LLMCall.audio_tokens), 0))
+             .group_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status)
+             .order_by(LLMCall.purpose, LLMCall.provider, LLMCall.model, LLMCall.status))
+    if purpose is not None:
+        query = query.where(LLMCall.purpose == purpose)
+    totals = CallTotals()
+    for p, provider, model, status, n, i, o, c, audio in session.execute(query).all():
+        totals.groups.append((p, provider, model, status, int(n), int(i), int(o), float(c)))
+        totals.calls += int(n)
+        totals.failed += int(n) if status != "ok" else 0
+        totals.input_tokens += int(i)
+        totals.output_tokens += int(o)
+        totals.audio_tokens += int(audio)
+        totals.cost += float(c)
+        totals.by_status[status] = totals.by_status.get(status, 0) + int(n)
     return totals
 
 

@@ -21,8 +21,8 @@ from autointerp.llm.mock import MockModel
 from autointerp.llm.pricing import merged_prices
 from autointerp.llm.providers.gemini import GeminiModel
 from autointerp.llm.providers.openai import OpenAIChatModel
-from autointerp.llm.totals import call_totals
 from autointerp.store.schema import LLMCall
+from autointerp.store.views import call_totals
 
 REPO = Path(__file__).resolve().parents[2]
 
