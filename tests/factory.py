@@ -174,3 +174,26 @@ def plant_pickle(path: Path, marker: Path) -> None:
     """A torch.save file whose unpickling writes `marker`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": Pickled(marker), "weights": torch.zeros(2)}, path)
+
+
+SLOW_MINE = """
+[mine]
+n_top = 8
+n_bottom = 4
+n_holdout = 8
+n_negative = 8
+batch_size = 16
+checkpoint_s = 0.000001
+"""
+"""A [mine] section that checkpoints after every batch of 16 rows: runs slow enough to be killed mid-pass."""
+
+
+def query(db_url: str, sql: str) -> list:
+    """Rows of a query on either backend (SQLite or PostgreSQL)."""
+    from sqlalchemy import create_engine, text
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).fetchall()
+    finally:
+        engine.dispose()

@@ -11,23 +11,14 @@ from pathlib import Path
 
 
 import pytest
-from sqlalchemy import create_engine, text
+
 from sqlalchemy.exc import DBAPIError
 
 from autointerp.atlas.cache import MANIFEST
-from tests.factory import planted_corpus
+from tests.factory import SLOW_MINE, planted_corpus, query
 
 pytestmark = pytest.mark.both_databases
 
-SLOW_MINE = """
-[mine]
-n_top = 8
-n_bottom = 4
-n_holdout = 8
-n_negative = 8
-batch_size = 16
-checkpoint_s = 0.000001
-"""
 
 
 def corpus(root: Path, database: str | None) -> Path:
@@ -48,13 +39,6 @@ def url(out: Path, database: str | None) -> str:
     return database or f"sqlite:///{out / 'autointerp.db'}"
 
 
-def query(db_url: str, sql: str) -> list:
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).fetchall()
-    finally:
-        engine.dispose()
 
 
 def count(db_url: str, sql: str) -> int:

@@ -5,26 +5,18 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from autointerp.cli import main
 from autointerp.store.schema import Feature, Label, LLMCall, Placement, Score
 from autointerp.store.engine import Store
-from tests.factory import sql_dump
+from tests.factory import query, sql_dump
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
 
 pytestmark = pytest.mark.both_databases
 
 
-def query(db_url, sql):
-    """Rows of a query on either backend (SQLite or PostgreSQL)."""
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).fetchall()
-    finally:
-        engine.dispose()
 
 
 def counts(db_url):

@@ -4,6 +4,8 @@ database's results still belong to the corpus and SAE a run is given."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from sqlalchemy import delete, func, select
@@ -19,6 +21,9 @@ from autointerp.mine.checkpoint import disk_space
 from autointerp.progress import Progress
 from autointerp.sae import Encoder
 from autointerp.store.engine import Store
+
+if TYPE_CHECKING:
+    from autointerp.mine.stage import MineResult
 from autointerp.store.schema import SAE, Example, Feature, Item
 
 WRITE_BATCH = 256

@@ -70,7 +70,6 @@ def score(store: Store, config: Config, model: Model | None, prompts: Prompts | 
     """Run the configured scorers ([score] methods) on every done label that lacks their score, then
     give weak labels their second try; text sequences' held-out examples show `window` (before, after)
     tokens around their position."""
-    result = StageResult("score")
     prompts = prompts or Prompts()
     if config.score.audio and model is not None and not model.takes_audio():
         raise ConfigError(f"[score] audio = true but {model.provider} model {model.model_id!r} takes no audio: "

@@ -15,20 +15,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from autointerp.cli import main
-from tests.factory import planted_corpus
+from tests.factory import SLOW_MINE, planted_corpus
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'autointerp[ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-SLOW_MINE = """
-[mine]
-n_top = 8
-n_bottom = 4
-n_holdout = 8
-n_negative = 8
-batch_size = 16
-checkpoint_s = 0.000001
-"""
 
 
 def corpus(root: Path) -> Path:
