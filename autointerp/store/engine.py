@@ -47,6 +47,11 @@ def _create(url: str) -> Engine:
         raise StoreError(f"no driver for the database URL's {url.split(':', 1)[0]!r} ({exc}): {how}") from None
 
 
+CREATE_ATTEMPTS = 40
+"""How often a first run retries creating the schema while other first runs create it too (one table
+lost to another run per attempt at most, with a growing pause between)."""
+
+
 class Store:
     """The run's database. Use `with store.session() as s:` for a unit of work that commits on exit."""
 
@@ -85,13 +90,14 @@ class Store:
             if not create:
                 raise StoreError(f"database {self.name} is empty: nothing to show yet; run `autointerp mine` (or `run`) first")
             self._wal()
-            for attempt in range(5):  # two first runs at once: each creates what the other has not yet
+            for attempt in range(CREATE_ATTEMPTS):  # first runs at once: each creates what the others have not yet
                 try:
                     Base.metadata.create_all(self.engine)
                     break
-                except OperationalError:
-                    if attempt == 4:
+                except OperationalError:  # another run created a table between the check and the CREATE
+                    if attempt == CREATE_ATTEMPTS - 1:
                         raise
+                    time.sleep(0.02 * (attempt + 1))
             try:
                 with self.session() as s:
                     s.merge(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
