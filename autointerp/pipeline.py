@@ -5,6 +5,7 @@ The order, what `--redo` forgets and what `status` counts follow from each stage
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class MineStage(BaseStage):
             from autointerp.mine.cluster import mine_on_ray
             merge = mine_on_ray(store, p.config, p.encoder(), p.corpus(), p.shard_dir)  # True: every shard file written
         if merge:
-            acc = merge_shards(p.shard_dir, p.encoder(), p.corpus(), p.config.mine)
+            acc = p.merged() if self.name == "merge" else merge_shards(p.shard_dir, p.encoder(), p.corpus(), p.config.mine)
             sync_sae(store, p.encoder(), p.corpus())
             result = write(store, acc, p.encoder(), p.corpus(), p.config.mine, torch.device("cpu"))
         else:
@@ -84,6 +85,7 @@ class Pipeline:
     """Opened by the caller after check(), so that bad input never creates or touches a database."""
     _encoder: Encoder | None = field(default=None, repr=False)
     _corpus: Corpus | None = field(default=None, repr=False)
+    _merged: object | None = field(default=None, repr=False)
     shard: str | None = None
     """`mine --shard i/n`: mine only that part of the corpus into a shard file (see `merge`)."""
 
@@ -113,6 +115,13 @@ class Pipeline:
         if self._corpus is None:
             self._corpus = load_corpus(self.config.corpus, self.encoder().d_in)
         return self._corpus
+
+    def merged(self):
+        """`merge`: the shard files combined, read once (by check(), before any database is opened)."""
+        if self._merged is None:
+            from autointerp.mine.shards import merge_shards
+            self._merged = merge_shards(self.shard_dir, self.encoder(), self.corpus(), self.config.mine)
+        return self._merged
 
     def model(self) -> Model | None:
         """A fresh LLM for one stage (each stage runs its own event loop and closes its model at the
@@ -154,6 +163,8 @@ class Pipeline:
             self.corpus()
             from autointerp.mine.write import check_selection
             check_selection(self.config.feature_subset(), self.encoder().d_sae)
+            if "merge" in stages_:
+                self.merged()  # a shard file that cannot be used is refused before the database exists
         if "score" in stages_ and "embedding" in self.config.score.methods:
             from autointerp.score.embedding import unavailable
             if (why := unavailable(self.config.score.embedding_model)) is not None:
