@@ -84,9 +84,6 @@ class Corpus:
         starts = self.items.starts
         return np.array(rows, dtype=np.int64) if starts is None else np.searchsorted(starts, rows, side="right") - 1
 
-    def audio_path(self, item_audio: str) -> Path:
-        return self.audio_root / item_audio
-
 
 Where = tuple[Path, int]
 """(items table, row number) for messages."""
