@@ -254,8 +254,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.command in READ_ONLY:
         from autointerp.status import require_database
         require_database(config, args.command)
-    from autointerp.pipeline import Pipeline
-    from autointerp.store.engine import Store
+    from autointerp.progress import Step
+    with Step("autointerp: starting (importing torch and the stages)"):
+        from autointerp.pipeline import Pipeline
+        from autointerp.store.engine import Store
 
     pipeline = Pipeline(config, shard=getattr(args, "shard", None))
     if args.command != "status":

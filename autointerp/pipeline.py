@@ -18,6 +18,7 @@ from autointerp.config import Config
 from autointerp.corpus.items import Corpus, load_corpus
 from autointerp.errors import AutointerpError, ConfigError, warn
 from autointerp.llm.base import Model
+from autointerp.progress import Step
 from autointerp.sae import Encoder, load_sae
 from autointerp.stage import BaseStage, Context, Stage, StageResult, delete_tables, downstream
 from autointerp.store.engine import Store
@@ -107,13 +108,16 @@ class Pipeline:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             sae = self.config.sae
-            self._encoder = load_sae(sae.path, sae.format, layer=sae.layer, trust_pickle=sae.trust_pickle,
-                                     precision=sae.precision)
+            with Step(f"loading the SAE checkpoint {sae.path.name}"):
+                self._encoder = load_sae(sae.path, sae.format, layer=sae.layer, trust_pickle=sae.trust_pickle,
+                                         precision=sae.precision)
         return self._encoder
 
     def corpus(self) -> Corpus:
         if self._corpus is None:
-            self._corpus = load_corpus(self.config.corpus, self.encoder().d_in)
+            d_in = self.encoder().d_in
+            with Step(f"reading the corpus ({self.config.corpus.items.name} and its vectors)"):
+                self._corpus = load_corpus(self.config.corpus, d_in)
         return self._corpus
 
     def merged(self):

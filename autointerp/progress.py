@@ -4,6 +4,7 @@ far in the postfix. On a terminal the bar redraws in place; otherwise one final 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -67,3 +68,43 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+STEP_AFTER = 2.0
+"""Seconds a step without a count may run before it is announced (a fast step prints nothing)."""
+
+
+class Step:
+    """A step without a count (importing torch, loading a checkpoint, reading a corpus): announced on
+    stderr once it has run STEP_AFTER seconds, with its time when it ends, so a slow start is never
+    silent and a fast one (or a refused input's one-line error) prints nothing extra."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, after: float = STEP_AFTER) -> None:
+        self.label, self.stream, self.after = label, stream or sys.stderr, after
+        self._lock = threading.Lock()
+        self._shown = False
+        self._timer = threading.Timer(after, self._show)
+        self._timer.daemon = True
+
+    def _show(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self.stream.write(f"{self.label} …\n")
+                self.stream.flush()
+                self._shown = True
+
+    def __enter__(self) -> Step:
+        self.started = time.monotonic()
+        if self.after <= 0:  # announce always, before the step starts
+            self._show()
+        else:
+            self._timer.start()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        with self._lock:
+            self._timer.cancel()
+            self._timer = None
+            if self._shown and exc_type is None:
+                self.stream.write(f"{self.label}: done in {time.monotonic() - self.started:.1f} s\n")
+                self.stream.flush()
