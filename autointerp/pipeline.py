@@ -20,7 +20,7 @@ from autointerp.errors import AutointerpError, ConfigError, warn
 from autointerp.llm.base import Model
 from autointerp.progress import Step
 from autointerp.sae import Encoder, load_sae
-from autointerp.stage import BaseStage, Context, Stage, StageResult, delete_tables, downstream
+from autointerp.stage import BaseStage, Context, Stage, StageResult, downstream
 from autointerp.store.engine import Store
 from autointerp.store.schema import Example, Feature, Run, utcnow
 
@@ -136,13 +136,14 @@ class Pipeline:
         return make_model(self.config.llm)
 
     def redo(self, stage: str) -> None:
-        """Forget a stage's output, and what was derived from it, so the next run does it again."""
+        """Forget a stage's output, and what was derived from it, so the next run does it again: its rows
+        go with the first write of the new results, in the same transaction (autointerp.store.deferred),
+        so a run that stops before that leaves them as they were."""
         registry = stages(self)
         order = [registry[name] for name in ("mine", *RUN_ORDER[1:])]
         if stage == "merge":
             stage = "mine"
-        with self.store.session() as s:
-            delete_tables(s, downstream(order, stage))
+        self.store.defer_deletes(table for forgotten in downstream(order, stage) for table in forgotten.writes)
         registry[stage].forget(self.context())
 
     def run_stage(self, stage: str) -> StageResult:
@@ -229,6 +230,8 @@ class Pipeline:
             raise
 
     def _finish(self, run_id: int, status: str, error: str | None) -> None:
-        with self.store.session() as s:
+        """Record how the run ended; a finished run also settles --redo's deletes that no new result
+        carried (a redone stage that had nothing to write)."""
+        with self.store.session(settle=status == "done") as s:
             row = s.get(Run, run_id)
             row.status, row.error, row.finished_at = status, error, utcnow()

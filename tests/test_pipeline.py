@@ -66,6 +66,43 @@ def test_redo_forgets_a_stage_and_its_dependents(planted, config):
     assert again["labels"] == before["labels"] and again["explain_calls"] == before["explain_calls"]
 
 
+def test_redo_deletes_with_the_first_new_result_or_not_at_all(planted, config):
+    """--redo explain, killed while the first new label is being asked for: the old labels, scores and
+    groups are all still there (the deletes wait for the first write). Killed again after the first new
+    labels landed: no old label is left (the deletes went in with the first one)."""
+    class SlowServer(FakeOpenAIServer):
+        delay = 30.0
+
+        def default_reply(self, received):
+            reply = super().default_reply(received)
+            return Reply(reply.status, reply.body, reply.headers, delay=self.delay)
+
+    assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    results = ("labels", "scores", "placements", "groups")
+    before = {table: query(config.db_url, f"SELECT * FROM {table} ORDER BY 1, 2") for table in results}
+    with SlowServer() as server:
+        env = dict(os.environ, OPENAI_API_KEY="sk-test-redo")
+        cmd = [sys.executable, "-m", "autointerp", "explain", str(planted.config), "--llm", "openai",
+               "--model", "gpt-4.1-mini", "--base-url", server.url, "--redo", "explain"]
+
+        def kill_when(ready) -> None:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None and not ready():
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read().decode()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+        kill_when(lambda: len(server.requests) >= 1)
+        assert {table: query(config.db_url, f"SELECT * FROM {table} ORDER BY 1, 2") for table in results} == before
+        server.delay = 0.3
+        kill_when(lambda: query(config.db_url, "SELECT count(*) FROM labels WHERE provider = 'openai'")[0][0] >= 2)
+    providers = {row[0] for row in query(config.db_url, "SELECT provider FROM labels")}
+    assert providers == {"openai"}, providers
+    assert counts(config.db_url)["scores"] == counts(config.db_url)["placements"] == 0
+
+
 def test_subset_and_limit(planted, config):
     assert main(["run", str(planted.config), "--llm", "mock", "--features", "0-5", "--limit", "2"]) == 0
     store = Store(config.db_url)
@@ -220,12 +257,18 @@ def test_redo_follows_the_stage_declarations(planted, config):
     assert [s.name for s in downstream(order, "score")] == ["score", "report", "export"]
     assert [s.name for s in downstream(order, "explain")] == ["explain", "score", "taxonomy", "report", "export"]
     assert main(["run", str(planted.config), "--llm", "mock"]) == 0
+    before = counts(config.db_url)
     pipeline.store = Store(config.db_url)
     try:
         pipeline.redo("taxonomy")
-        after = counts(config.db_url)
-        assert after["placements"] == 0 and after["labels"] > 0 and after["scores"] > 0
+        with pipeline.store.session() as s:  # the run sees them gone; the database keeps them until a write
+            assert s.scalar(select(func.count()).select_from(Placement)) == 0
+            assert s.scalar(select(func.count()).select_from(Score).where(Score.status == "done")) == before["scores"]
+        assert counts(config.db_url) == before
         pipeline.redo("score")
-        assert counts(config.db_url)["scores"] == 0 and counts(config.db_url)["labels"] > 0
+        with pipeline.store.session(settle=True):
+            pass
+        after = counts(config.db_url)
+        assert after["placements"] == 0 and after["scores"] == 0 and after["labels"] == before["labels"] > 0
     finally:
         pipeline.store.close()

@@ -4,7 +4,7 @@ with a schema version check so a database from another version is never misread.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from autointerp.errors import StoreError
 from autointerp.resources import resource_dir
+from autointerp.store.deferred import DeferredDeletes
 from autointerp.store.lock import advisory_lock, file_lock
 from autointerp.store.schema import SCHEMA_VERSION, Base, SchemaInfo
 
@@ -73,6 +74,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._deferred: DeferredDeletes | None = None
         self._prepare(create)
 
     def _prepare(self, create: bool) -> None:
@@ -162,10 +164,35 @@ class Store:
         else:
             yield
 
+    def defer_deletes(self, tables: Iterable[type[Base]]) -> None:
+        """`--redo`: delete these tables' rows with the first write of the new results, or not at all
+        (autointerp.store.deferred); every session sees them deleted from now on."""
+        names = {table.__tablename__ for table in tables} | (self._deferred.names if self._deferred else set())
+        self._deferred = DeferredDeletes([t for t in reversed(Base.metadata.sorted_tables) if t.name in names])
+
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
+    def session(self, settle: bool = False) -> Iterator[Session]:
+        """A unit of work that commits on exit (rolls back on an exception). settle: it also commits the
+        deferred deletes, written or not (a run that finished without a new result to write)."""
+        deferred = self._deferred
+        with self._sessions() as s:
+            watch = deferred.watch(s) if deferred else None
+            try:
+                with s.begin() as transaction:
+                    if watch is not None and settle:
+                        watch.apply()
+                        watch.wrote = True
+                    yield s
+                    if watch is not None:
+                        s.flush()
+                        if watch.applied and not watch.wrote:
+                            transaction.rollback()  # it only read: the old rows stay until the first write
+                            return
+                if watch is not None and watch.applied and self._deferred is deferred:
+                    self._deferred = None  # committed with this session's writes
+            finally:
+                if watch is not None:
+                    watch.close()
 
     def schema_version(self) -> int:
         with self.session() as s:
