@@ -53,7 +53,7 @@ class Faulty(FakeOpenAIServer):
         if fault in ("500", "503"):
             return Reply(int(fault), self.error_body(int(fault), "server trouble"))
         if fault == "slow":
-            return Reply(200, self.completion(self.content_for(received)), delay=2.5)
+            return Reply(200, self.completion(self.content_for(received)), delay=6.0)  # past timeout_s
         if fault == "drop":
             return Reply(drop=True)
         if fault == "malformed":
@@ -67,7 +67,7 @@ class Faulty(FakeOpenAIServer):
 
 def test_thirty_percent_faults_lose_nothing(tmp_path, monkeypatch, capsys):
     planted = planted_corpus(tmp_path / "corpus", n=900, extra_features=400, k=40,
-                             config_text='[llm]\ntimeout_s = 1.0\nmax_attempts = 3\nretry_base_s = 0.01\nconcurrency = 8\n')
+                             config_text='[llm]\ntimeout_s = 3.0\nmax_attempts = 3\nretry_base_s = 0.01\nconcurrency = 8\n')
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-faults")
     db = planted.root / "out" / "autointerp.db"
     assert main(["mine", str(planted.config)]) == 0
