@@ -14,9 +14,13 @@ from sqlalchemy import create_engine, text
 def cluster():
     from ray.cluster_utils import Cluster
 
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                     "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), saved["PYTHONPATH"]]))  # workers import autointerp
     os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"  # workers that extract never reach the hub
+    # one thread in the workers and in this process (main() reads it): a model's sums may round differently
+    # on another thread count, and the tests compare a run on the cluster with one here bit for bit
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     c.add_node(num_cpus=1)  # a second node process: the shards run on two nodes
     c.wait_for_nodes()

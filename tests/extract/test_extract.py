@@ -24,7 +24,7 @@ from autointerp.config import load_config  # noqa: E402
 from autointerp.corpus.items import load_corpus  # noqa: E402
 from autointerp.errors import InputError  # noqa: E402
 from autointerp.extract import ExtractOptions, extract  # noqa: E402
-from tests.extract.models import CLIPS, D, WORDS, clips, models  # noqa: E402,F401
+from tests.extract.models import D, WORDS  # noqa: E402
 from tests.factory import write_majestrino  # noqa: E402
 
 

@@ -1,5 +1,6 @@
 """`extract --ray` on a real local Ray cluster (two node processes): each task extracts and mines its
-slice of the clips, and the database equals the one of `extract` then `mine` in one process."""
+slice of the clips, and the database equals the one of `extract` then `mine` in one process (both on
+one thread: see the cluster fixture)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("ray", reason="Ray not installed: pip install 'autointerp[ray]'")
 
 from autointerp.cli import main  # noqa: E402
-from tests.extract.models import D, clips, models  # noqa: E402,F401
+from tests.extract.models import D  # noqa: E402
 from tests.factory import write_majestrino  # noqa: E402
-from tests.raycluster import cluster, rows  # noqa: E402,F401
+from tests.raycluster import rows  # noqa: E402
 
 MINE = "[mine]\nn_top = 3\nn_bottom = 2\nn_holdout = 2\nn_negative = 2\ntrace_window = 4\n"
 EXTRACT = ["--layer", "encoder.layers.0", "--pool", "none", "--max-seconds", "1.0", "--batch", "1", "--device", "cpu"]
@@ -29,13 +30,11 @@ def sae(folder: Path) -> Path:
     return folder
 
 
-def test_extract_on_ray_equals_extract_then_mine(models, clips, tmp_path, cluster, capsys, monkeypatch):
+def test_extract_on_ray_equals_extract_then_mine(models, clips, tmp_path, cluster, capsys):
     checkpoint = sae(tmp_path / "sae")
     single = tmp_path / "single"
     started = time.monotonic()
-    with monkeypatch.context() as env:  # one thread, as a Ray task of one CPU: more may round the model's sums otherwise
-        env.setenv("OMP_NUM_THREADS", "1")
-        assert main(["extract", str(models["hubert"]), str(clips), "--out", str(single), *EXTRACT, "--sae", str(checkpoint)]) == 0
+    assert main(["extract", str(models["hubert"]), str(clips), "--out", str(single), *EXTRACT, "--sae", str(checkpoint)]) == 0
     (single / "corpus.toml").write_text((single / "corpus.toml").read_text() + MINE)
     assert main(["mine", str(single / "corpus.toml")]) == 0
     one_process = time.monotonic() - started

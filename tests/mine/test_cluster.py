@@ -17,7 +17,7 @@ import autointerp.mine.cluster
 from autointerp.cli import main
 from autointerp.progress import Progress
 from tests.factory import SLOW_MINE, planted_corpus
-from tests.raycluster import cluster, rows  # noqa: F401
+from tests.raycluster import rows
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'autointerp[ray]'")
 
