@@ -110,6 +110,11 @@ def read_inputs(options: ExtractOptions) -> tuple[str, list[ItemRow], Path | Non
     return "audio", items, root
 
 
+def check_numbers(options: ExtractOptions) -> None:
+    if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
+        raise InputError("--batch, --shard-mb and --max-seconds must be positive")
+
+
 def _batches(source: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
     batch: list[tuple[int, Any]] = []
     for entry in source:
@@ -133,8 +138,7 @@ def extract(options: ExtractOptions, report: Callable[[str], None] = lambda line
     from autointerp.extract.model import HookedModel, check_folder, load_part
     from autointerp.mine.stage import pick_device
 
-    if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
-        raise InputError("--batch, --shard-mb and --max-seconds must be positive")
+    check_numbers(options)
     existing = next(p for p in [options.out, *options.out.absolute().parents] if p.exists())
     if not existing.is_dir():
         raise InputError(f"--out {options.out}: {existing} is a file, not a folder: pass a folder (new or empty) for the corpus")

@@ -30,7 +30,7 @@ from autointerp.corpus.fingerprint import fingerprint
 from autointerp.corpus.items import Corpus, iter_items
 from autointerp.corpus.vectors import VectorSource, open_vectors
 from autointerp.errors import InputError
-from autointerp.extract import ExtractOptions, ExtractResult, extract, read_inputs
+from autointerp.extract import ExtractOptions, ExtractResult, check_numbers, extract, read_inputs
 from autointerp.extract import writer as w
 from autointerp.extract.model import check_folder
 from autointerp.mine.cluster import MAX_RETRIES, claim, connect, follow, placement, tally
@@ -152,8 +152,7 @@ def run_config(options: ExtractOptions) -> Config:
 
 def extract_on_ray(options: ExtractOptions, report: Callable[[str], None]) -> ExtractResult:
     config = run_config(options)
-    if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
-        raise InputError("--batch, --shard-mb and --max-seconds must be positive")
+    check_numbers(options)
     check_folder(options.model)
     kind, items, audio_root = read_inputs(options)
     sae = config.sae

@@ -227,3 +227,16 @@ def test_audio_shorter_than_the_receptive_field_is_skipped_and_reported(models, 
     assert [i["id"] for i in items_of(tmp_path / "out")] == ["ok#0", "ok#1"]
     assert result.skipped == ["tiny"] and result.short_windows == 1
     assert any("tiny" in line for line in lines) and any("receptive field" in line for line in lines)
+
+
+def test_extract_on_ray_needs_an_sae_and_a_ray_config(models, clips, tmp_path, capsys):
+    argv = ["extract", str(models["hubert"]), str(clips), "--out", str(tmp_path / "out"), "--layer", "encoder.layers.0"]
+    assert main(argv + ["--ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--sae" in err
+    run = tmp_path / "run.toml"
+    run.write_text(f'[sae]\npath = "{tmp_path}"\n')
+    assert main(argv + ["--config", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'engine = "ray"' in err
+    assert not (tmp_path / "out").exists()
