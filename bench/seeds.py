@@ -140,7 +140,8 @@ def write_config(seed: Seed, root: Path, sae: Path, device: str) -> Path:
 def run_stage(stage: str, config: Path, extra: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (kB) of a child process running one stage."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, stage, str(config), "--llm", "mock", *extra],
+    llm = ["--llm", "mock"] if stage in ("explain", "score", "taxonomy") else []  # the others refuse --llm
+    done = subprocess.run([sys.executable, "-c", CHILD, stage, str(config), *llm, *extra],
                           capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     wall = time.perf_counter() - started
     if done.returncode != 0:
