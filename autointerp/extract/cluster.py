@@ -158,12 +158,12 @@ def extract_on_ray(options: ExtractOptions, report: Callable[[str], None]) -> Ex
     sae = config.sae
     encoder = load_sae(sae.path, sae.format, layer=sae.layer, trust_pickle=sae.trust_pickle, precision=sae.precision)
     folder = config.cluster.shared_dir or config.output.dir / "shards"
+    w.prepare(options.out, options.overwrite)  # an extracted corpus there is refused before a database is made
     store = Store(config.db_url)
     try:
         if mined_features(store):
             raise InputError(f"the database {store.url} already holds mined features: pass another --out or "
                              f"[output] db for a new corpus")
-        w.prepare(options.out, options.overwrite)
         with store.exclusive("extract"), connect(config) as ray:
             return _run(ray, options, config, encoder, store, folder, kind, len(items), audio_root, report)
     finally:
