@@ -140,6 +140,9 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", type=Path, help="SAE checkpoint to name in corpus.toml (makes it ready for `mine`)")
     p.add_argument("--shard-mb", type=float, default=256.0, help="size of each vectors-NNNNN.npy shard (default 256)")
     p.add_argument("--overwrite", action="store_true", help="replace a corpus already in the output folder")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="extract and mine on a Ray cluster (ADDRESS, "
+                   "else RAY_ADDRESS or a local one), each task its slice of the inputs; needs --sae or --config")
+    p.add_argument("--config", type=Path, help="run config whose [sae], [mine], [output], [cluster] apply to --ray's mining")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 

@@ -6,6 +6,8 @@ figures; not part of the test suite.
     python bench/seeds.py                                   # small corpora, all four seeds
     python bench/seeds.py --seeds majestrino --majestrino-rows 200000
     python bench/seeds.py --growth                          # Majestrino mine: peak RSS at 200k vs 800k rows
+    python bench/seeds.py --seeds gemma4 --stages mine      # one seed, one stage
+    python bench/seeds.py --seeds none --growth             # only the memory growth
     python bench/seeds.py --device cuda                     # the same on a GPU
 
 Seeds (see /work/shared/seeds): Majestrino 768 -> 12,288 TopK k=5, one vector per clip (model/config.json
@@ -138,7 +140,8 @@ def write_config(seed: Seed, root: Path, sae: Path, device: str) -> Path:
 def run_stage(stage: str, config: Path, extra: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (kB) of a child process running one stage."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, stage, str(config), "--llm", "mock", *extra],
+    llm = ["--llm", "mock"] if stage in ("explain", "score", "taxonomy") else []  # the others refuse --llm
+    done = subprocess.run([sys.executable, "-c", CHILD, stage, str(config), *llm, *extra],
                           capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -153,7 +156,8 @@ def live_features(config: Path) -> int:
         return conn.execute("SELECT count(*) FROM features WHERE NOT dead").fetchone()[0]
 
 
-def bench_seed(seed: Seed, root: Path, items: int, positions: int, device: str, limit: int) -> list[tuple]:
+def bench_seed(seed: Seed, root: Path, items: int, positions: int, device: str, limit: int,
+               stages: list[str]) -> list[tuple]:
     root.mkdir(parents=True)
     w = weights(seed, torch.Generator().manual_seed(0))
     sae = write_checkpoint(seed, root / "sae", w)
@@ -162,7 +166,7 @@ def bench_seed(seed: Seed, root: Path, items: int, positions: int, device: str, 
     del w
     rows = items * positions
     lines = []
-    for stage in STAGES:
+    for stage in stages:
         extra = ["--limit", str(limit)] if limit and stage in ("explain", "score", "taxonomy") else []
         wall, peak = run_stage(stage, config, extra)
         if stage == "mine":
@@ -196,7 +200,9 @@ def growth(root: Path, device: str, small: int, large: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default=",".join(SEEDS), help="comma-separated: " + ", ".join(SEEDS))
+    parser.add_argument("--seeds", default=",".join(SEEDS), help="comma-separated: " + ", ".join(SEEDS) + "; none: no seed")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated, run in this order (a stage needs "
+                        "the ones before it): " + ", ".join(STAGES))
     parser.add_argument("--majestrino-rows", type=int, default=20000, help="clips (one vector each)")
     parser.add_argument("--audiosae-items", type=int, default=100, help="utterances of --audiosae-frames 20 ms frames")
     parser.add_argument("--audiosae-frames", type=int, default=50)
@@ -213,12 +219,19 @@ def main() -> None:
     sizes = {"majestrino": (args.majestrino_rows, 1), "audiosae": (args.audiosae_items, args.audiosae_frames),
              "gemma4": (args.gemma4_items, args.gemma4_tokens),
              "baguettotron": (args.baguettotron_items, args.baguettotron_tokens)}
+    stages = [stage for stage in STAGES if stage in args.stages.split(",")]
+    unknown = set(args.stages.split(",")) - set(STAGES)
+    if unknown or not stages:
+        parser.error(f"--stages {args.stages}: use some of {', '.join(STAGES)}")
+    names = [] if args.seeds == "none" else args.seeds.split(",")
+    if set(names) - set(SEEDS):
+        parser.error(f"--seeds {args.seeds}: use some of {', '.join(SEEDS)}, or none")
     with tempfile.TemporaryDirectory(prefix="autointerp-seeds-") as tmp:
         root = args.keep or Path(tmp)
         print(f"{'seed':<13} {'shape':<22} {'items x pos':<12} {'stage':<9} {'wall s':>8} {'rate':>22} {'peak RSS MB':>12}")
-        for name in args.seeds.split(","):
+        for name in names:
             seed = SEEDS[name]
-            for line in bench_seed(seed, root / name, *sizes[name], args.device, args.limit):
+            for line in bench_seed(seed, root / name, *sizes[name], args.device, args.limit, stages):
                 print(f"{line[0]:<13} {line[1]:<22} {line[2]:<12} {line[3]:<9} {line[4]:>8.1f} {line[5]:>22} {line[6]:>12,.0f}",
                       flush=True)
         if args.growth:

@@ -11,6 +11,8 @@ from autointerp.store.engine import Store
 from tests.factory import Planted, planted_corpus
 from tests.postgres import PostgresServer, start_server
 
+pytest_plugins = ["tests.raycluster"]  # the local Ray cluster fixture
+
 
 @pytest.fixture(autouse=True)
 def _seeds():

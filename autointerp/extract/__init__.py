@@ -55,6 +55,12 @@ class ExtractOptions:
     """Size of each vector shard (and the most vector data held in memory)."""
     overwrite: bool = False
     """Replace a corpus already extracted into the output folder."""
+    ray: str | None = None
+    """Extract and mine on a Ray cluster (ADDRESS; "": RAY_ADDRESS or a local one): each task extracts and
+    mines its slice of the inputs, so activations never leave its worker (see extract/cluster.py)."""
+    config: Path | None = None
+    """A run config whose [sae], [mine], [output] and [cluster] sections apply to the mining of `ray`
+    ([cluster] engine = "ray" turns it on); its [corpus] becomes the extracted one."""
 
 
 @dataclass
@@ -104,6 +110,11 @@ def read_inputs(options: ExtractOptions) -> tuple[str, list[ItemRow], Path | Non
     return "audio", items, root
 
 
+def check_numbers(options: ExtractOptions) -> None:
+    if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
+        raise InputError("--batch, --shard-mb and --max-seconds must be positive")
+
+
 def _batches(source: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
     batch: list[tuple[int, Any]] = []
     for entry in source:
@@ -115,20 +126,26 @@ def _batches(source: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tupl
         yield batch
 
 
-def extract(options: ExtractOptions, report: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
-            ) -> ExtractResult:
-    """Run the model over every input and write the corpus; return what was written."""
+def extract(options: ExtractOptions, report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+            part: tuple[int, int] | None = None, progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """Run the model over every input (with `part` (i, n): over slice i of n of them only, where no
+    window is no error) and write the corpus; return what was written. `progress` is told the inputs
+    done after each batch. With options.ray or options.config, extract and mine on Ray instead."""
+    if options.ray is not None or options.config is not None:
+        from autointerp.extract.cluster import extract_on_ray
+        return extract_on_ray(options, report)
     from autointerp.extract import writer as w
     from autointerp.extract.model import HookedModel, check_folder, load_part
     from autointerp.mine.stage import pick_device
 
-    if options.batch < 1 or options.shard_mb <= 0 or (options.max_seconds is not None and options.max_seconds <= 0):
-        raise InputError("--batch, --shard-mb and --max-seconds must be positive")
+    check_numbers(options)
     existing = next(p for p in [options.out, *options.out.absolute().parents] if p.exists())
     if not existing.is_dir():
         raise InputError(f"--out {options.out}: {existing} is a file, not a folder: pass a folder (new or empty) for the corpus")
     check_folder(options.model)
     kind, items, audio_root = read_inputs(options)
+    if part is not None:
+        items = items[len(items) * part[0] // part[1]:len(items) * (part[0] + 1) // part[1]]
     if kind == "audio" and options.context_tokens is not None:
         raise InputError("--context-tokens applies to text inputs; for audio use --max-seconds")
     if kind == "text" and options.max_seconds is not None:
@@ -153,11 +170,13 @@ def extract(options: ExtractOptions, report: Callable[[str], None] = lambda line
                                _record(kind, window, 1 if pooled else len(frames), pooled))
                     produced.add(index)
                 bar.update(max(produced) + 1 - bar.done)
+                if progress is not None:
+                    progress(bar.done)
             bar.update(len(items) - bar.done)
     finally:
         writer.close()
     skipped = [item.key for i, item in enumerate(items) if i not in produced]
-    if not writer.rows:
+    if not writer.rows and part is None:
         w.prepare(options.out, overwrite=True)
         raise InputError(f"no input of {options.inputs} gave a window (empty texts, or audio shorter than the "
                          f"model takes): nothing to write")

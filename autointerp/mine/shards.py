@@ -43,14 +43,48 @@ class Shard:
         return folder / f"shard-{self.index}-of-{self.count}{'.partial' if partial else ''}{SUFFIX}"
 
 
+@dataclass(frozen=True)
+class Span(Shard):
+    """Shard `index` of `count` that covers the items [first, stop) given (not an even split): the part
+    of the corpus one `extract --ray` task extracted from its slice of the inputs."""
+    first: int = 0
+    stop: int = 0
+
+    def items(self, n_items: int) -> tuple[int, int]:
+        return self.first, self.stop
+
+
 def identity(encoder: Encoder, corpus: Corpus, config: MineConfig, shard: Shard) -> dict:
     """What a saved state must have been mined with to be resumed or merged."""
     return normalized({"fingerprint": encoder.fingerprint(), "corpus": corpus_identity(corpus.fingerprint),
                        "shard": [shard.index, shard.count], "rows": corpus.rows, "config": config.model_dump()})
 
 
-def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineConfig) -> Accumulator:
-    """Combine every shard file in `folder` (all i of one n) into one state."""
+def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineConfig,
+                 shards: list[Shard] | None = None) -> Accumulator:
+    """Combine every shard file in `folder` (all i of one n; or those of `shards`) into one state."""
+    if shards is None:
+        shards = _split(folder)
+    acc = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
+    template = acc.state()
+    for shard in shards:
+        i, n, path = shard.index, shard.count, shard.path(folder)
+        try:
+            saved = read_state(path, template)
+        except ValueError as exc:
+            raise InputError(f"shard file {path} cannot be used ({exc}): run `mine --shard {i}/{n}` again") from None
+        if saved.identity != identity(encoder, corpus, config, shard):
+            raise InputError(f"shard {i} of {n} in {folder} was mined with another SAE, corpus or [mine] config: mine it again")
+        if saved.next_item != shard.items(len(corpus.items))[1]:
+            raise InputError(f"shard {i} of {n} in {folder} is incomplete: run `mine --shard {i}/{n}` again to finish it")
+        part = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
+        part.load(saved.state)
+        acc.merge(part)
+    return acc
+
+
+def _split(folder: Path) -> list[Shard]:
+    """The shards of the one split whose files are all in `folder`."""
     found = [p for p in sorted(folder.glob(f"shard-*-of-*{SUFFIX}")) if not p.name.endswith(f".partial{SUFFIX}")]
     counts = set()
     for p in found:
@@ -66,19 +100,4 @@ def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineCon
     missing = [i for i in range(n) if not Shard(i, n).path(folder).is_file()]
     if missing:
         raise InputError(f"shards {missing} of {n} are missing in {folder}: run `mine --shard i/{n}` for them")
-    acc = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
-    template = acc.state()
-    for i in range(n):
-        path = Shard(i, n).path(folder)
-        try:
-            saved = read_state(path, template)
-        except ValueError as exc:
-            raise InputError(f"shard file {path} cannot be used ({exc}): run `mine --shard {i}/{n}` again") from None
-        if saved.identity != identity(encoder, corpus, config, Shard(i, n)):
-            raise InputError(f"shard {i} of {n} in {folder} was mined with another SAE, corpus or [mine] config: mine it again")
-        if saved.next_item != Shard(i, n).items(len(corpus.items))[1]:
-            raise InputError(f"shard {i} of {n} in {folder} is incomplete: run `mine --shard {i}/{n}` again to finish it")
-        part = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
-        part.load(saved.state)
-        acc.merge(part)
-    return acc
+    return [Shard(i, n) for i in range(n)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,9 @@ def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
 
 
 def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, nonfinite: str,
-             shard: Shard, checkpoint: Path | None) -> Accumulator:
-    """Stream the shard's items through the SAE; resume from and save to `checkpoint` if given."""
+             shard: Shard, checkpoint: Path | None, reached: Callable[[int], None] | None = None) -> Accumulator:
+    """Stream the shard's items through the SAE; resume from and save to `checkpoint` if given; after
+    each batch, call `reached` with the corpus row the pass has reached (a Ray task's progress)."""
     release_large_buffers()
     enc = encoder.to(device)
     acc = Accumulator(enc.d_in, enc.d_sae, config, device)
@@ -172,6 +174,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
                     save_state(checkpoint, SavedState(expected, acc.state(), item_hi))
                     last_save = time.monotonic()
             bar.update(row_hi - row_lo)
+            if reached is not None:
+                reached(row_hi)
     if checkpoint is not None:
         save_state(checkpoint, SavedState(expected, acc.state(), stop_item))
     return acc

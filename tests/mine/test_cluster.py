@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
+import autointerp.mine.cluster
 from autointerp.cli import main
+from autointerp.progress import Progress
 from tests.factory import SLOW_MINE, planted_corpus
+from tests.raycluster import rows
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'autointerp[ray]'")
-from ray.cluster_utils import Cluster  # noqa: E402
-
 
 
 def corpus(root: Path) -> Path:
@@ -27,34 +27,6 @@ def corpus(root: Path) -> Path:
     toml = planted.config.read_text()
     planted.config.write_text(toml[:toml.index("[mine]")] + SLOW_MINE + toml[toml.index("[output]"):])
     return planted.config
-
-
-def rows(db: Path) -> dict[str, list]:
-    engine = create_engine(f"sqlite:///{db}")
-    with engine.connect() as conn:
-        out = {name: conn.execute(text(sql)).fetchall() for name, sql in {
-            "features": "SELECT * FROM features ORDER BY id",
-            "examples": "SELECT feature_id, kind, rank, activation, item_id, position, start, \"end\", trace_start, "
-                        "trace FROM examples ORDER BY 1, 2, 3",
-            "saes": "SELECT d_in, d_sae, corpus_rows, fve, normalized_l2, reconstruction_rows, skipped_rows FROM saes",
-            "items": "SELECT * FROM items ORDER BY id"}.items()}
-    engine.dispose()
-    return out
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    env = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env]))  # workers import autointerp
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1)  # a second node process: the shards run on two nodes
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
-    if env is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = env
 
 
 def kill_one_worker(folder: Path, killed: list[int], stop: threading.Event) -> None:
@@ -73,7 +45,18 @@ def kill_one_worker(folder: Path, killed: list[int], stop: threading.Event) -> N
         time.sleep(0.01)
 
 
-def test_sharded_mine_on_a_ray_cluster_with_a_killed_worker_equals_one_process(tmp_path, cluster, capsys):
+class Recorded(Progress):
+    """The progress bar, remembering every count it showed."""
+    seen: list[int] = []
+
+    def update(self, n: int = 1, tokens: int = 0, cost: float | None = None) -> None:
+        super().update(n, tokens, cost)
+        Recorded.seen.append(self.done)
+
+
+def test_sharded_mine_on_a_ray_cluster_with_a_killed_worker_equals_one_process(tmp_path, cluster, capsys, monkeypatch):
+    monkeypatch.setattr(autointerp.mine.cluster, "Progress", Recorded)
+    Recorded.seen = []
     single = corpus(tmp_path / "single")
     started = time.monotonic()
     assert main(["mine", str(single)]) == 0
@@ -95,7 +78,11 @@ def test_sharded_mine_on_a_ray_cluster_with_a_killed_worker_equals_one_process(t
     assert killed, "no worker was killed mid-task"
     err = capsys.readouterr().err
     assert "mine (ray: 2 shards, 2 to run)" in err and "600/600 rows" in err
-    assert sorted(p.name for p in folder.iterdir()) == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"]
+    # the one progress line moved as the tasks mined their batches, not only when a shard finished
+    assert Recorded.seen == sorted(Recorded.seen) and Recorded.seen[-1] == 600
+    assert [n for n in Recorded.seen if 0 < n < 600 and n not in (300,)], Recorded.seen
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"], left
     a, b = rows(single.parent / "out" / "autointerp.db"), rows(sharded.parent / "out" / "autointerp.db")
     assert a["items"] == b["items"] and a["examples"] == b["examples"]
     # Every feature column equal; the float sums (mean activation, FVE) to their summation order, as `merge`.
