@@ -272,3 +272,10 @@ async def answer_groups(client: LLMClient, groups: Iterable[tuple[K, list[Reques
             got[key][index] = answer.result
             if all(result is not None for result in got[key]):
                 yield key, got.pop(key)  # type: ignore[misc]
+
+
+async def answer_one(client: LLMClient, request: Request, schema) -> CallResult:
+    """One request's answer through answer_groups: live, or with [llm] batch as a batch job of its own
+    (a killed run that sends it again picks up the job already submitted)."""
+    [answer] = [answer async for _, [answer] in answer_groups(client, [(0, [request])], schema)]
+    return answer

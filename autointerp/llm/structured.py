@@ -22,8 +22,10 @@ from autointerp.store.engine import Store
 from autointerp.store.schema import LLMCall
 
 Setting = Literal["auto", "json_schema", "json_object", "prompt"]
-MAX_STRING_CHARS = 2000
-"""maxLength of a string field whose model sets none (about 500 tokens)."""
+MAX_STRING_CHARS = 1000
+"""maxLength of a string field whose model sets none (about 250 tokens). llama-cpp-python (0.3.36) turns
+maxLength into one nested grammar rule per character, and llama.cpp's grammar parser refuses a string
+of 1,500 ("number of rules ... exceeds sane defaults"; the server then dies); 1,000 parses."""
 INSTRUCTIONS = "\n\nAnswer with one JSON object and nothing else. It must match this JSON schema:\n"
 _LOOKBACK = 500
 """Log rows read (newest first) to find the dialect last used for this endpoint and model."""

@@ -8,12 +8,14 @@ it leaves unnamed (or every bin, offline) is named by its top three terms."""
 from __future__ import annotations
 
 import math
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
 
 from autointerp.llm.base import Request
+from autointerp.llm.batch import answer_groups
 from autointerp.llm.client import LLMClient
 from autointerp.llm.prompts import Prompts
 from autointerp.store.schema import Label
@@ -95,15 +97,22 @@ async def llm_names(clustering: Clustering, labels: list[Label], client: LLMClie
     bins = [{"id": b, "size": len(members), "terms": clustering.terms[b],
              "titles": [labels[i].title for i in members[:TITLES_SHOWN]]}
             for b, members in enumerate(clustering.examples) if members]
+    chunks = [bins[begin:begin + BINS_PER_REQUEST] for begin in range(0, len(bins), BINS_PER_REQUEST)]
+
+    def requests():
+        for i, batch in enumerate(chunks):
+            prompt = prompts.render("bins", bins=batch)
+            yield i, [Request(purpose="taxonomy", template=prompt.template, system=prompt.system, user=prompt.user,
+                              schema=BinNames, temperature=temperature,
+                              max_output_tokens=max(max_output_tokens, 30 * len(batch)))]
+    found: dict[int, list[BinName]] = {}
+    async with aclosing(answer_groups(client, requests(), BinNames)) as finished:  # live or batch jobs
+        async for i, [answer] in finished:
+            found[i] = answer.value.bins if answer.value else []
     names: dict[int, str] = {}
-    for begin in range(0, len(bins), BINS_PER_REQUEST):
-        batch = bins[begin:begin + BINS_PER_REQUEST]
-        prompt = prompts.render("bins", bins=batch)
-        answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
-                                           user=prompt.user, schema=BinNames, temperature=temperature,
-                                           max_output_tokens=max(max_output_tokens, 30 * len(batch))))
-        wanted = {b["id"] for b in batch}
-        for named in answer.value.bins if answer.value else []:
+    for i in sorted(found):  # in request order, whatever order the answers came in
+        wanted = {b["id"] for b in chunks[i]}
+        for named in found[i]:
             name = " ".join(named.name.split())[:MAX_NAME]
             if named.bin in wanted and name:
                 names.setdefault(named.bin, name)

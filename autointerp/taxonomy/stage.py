@@ -7,11 +7,17 @@ most max_groups_per_feature groups by structured-output calls that carry batch_s
 the features an answer leaves out are asked about once more, together (offline: the group of its tag
 rule's column). Batches are cut from all labels in feature order, so a killed and resumed run sends
 the same requests as an uninterrupted one (answered from the call log) and ends with the same groups.
-Bins (autointerp.taxonomy.bins) cluster the labels finer, and are named by the LLM when a provider is configured."""
+Bins (autointerp.taxonomy.bins) cluster the labels finer, and are named by the LLM when a provider is configured.
+
+With [llm] batch every call (the proposal, the assignments in two rounds: first asks, then the
+follow-ups for left-out features; the bin names) goes through the provider's batch API by
+autointerp.llm.batch.answer_groups, under its never-twice rules: a run killed while a job is out
+builds the same requests again and picks that job up."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import aclosing
 
 from pydantic import BaseModel
@@ -19,13 +25,14 @@ from sqlalchemy import delete, select
 
 from autointerp.taxonomy import bins as binning
 from autointerp.config import Config
-from autointerp.errors import ProviderError
+from autointerp.errors import ConfigError, ProviderError
 from autointerp.llm.base import Model, Request
-from autointerp.llm.client import LLMClient
+from autointerp.llm.batch import answer_groups, answer_one
+from autointerp.llm.client import CallResult, LLMClient
 from autointerp.progress import Progress
 from autointerp.llm.prompts import Prompts
 from autointerp.store.schema import Bin, Group, Label, Placement
-from autointerp.stage import BaseStage, Context, StageResult, as_they_finish, delete_tables, pending
+from autointerp.stage import BaseStage, Context, StageResult, delete_tables, pending
 from autointerp.store.engine import Store
 
 
@@ -90,9 +97,9 @@ async def _propose(store: Store, config: Config, client: LLMClient, prompts: Pro
     labels = [labels[i * len(labels) // PROPOSE_SAMPLE] for i in range(PROPOSE_SAMPLE)] if len(labels) > PROPOSE_SAMPLE else labels
     most = config.taxonomy.max_proposed_groups
     prompt = prompts.render("propose_groups", features=labels, min_groups=min(3, most), max_groups=most)
-    answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
-                                       user=prompt.user, schema=GroupProposal,
-                                       max_output_tokens=config.llm.max_output_tokens))
+    answer = await answer_one(client, Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
+                                              user=prompt.user, schema=GroupProposal,
+                                              max_output_tokens=config.llm.max_output_tokens), GroupProposal)
     if answer.value is None or not answer.value.groups:
         raise ProviderError(f"the LLM proposed no usable groups ({answer.error or 'empty list'}): "
                             f"list your groups under [[taxonomy.groups]] in the config")
@@ -122,6 +129,8 @@ def taxonomy(store: Store, config: Config, model: Model | None, prompts: Prompts
 async def _taxonomy(store: Store, config: Config, model: Model | None, prompts: Prompts) -> StageResult:
     result = StageResult("taxonomy")
     client = LLMClient(model, store, config.llm) if model is not None else None
+    if model is not None and config.llm.batch and not model.supports_batch:
+        raise ConfigError(f"provider {model.provider} has no batch mode: drop --batch / [llm] batch")
     try:
         if config.taxonomy.groups:
             _set_groups(store, [(g.name, g.description, list(g.tags)) for g in config.taxonomy.groups])
@@ -152,14 +161,14 @@ async def _taxonomy(store: Store, config: Config, model: Model | None, prompts: 
                 # very requests the first one did (answered from the call log) and places alike.
                 wanted = set(todo)
                 labels, size = _labels(store), config.taxonomy.batch_size
-                batches = [labels[begin:begin + size] for begin in range(0, len(labels), size)]
-                work = (_assign(store, config, client, prompts, groups, batch, wanted) for batch in batches
-                        if any(label.feature_id in wanted for label in batch))
-                async with aclosing(as_they_finish(work)) as finished:  # the client bounds the concurrency
-                    async for done, failed in finished:
-                        result.done += done
-                        result.failed += failed
-                        bar.update(done + failed)
+                cut = (labels[begin:begin + size] for begin in range(0, len(labels), size))
+                batches = [batch for batch in cut if any(label.feature_id in wanted for label in batch)]
+
+                def placed(done: int, failed: int) -> None:
+                    result.done += done
+                    result.failed += failed
+                    bar.update(done + failed)
+                await _assign_all(store, config, client, prompts, groups, batches, wanted, placed)
         result.note = f"{await assign_bins(store, config, client, prompts)} bins"
     finally:
         if client is not None:
@@ -168,31 +177,51 @@ async def _taxonomy(store: Store, config: Config, model: Model | None, prompts: 
     return result
 
 
-async def _ask(config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
-               batch: list[Label]) -> tuple[dict[int, list], str | None]:
-    """The groups the LLM gives the batch's features ({feature: group ids}), or the call's error."""
+def _ask(config: Config, prompts: Prompts, groups: list[Group], batch: list[Label]) -> Request:
+    """The request asking the LLM which groups the batch's features belong to."""
     prompt = prompts.render("groups", groups=groups, features=[
         {"id": label.feature_id, "title": label.title, "description": label.description} for label in batch],
         max_groups=config.taxonomy.max_groups_per_feature)
-    answer = await client.call(Request(purpose="taxonomy", template=prompt.template, system=prompt.system,
-                                       user=prompt.user, schema=GroupAnswer, temperature=config.llm.temperature,
-                                       max_output_tokens=max(config.llm.max_output_tokens, 40 * len(batch))))
+    return Request(purpose="taxonomy", template=prompt.template, system=prompt.system, user=prompt.user,
+                   schema=GroupAnswer, temperature=config.llm.temperature,
+                   max_output_tokens=max(config.llm.max_output_tokens, 40 * len(batch)))
+
+
+def _given(answer: CallResult, batch: list[Label]) -> dict[int, list[int]]:
+    """The groups an answer gives the batch's features ({feature: group ids})."""
     asked = {label.feature_id for label in batch}
-    given = {a.feature: a.groups for a in answer.value.assignments if a.feature in asked} if answer.value else {}
-    return given, answer.error
+    return {a.feature: a.groups for a in answer.value.assignments if a.feature in asked} if answer.value else {}
 
 
-async def _assign(store: Store, config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
-                  batch: list[Label], wanted: set[int]) -> tuple[int, int]:
-    """Place the wanted features of a batch: one request for the batch, and one more for the features
-    its answer left out. A failed request marks them failed with its error (the next run retries)."""
-    given, error = await _ask(config, client, prompts, groups, batch)
-    left = [label for label in batch if label.feature_id not in given]
-    reason = error or "the answer left this feature out, twice"
-    if left and error is None:
-        more, error = await _ask(config, client, prompts, groups, left)
-        given |= more
-        reason = error or reason
+async def _assign_all(store: Store, config: Config, client: LLMClient, prompts: Prompts, groups: list[Group],
+                      batches: list[list[Label]], wanted: set[int], placed: Callable[[int, int], None]) -> None:
+    """Place the wanted features of every batch in two rounds of requests (each round through
+    answer_groups: live, or one set of batch jobs): one request per batch, then one more for the
+    features its answer left out. A batch is stored as soon as its last answer is in; a failed request
+    marks its features failed with its error (the next run retries)."""
+    first: dict[int, dict[int, list[int]]] = {}
+    follow_ups: dict[int, list[Label]] = {}
+    rounds = ((i, [_ask(config, prompts, groups, batch)]) for i, batch in enumerate(batches))
+    async with aclosing(answer_groups(client, rounds, GroupAnswer)) as finished:
+        async for i, [answer] in finished:
+            given = _given(answer, batches[i])
+            left = [label for label in batches[i] if label.feature_id not in given]
+            if left and answer.error is None:
+                first[i], follow_ups[i] = given, left
+            else:
+                placed(*_place(store, config, groups, batches[i], wanted, given,
+                               answer.error or "the answer left this feature out, twice"))
+    again = ((i, [_ask(config, prompts, groups, left)]) for i, left in follow_ups.items())
+    async with aclosing(answer_groups(client, again, GroupAnswer)) as finished:
+        async for i, [answer] in finished:
+            given = first[i] | _given(answer, follow_ups[i])
+            placed(*_place(store, config, groups, batches[i], wanted, given,
+                           answer.error or "the answer left this feature out, twice"))
+
+
+def _place(store: Store, config: Config, groups: list[Group], batch: list[Label], wanted: set[int],
+           given: dict[int, list[int]], reason: str) -> tuple[int, int]:
+    """Store the wanted features of a batch: their valid groups, or failed with `reason`."""
     valid = {g.id for g in groups}
     done = failed = 0
     with store.session() as s:

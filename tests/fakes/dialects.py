@@ -2,7 +2,8 @@
 
 - `LlamaCppPythonServer`: llama-cpp-python 0.3.x (`python -m llama_cpp.server`): refuses json_schema
   with HTTP 500 and its route handler's error text, accepts `{"type": "json_object", "schema": ...}`
-  and answers within the schema (it enforces it by grammar).
+  and answers within the schema (it enforces it by grammar); reads its output cap from `max_tokens`
+  only (`max_completion_tokens` is dropped unread: no cap), recorded in `caps`.
 - `JsonObjectOnlyServer`: plain JSON mode; json_schema refused with a 400 naming response_format.
 - `NoStructuredServer`: no response_format at all (400 naming it); answers in prose around the JSON.
 Each records the dialect of every request it received in `dialects`.
@@ -54,6 +55,11 @@ class _DialectServer(FakeOpenAIServer):
 class LlamaCppPythonServer(_DialectServer):
     accepts = ("json_object", "prompt")
 
+    def default_reply(self, received: Received) -> Reply:
+        if received.path.split("?")[0] in ("/v1/chat/completions", "/chat/completions"):
+            self.caps.append((received.body or {}).get("max_tokens"))
+        return super().default_reply(received)
+
     def refusal(self, dialect: str) -> Reply:
         return Reply(500, {"error": {"message": LLAMA_CPP_PYTHON_REFUSAL, "type": "internal_server_error",
                                      "param": None, "code": None}})
@@ -66,6 +72,8 @@ class LlamaCppPythonServer(_DialectServer):
     def __init__(self, **kwargs: Any) -> None:
         self.grammar_schemas: list[Any] = []
         """The schema of each json_object request (what llama-cpp-python turns into a grammar)."""
+        self.caps: list[int | None] = []
+        """The output cap of each chat request as llama-cpp-python reads it (max_tokens; None: no cap)."""
         super().__init__(**kwargs)
 
 

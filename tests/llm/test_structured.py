@@ -82,6 +82,8 @@ def test_llama_cpp_python_gets_its_schema_with_max_length_on_every_string(store)
     with LlamaCppPythonServer() as fake:
         call(store, config_for(fake), REQUEST)
         [schema] = fake.grammar_schemas
+        caps = fake.caps
+    assert caps[-1] == REQUEST.max_output_tokens  # capped where it reads the cap: max_tokens
     assert schema["properties"]["title"]["type"] == "string"
     assert schema["properties"]["title"]["maxLength"] == MAX_STRING_CHARS
     [fallback] = [r for r in rows(store) if r.status == "fallback"]

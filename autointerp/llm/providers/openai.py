@@ -5,7 +5,8 @@ Dialects (`[llm] structured`): json_schema sends `response_format` json_schema i
 json_object sends `{"type": "json_object", "schema": ...}` (llama-cpp-python enforces the schema by
 grammar; other servers ignore the field) with the schema in the system message; prompt sends only the
 instructions. A refusal naming response_format raises FormatRefused and LLMClient picks the next
-dialect. A server that rejects `max_completion_tokens` gets `max_tokens`. Audio clips go as
+dialect. A server that rejects `max_completion_tokens` gets `max_tokens`; servers other than OpenAI's
+get both (llama-cpp-python reads only max_tokens). Audio clips go as
 `input_audio` parts (base64 wav or mp3). SDK retries are off: one `_execute` is one attempt.
 Batch mode sends the same request bodies as JSONL lines (custom_id = our request hash) in one job.
 """
@@ -47,8 +48,11 @@ class OpenAIChatModel(KeyedModel):
         self._client = openai.AsyncOpenAI(api_key=api_key or "not-needed", base_url=config.base_url or None,
                                           max_retries=0, timeout=config.timeout_s)
         self.max_completion_tokens_supported = True
-        self.lengths = self.base_url.rstrip("/") != DEFAULT_BASE_URL
-        """maxLength on strings: OpenAI's strict mode refuses it; grammar-enforced servers need it."""
+        self.compatible = self.base_url.rstrip("/") != DEFAULT_BASE_URL
+        """Another server than OpenAI's: maxLength on strings (OpenAI's strict mode refuses it; grammar-
+        enforced servers need it), and the output cap also as max_tokens (llama-cpp-python 0.3.x drops
+        max_completion_tokens unread and then generates up to its context size)."""
+        self.lengths = self.compatible
 
     @property
     def endpoint(self) -> str:
@@ -88,6 +92,8 @@ class OpenAIChatModel(KeyedModel):
         limit = "max_completion_tokens" if self.max_completion_tokens_supported else "max_tokens"
         body = {"model": self.model_id, "temperature": request.temperature, limit: request.max_output_tokens,
                 "messages": [{"role": "system", "content": system}, {"role": "user", "content": user_content(request)}]}
+        if self.compatible and limit == "max_completion_tokens":
+            body["max_tokens"] = request.max_output_tokens
         if response_format is not None:
             body["response_format"] = response_format
         return body
