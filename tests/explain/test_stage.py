@@ -173,8 +173,9 @@ def audio_corpus(tmp_path):
 
 
 def clips_seen(parts: list[tuple[str, str]]) -> list[float]:
-    """Durations of base64 clips (data, format)."""
-    return [soundfile.info(io.BytesIO(base64.b64decode(data))).duration for data, _ in parts]
+    """Durations of base64 clips (data, format); OpenAI's are standard base64, the Gemini SDK's URL-safe."""
+    return [soundfile.info(io.BytesIO(base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_")))).duration
+            for data, _ in parts]
 
 
 def test_openai_audio_model_hears_clips_cut_to_the_cap(audio_corpus, monkeypatch):
