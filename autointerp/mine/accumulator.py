@@ -87,6 +87,16 @@ def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Ten
     return out if sign > 0 else -out
 
 
+def uniform_length(item: torch.Tensor, position: torch.Tensor) -> int | None:
+    """L when the batch is whole items of L rows each, in order (positions 0..L-1 repeated), else None."""
+    length = int(position[-1]) + 1
+    n = int(item[-1] - item[0]) + 1
+    if n * length != len(item) or int(position[0]) != 0:
+        return None
+    expected = torch.arange(length, device=position.device).repeat(n)
+    return length if torch.equal(position, expected) else None
+
+
 def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
                    features: int) -> torch.Tensor:
     """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature);
@@ -149,14 +159,62 @@ class Accumulator:
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
-        low = self._extremes(pre, -1, self.bottom, item, position)
-        if self.near.k:  # a near miss is where the feature does not fire (pre is not used after this)
-            pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
-        hard = self._extremes(pre, 1, self.near, item, position)
-        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
+        multi_row = bool(item[-1] - item[0] + 1 < len(item))
+        fired = None
+        if self.near.k and multi_row:  # (item, feature) pairs that fire: no near miss anywhere in the item
+            fired = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
+            fired[item[r] - item[0], f] = True
+        length = uniform_length(item, position) if multi_row else None
+        if length is not None:  # whole items of `length` rows: each item's extremes in one reduction
+            low = self._item_scan(pre, -1, self.bottom, item, position, length, None)
+            hard = self._item_scan(pre, 1, self.near, item, position, length, fired)
+        else:
+            low = self._extremes(pre, -1, self.bottom, item, position)
+            if fired is not None:  # a near miss is where the feature does not fire anywhere in the item
+                pre.masked_fill_(fired[item - item[0]], -torch.inf)  # (pre is not used after this)
+            elif self.near.k:
+                pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
+            hard = self._extremes(pre, 1, self.near, item, position)
+        if multi_row:  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
         return Candidates(item[r], f, v, position[r], *low, *hard)
+
+    def _limit(self, top: TopPerFeature, best: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Per feature, the least key (sign * pre) that could enter `top`: its K-th, or while it is unfilled,
+        the K-th of `best` ([candidates, F], each row one item's or block's extremes) when it has K rows."""
+        worst = top.worst()
+        unfilled = worst == EMPTY
+        bound = torch.full_like(best[0], -torch.inf)
+        if bool(unfilled.any()) and len(best) >= top.k:
+            bound = best.topk(top.k, dim=0).values[-1]
+        return torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(dtype).min)
+
+    def _item_scan(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
+                   position: torch.Tensor, length: int, fired: torch.Tensor | None):
+        """_extremes for a batch of whole items of `length` rows each (positions 0..length-1): the extreme
+        of sign * pre per block of rows (blocks tile the items) and feature in one reduction, each item's
+        from its blocks ([items, F]; -inf where `fired`); only the (item, feature) pairs that reach the
+        limit are read again, for the first block holding the extreme, then its first row."""
+        empty = torch.empty(0, dtype=torch.int64, device=pre.device)
+        if top.k == 0:
+            return empty, empty, empty.float(), empty
+        F = pre.shape[1]
+        size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)
+        per_item = length // size
+        view = pre.view(-1, size, F)
+        blocks = view.amax(1) if sign > 0 else -view.amin(1)  # [blocks, F]
+        best = blocks.view(-1, per_item, F).amax(1)  # [items, F]
+        if fired is not None:
+            best.masked_fill_(fired, -torch.inf)
+        limit = self._limit(top, best, pre.dtype)
+        local, feature = torch.nonzero(best >= limit[None, :], as_tuple=True)
+        extreme = best[local, feature][:, None]
+        block = local[:, None] * per_item + torch.arange(per_item, device=pre.device)  # [pairs, per_item]
+        block = block.gather(1, (blocks[block, feature[:, None]] == extreme).int().argmax(1, keepdim=True))
+        rows = block * size + torch.arange(size, device=pre.device)  # [pairs, size]: the first such block
+        rows = rows.gather(1, (pre[rows, feature[:, None]] * sign == extreme).int().argmax(1, keepdim=True)).flatten()
+        return item[rows], feature, pre[rows, feature].float(), position[rows]
 
     def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
                   position: torch.Tensor):
@@ -170,15 +228,10 @@ class Accumulator:
         if top.k == 0:
             return empty, empty, empty.float(), empty
         blocks = block_extremes(pre, sign)
-        worst = top.worst()
-        unfilled = worst == EMPTY
         one_row_items = bool(item[-1] - item[0] + 1 == len(item))
-        bound = torch.full_like(blocks[0], -torch.inf)
-        if bool(unfilled.any()):
-            best = blocks if one_row_items else item_extremes(pre, sign, item)
-            if len(best) >= top.k:
-                bound = best.topk(top.k, dim=0).values[-1]
-        limit = torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(pre.dtype).min)
+        unfilled = bool((top.worst() == EMPTY).any())
+        limit = self._limit(top, blocks if one_row_items or not unfilled else item_extremes(pre, sign, item),
+                            pre.dtype)
         block, feature = torch.nonzero(blocks >= limit[None, :], as_tuple=True)
         r = block[:, None] * BLOCK_ROWS + torch.arange(BLOCK_ROWS, device=pre.device)  # [pairs, BLOCK_ROWS]
         inside = r < pre.shape[0]

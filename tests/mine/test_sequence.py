@@ -194,7 +194,8 @@ def run(config_path: Path, *args: str) -> None:
 
 
 @pytest.mark.parametrize("lengths", [[1] * 40, [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2, 5, 1, 4, 3, 2, 6],
-                                     [2, 15, 1, 3, 20, 2, 4]])  # 15 and 20 exceed batch_size 7: chunked
+                                     [2, 15, 1, 3, 20, 2, 4],  # 15 and 20 exceed batch_size 7: chunked
+                                     [3] * 30, [2] * 12 + [9] + [2] * 12])  # batches of equal items (item scans)
 def test_mining_matches_brute_force(tmp_path, lengths):
     config = make_corpus(tmp_path, lengths)
     run(config, "mine")
