@@ -16,6 +16,7 @@ import torch
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
 from autointerp.threads import at_most
+from autointerp.mine.windows import BatchWindows
 from autointerp.mine.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
                              lexsort_groups, rank_in_group)
 
@@ -29,6 +30,9 @@ DENSE_GROUPS = 16
 """best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
 NEGATIVE_POOL = 8
 """The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
+WINDOW_MEMORY = 256 << 20
+"""Sequence corpora: a top list keeps its entries' activation windows (traces, see windows.py) while
+they take at most this many bytes; beyond it, traces encode those windows again after the pass."""
 
 
 @dataclass
@@ -49,10 +53,13 @@ class Candidates:
     hard_feature: torch.Tensor
     hard_value: torch.Tensor
     hard_position: torch.Tensor
+    windows: BatchWindows | None = None
+    """The batch's activation windows (None: items split over batches, or no windows kept)."""
 
     @staticmethod
     def cat(parts: list["Candidates"]) -> "Candidates":
-        return Candidates(*(torch.cat([getattr(p, name) for p in parts]) for name in Candidates.__dataclass_fields__))
+        return Candidates(*(torch.cat([getattr(p, name) for p in parts]) for name in Candidates.__dataclass_fields__
+                            if name != "windows"))
 
 
 def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -121,17 +128,22 @@ def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor,
 
 
 class Accumulator:
-    def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device) -> None:
+    def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device,
+                 sequence: bool = False) -> None:
+        """sequence: the corpus has items of several rows, whose top and sample entries keep their
+        activation windows (within WINDOW_MEMORY per list)."""
         self.config, self.features, self.device = config, features, device
         F = features
         self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
         self.act_sum = torch.zeros(F, dtype=torch.float64, device=device)
         self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
         self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
-        self.top = TopPerFeature(F, config.n_top, device)
+        self.window = 2 * config.trace_window + 1 if sequence else 0
+        self.top = TopPerFeature(F, config.n_top, device, self._window(config.n_top))
         self.bottom = TopPerFeature(F, config.n_bottom, device)
         self.near = TopPerFeature(F, config.n_hard, device)
-        self.sample = TopPerFeature(F, config.n_top + 4 * config.n_holdout if config.n_holdout else 0, device)
+        n_sample = config.n_top + 4 * config.n_holdout if config.n_holdout else 0
+        self.sample = TopPerFeature(F, n_sample, device, self._window(n_sample))
         pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
         self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
         self.pool_items = torch.full((pool,), -1, dtype=torch.int64, device=device)
@@ -144,6 +156,9 @@ class Accumulator:
         self.rows = 0
         self.skipped = 0
 
+    def _window(self, k: int) -> int:
+        return self.window if self.features * k * self.window * 4 <= WINDOW_MEMORY else 0
+
     # --- one batch ---------------------------------------------------------------------------------
     def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
                    row_id: torch.Tensor, recon_p: float) -> Candidates:
@@ -151,6 +166,9 @@ class Accumulator:
         x [B, d]; item, position, row_id [B] (item and position of every row)."""
         pre = encoder.preacts(x)
         r, f, v = active_entries(encoder, pre)
+        windows = None
+        if self.top.windows is not None or self.sample.windows is not None:
+            windows = BatchWindows(item, position, r, f, v, self.features, self.config.trace_window)
         self.rows += x.shape[0]
         self.fire_count += torch.bincount(f, minlength=self.features)
         self.act_sum.index_add_(0, f, v.double())
@@ -178,7 +196,7 @@ class Accumulator:
         if multi_row:  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
-        return Candidates(item[r], f, v, position[r], *low, *hard)
+        return Candidates(item[r], f, v, position[r], *low, *hard, windows)
 
     def _limit(self, top: TopPerFeature, best: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Per feature, the least key (sign * pre) that could enter `top`: its K-th, or while it is unfilled,
@@ -272,7 +290,11 @@ class Accumulator:
             self._offer(c, items, multi_row)
 
     def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
-        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
+        windows = None
+        if c.windows is not None:
+            def windows(mask: torch.Tensor) -> torch.Tensor:
+                return c.windows(c.fire_item[mask], c.fire_feature[mask], c.fire_position[mask])
+        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, windows)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:
             keep = slice(None)
@@ -283,7 +305,7 @@ class Accumulator:
                             c.hard_value[keep], c.hard_position[keep])
         if self.sample.k:
             keys = hash_key(hash_bits(c.fire_item, c.fire_feature, self.config.seed))
-            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position)
+            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position, windows)
         if len(self.pool_keys):
             self._pool(c, items)
 
@@ -338,7 +360,9 @@ class Accumulator:
         for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
         for name in ("top", "bottom", "near", "sample"):
-            setattr(self, name, TopPerFeature.from_state(state[name], self.device))
+            window = getattr(self, name).windows
+            setattr(self, name, TopPerFeature.from_state(state[name], self.device,
+                                                         0 if window is None else window.shape[2]))
         self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
 
     # --- results -----------------------------------------------------------------------------------
@@ -359,6 +383,10 @@ class Accumulator:
             out.append({"first_bin": occupied[0] - HIST_OFFSET, "bins_per_octave": 4,
                         "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
         return out
+
+    def windows(self) -> dict[tuple[int, int], torch.Tensor]:
+        """{(feature, item): activation window} kept by the top and sample lists (see windows.py)."""
+        return self.sample.payloads() | self.top.payloads()
 
     def negatives(self) -> dict[int, list[int]]:
         """Per feature, n_negative items of the global sample where it never fires, in a per-feature

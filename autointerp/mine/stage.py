@@ -113,7 +113,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     """Stream the shard's items through the SAE; resume from and save to `checkpoint` if given."""
     release_large_buffers()
     enc = encoder.to(device)
-    acc = Accumulator(enc.d_in, enc.d_sae, config, device)
+    acc = Accumulator(enc.d_in, enc.d_sae, config, device, corpus.is_sequence)
     first_item, stop_item = shard.items(len(corpus.items))
     expected = identity(encoder, corpus, config, shard) if checkpoint is not None else {}
     next_item = resume(checkpoint, expected, acc, first_item, stop_item) if checkpoint is not None else first_item

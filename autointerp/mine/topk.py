@@ -10,6 +10,8 @@ bottom pre-activations (the key of -pre) and uniform samples (the key is a hash 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 _M32 = 0xFFFFFFFF
@@ -78,13 +80,18 @@ class TopPerFeature:
     Offered candidates wait in a buffer of at most about F x K entries, merged into the state when it
     fills and before the state is read (entries, state, merge): one merge then does the work of many
     batches. worst() does not wait for them: it may be lower than the true K-th, never higher, which is
-    what a filter of candidates needs."""
+    what a filter of candidates needs.
 
-    def __init__(self, features: int, k: int, device: torch.device | str = "cpu") -> None:
+    With `window` > 0 each entry also carries a float32 payload of that many values (a sequence
+    example's activation trace, NaN where unknown), kept in memory only: state() and merge() leave it
+    out (NaN), so a resumed or merged pass falls back to computing it again."""
+
+    def __init__(self, features: int, k: int, device: torch.device | str = "cpu", window: int = 0) -> None:
         self.k = k
         self.packed = torch.full((features, k), EMPTY, dtype=torch.int64, device=device)
         self.values = torch.zeros((features, k), dtype=torch.float32, device=device)
         self.positions = torch.full((features, k), -1, dtype=torch.int64, device=device)
+        self.windows = torch.full((features, k, window), torch.nan, device=device) if window and k else None
         self._pending: list[tuple[torch.Tensor, ...]] = []
         self._pending_size = 0
 
@@ -93,9 +100,11 @@ class TopPerFeature:
         return self.packed[:, -1]
 
     def offer(self, features: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
-              positions: torch.Tensor | None = None) -> None:
+              positions: torch.Tensor | None = None,
+              windows: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Offer candidates (1-D, equal length; keys from float_key or hash_key); each (feature, id) at
-        most once over the whole pass."""
+        most once over the whole pass. `windows(mask)`: the payloads [mask.sum(), window] of the
+        candidates a boolean mask selects, asked only for those that pass the filter."""
         if self.k == 0 or len(features) == 0:
             return
         packed = pack(keys, ids)
@@ -104,7 +113,11 @@ class TopPerFeature:
         if n == 0:
             return
         positions = positions[better] if positions is not None else torch.full((n,), -1, device=packed.device)
-        self._pending.append((features[better], packed[better], values[better].float(), positions))
+        part = (features[better], packed[better], values[better].float(), positions)
+        if self.windows is not None:
+            part += (windows(better) if windows is not None else
+                     torch.full((n, self.windows.shape[2]), torch.nan, device=packed.device),)
+        self._pending.append(part)
         self._pending_size += n
         if self._pending_size >= self.packed.numel():
             self.flush()
@@ -113,7 +126,7 @@ class TopPerFeature:
         """Merge the buffered candidates into the state."""
         if not self._pending:
             return
-        features, packed, values, positions = (torch.cat(part) for part in zip(*self._pending))
+        features, packed, values, positions, *windows = (torch.cat(part) for part in zip(*self._pending))
         self._pending, self._pending_size = [], 0
         # Each feature's candidates side by side in a table with its K entries, then one top-K per row.
         # One stable sort by feature (a radix sort of small integers) places them; only where one
@@ -144,6 +157,13 @@ class TopPerFeature:
         merged_values[slot, self.k + rank] = values[order]
         merged_positions[slot, self.k + rank] = positions[order]
         best = merged.topk(self.k, dim=1).indices  # packed keys are distinct: no ties
+        if self.windows is not None:  # the kept entries' payloads: old ones by slot, new ones by candidate
+            source = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)
+            source[slot, self.k + rank] = order
+            chosen = source.gather(1, best)
+            old = self.windows[touched].gather(1, best.clamp(max=self.k - 1)[:, :, None]
+                                               .expand(-1, -1, self.windows.shape[2]))
+            self.windows[touched] = torch.where((chosen >= 0)[:, :, None], windows[0][chosen.clamp(min=0)], old)
         self.packed[touched] = merged.gather(1, best)
         self.values[touched] = merged_values.gather(1, best)
         self.positions[touched] = merged_positions.gather(1, best)
@@ -155,6 +175,16 @@ class TopPerFeature:
         features = torch.arange(other.packed.shape[0], device=other.packed.device)[:, None].expand_as(other.packed)
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
+
+    def payloads(self) -> dict[tuple[int, int], torch.Tensor]:
+        """{(feature, id): payload} of the filled entries (empty without a window)."""
+        self.flush()
+        if self.windows is None:
+            return {}
+        feature, slot = torch.nonzero(self.packed != EMPTY, as_tuple=True)
+        ids = unpack_ids(self.packed[feature, slot]).tolist()
+        rows = self.windows[feature, slot]
+        return {(f, i): rows[n] for n, (f, i) in enumerate(zip(feature.tolist(), ids))}
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
         """Per feature, its (id, value, position) entries, best first, only filled slots."""
@@ -168,7 +198,8 @@ class TopPerFeature:
         return {"packed": self.packed.cpu(), "values": self.values.cpu(), "positions": self.positions.cpu()}
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "TopPerFeature":
-        top = cls(state["packed"].shape[0], state["packed"].shape[1], device)
+    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu",
+                   window: int = 0) -> "TopPerFeature":
+        top = cls(state["packed"].shape[0], state["packed"].shape[1], device, window)
         top.packed, top.values, top.positions = (state[name].to(device) for name in ("packed", "values", "positions"))
         return top

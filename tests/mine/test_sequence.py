@@ -212,6 +212,16 @@ def test_block_scans_match_brute_force(tmp_path, sequence):
     check(config, sequence=sequence)
 
 
+@pytest.mark.parametrize("lengths,batch_size", [([6] * 60, 36), ([5, 7] * 30, 36)])
+def test_near_misses_skip_items_that_fire_elsewhere(tmp_path, lengths, batch_size):
+    """Items of several rows where most features fire: while a feature's near-miss list is unfilled, the
+    batch's bound must count only items where it never fires (counting the others dropped valid near
+    misses before)."""
+    config = make_corpus(tmp_path, lengths, seed=5, batch_size=batch_size)
+    run(config, "mine")
+    check(config)
+
+
 @pytest.mark.parametrize("fmt", ["shards", "safetensors", "parquet"])
 def test_vector_formats(tmp_path, fmt):
     config = make_corpus(tmp_path, [3, 1, 5, 2, 9, 4, 1, 6, 2, 3], fmt=fmt)
