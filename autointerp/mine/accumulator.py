@@ -157,7 +157,7 @@ class Accumulator:
         self.skipped = 0
 
     def _window(self, k: int) -> int:
-        return self.window if self.features * k * self.window * 4 <= WINDOW_MEMORY else 0
+        return self.window if 2 * self.features * k * self.window * 4 <= WINDOW_MEMORY else 0  # pool: 2x
 
     # --- one batch ---------------------------------------------------------------------------------
     def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
@@ -167,7 +167,7 @@ class Accumulator:
         pre = encoder.preacts(x)
         r, f, v = active_entries(encoder, pre)
         windows = None
-        if self.top.windows is not None or self.sample.windows is not None:
+        if self.top.window or self.sample.window:
             windows = BatchWindows(item, position, r, f, v, self.features, self.config.trace_window)
         self.rows += x.shape[0]
         self.fire_count += torch.bincount(f, minlength=self.features)
@@ -292,8 +292,8 @@ class Accumulator:
     def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
         windows = None
         if c.windows is not None:
-            def windows(mask: torch.Tensor) -> torch.Tensor:
-                return c.windows(c.fire_item[mask], c.fire_feature[mask], c.fire_position[mask])
+            def windows(index: torch.Tensor) -> torch.Tensor:
+                return c.windows(c.fire_item[index], c.fire_feature[index], c.fire_position[index])
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, windows)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:
@@ -360,9 +360,7 @@ class Accumulator:
         for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
         for name in ("top", "bottom", "near", "sample"):
-            window = getattr(self, name).windows
-            setattr(self, name, TopPerFeature.from_state(state[name], self.device,
-                                                         0 if window is None else window.shape[2]))
+            setattr(self, name, TopPerFeature.from_state(state[name], self.device, getattr(self, name).window))
         self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
 
     # --- results -----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ _M32 = 0xFFFFFFFF
 EMPTY = torch.iinfo(torch.int64).min
 WIDE_TABLE = 4
 """TopPerFeature.flush merges in a table of at most WIDE_TABLE times the cells its entries need."""
+HELD_SOURCES = 16
+"""TopPerFeature with payloads flushes once this many offers wait (each holds its batch's data)."""
 
 
 def hash_bits(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
@@ -83,16 +85,21 @@ class TopPerFeature:
     what a filter of candidates needs.
 
     With `window` > 0 each entry also carries a float32 payload of that many values (a sequence
-    example's activation trace, NaN where unknown), kept in memory only: state() and merge() leave it
-    out (NaN), so a resumed or merged pass falls back to computing it again."""
+    example's activation trace, NaN where unknown), asked of the offer only for candidates that enter
+    the state at a flush, and kept in a pool (`pool[ref]`, compacted when full), in memory only:
+    state() and merge() leave it out, so a resumed or merged pass falls back to computing it again."""
 
     def __init__(self, features: int, k: int, device: torch.device | str = "cpu", window: int = 0) -> None:
         self.k = k
         self.packed = torch.full((features, k), EMPTY, dtype=torch.int64, device=device)
         self.values = torch.zeros((features, k), dtype=torch.float32, device=device)
         self.positions = torch.full((features, k), -1, dtype=torch.int64, device=device)
-        self.windows = torch.full((features, k, window), torch.nan, device=device) if window and k else None
+        self.window = window if k else 0
+        self.pool = torch.empty((0, window), device=device)
+        self._used = 0
+        self.ref = torch.full((features, k), -1, dtype=torch.int64, device=device)
         self._pending: list[tuple[torch.Tensor, ...]] = []
+        self._sources: list[tuple[Callable[[torch.Tensor], torch.Tensor] | None, torch.Tensor]] = []
         self._pending_size = 0
 
     def worst(self) -> torch.Tensor:
@@ -103,8 +110,8 @@ class TopPerFeature:
               positions: torch.Tensor | None = None,
               windows: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Offer candidates (1-D, equal length; keys from float_key or hash_key); each (feature, id) at
-        most once over the whole pass. `windows(mask)`: the payloads [mask.sum(), window] of the
-        candidates a boolean mask selects, asked only for those that pass the filter."""
+        most once over the whole pass. `windows(index)`: the payloads [len(index), window] of the
+        candidates at those indices, asked at the next flush for those that enter the state."""
         if self.k == 0 or len(features) == 0:
             return
         packed = pack(keys, ids)
@@ -113,20 +120,19 @@ class TopPerFeature:
         if n == 0:
             return
         positions = positions[better] if positions is not None else torch.full((n,), -1, device=packed.device)
-        part = (features[better], packed[better], values[better].float(), positions)
-        if self.windows is not None:
-            part += (windows(better) if windows is not None else
-                     torch.full((n, self.windows.shape[2]), torch.nan, device=packed.device),)
-        self._pending.append(part)
+        self._pending.append((features[better], packed[better], values[better].float(), positions))
+        if self.window:
+            self._sources.append((windows, torch.nonzero(better).flatten()))
         self._pending_size += n
-        if self._pending_size >= self.packed.numel():
+        if self._pending_size >= self.packed.numel() or len(self._sources) >= HELD_SOURCES:
             self.flush()
 
     def flush(self) -> None:
         """Merge the buffered candidates into the state."""
         if not self._pending:
             return
-        features, packed, values, positions, *windows = (torch.cat(part) for part in zip(*self._pending))
+        features, packed, values, positions = (torch.cat(part) for part in zip(*self._pending))
+        sources, self._sources = self._sources, []
         self._pending, self._pending_size = [], 0
         # Each feature's candidates side by side in a table with its K entries, then one top-K per row.
         # One stable sort by feature (a radix sort of small integers) places them; only where one
@@ -157,13 +163,18 @@ class TopPerFeature:
         merged_values[slot, self.k + rank] = values[order]
         merged_positions[slot, self.k + rank] = positions[order]
         best = merged.topk(self.k, dim=1).indices  # packed keys are distinct: no ties
-        if self.windows is not None:  # the kept entries' payloads: old ones by slot, new ones by candidate
+        if self.window:  # the kept entries' payloads: old ones by reference, new ones asked of their offers
             source = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)
             source[slot, self.k + rank] = order
             chosen = source.gather(1, best)
-            old = self.windows[touched].gather(1, best.clamp(max=self.k - 1)[:, :, None]
-                                               .expand(-1, -1, self.windows.shape[2]))
-            self.windows[touched] = torch.where((chosen >= 0)[:, :, None], windows[0][chosen.clamp(min=0)], old)
+            ref = self.ref[touched].gather(1, best.clamp(max=self.k - 1))
+            new = chosen >= 0
+            ref[new] = -1
+            self.ref[touched] = ref  # the entries that leave free their payloads (see _add_payloads)
+            added = self._add_payloads(chosen[new], sources)  # may renumber self.ref
+            ref = self.ref[touched]
+            ref[new] = added
+            self.ref[touched] = ref
         self.packed[touched] = merged.gather(1, best)
         self.values[touched] = merged_values.gather(1, best)
         self.positions[touched] = merged_positions.gather(1, best)
@@ -176,14 +187,41 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
+    def _add_payloads(self, candidate: torch.Tensor, sources: list) -> torch.Tensor:
+        """Store the payloads of these candidates (indices into the flushed offers, concatenated) in the
+        pool, a buffer of 2 x features x K rows compacted when full; returns their references (-1: an
+        offer without payloads)."""
+        ends = torch.cumsum(torch.tensor([len(index) for _, index in sources], device=candidate.device), 0)
+        part = torch.searchsorted(ends, candidate, right=True)
+        local = candidate - torch.cat([ends.new_zeros(1), ends])[part]
+        ref = torch.full_like(candidate, -1)
+        if len(self.pool) == 0:  # (a normal tensor, updated in and outside inference mode)
+            with torch.inference_mode(False):
+                self.pool = torch.empty((2 * self.ref.numel(), self.window), device=candidate.device)
+        if self._used + len(candidate) > len(self.pool):  # compaction: only live payloads stay
+            live = self.ref >= 0
+            kept = self.ref[live]
+            self.pool[:len(kept)] = self.pool[kept]
+            self.ref[live] = torch.arange(len(kept), device=ref.device)
+            self._used = len(kept)
+        for p in torch.unique(part).tolist():
+            windows, index = sources[p]
+            mine = torch.nonzero(part == p).flatten()
+            if windows is None or len(mine) == 0:
+                continue
+            self.pool[self._used:self._used + len(mine)] = windows(index[local[mine]])
+            ref[mine] = torch.arange(self._used, self._used + len(mine), device=ref.device)
+            self._used += len(mine)
+        return ref
+
     def payloads(self) -> dict[tuple[int, int], torch.Tensor]:
-        """{(feature, id): payload} of the filled entries (empty without a window)."""
+        """{(feature, id): payload} of the filled entries that have one."""
         self.flush()
-        if self.windows is None:
+        if not self.window:
             return {}
-        feature, slot = torch.nonzero(self.packed != EMPTY, as_tuple=True)
+        feature, slot = torch.nonzero((self.packed != EMPTY) & (self.ref >= 0), as_tuple=True)
         ids = unpack_ids(self.packed[feature, slot]).tolist()
-        rows = self.windows[feature, slot]
+        rows = self.pool[self.ref[feature, slot]]
         return {(f, i): rows[n] for n, (f, i) in enumerate(zip(feature.tolist(), ids))}
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
@@ -200,6 +238,6 @@ class TopPerFeature:
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu",
                    window: int = 0) -> "TopPerFeature":
-        top = cls(state["packed"].shape[0], state["packed"].shape[1], device, window)
+        top = cls(state["packed"].shape[0], state["packed"].shape[1], device, window)  # without payloads
         top.packed, top.values, top.positions = (state[name].to(device) for name in ("packed", "values", "positions"))
         return top

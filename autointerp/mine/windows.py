@@ -28,20 +28,20 @@ class BatchWindows:
         """[n, 2 * width + 1] float32: the activation of `feature` at each position of the window around
         `peak` in `item`; NaN where that position's row is not in this batch (another batch, a skipped
         row, or outside the item)."""
-        if self._keys is None:
-            self._keys, self._order = torch.sort(self.rows * self.n_features + self.features)
-        B = len(self.item)
-        first = torch.searchsorted(self.item, item)  # the item's first row in the batch
-        offset = torch.arange(-self.width, self.width + 1, device=item.device)
-        wanted = peak[:, None] + offset  # [n, W] positions
-        row = first[:, None] + wanted - self.position[first.clamp(max=B - 1)][:, None]
-        at = row.clamp(0, B - 1)
-        present = (row >= 0) & (row < B) & (self.item[at] == item[:, None]) & (self.position[at] == wanted)
-        key = at * self.n_features + feature[:, None]
-        index = torch.searchsorted(self._keys, key).clamp(max=max(len(self._keys) - 1, 0))
-        if len(self._keys) == 0:
-            values = torch.zeros(key.shape, dtype=torch.float32, device=key.device)
-        else:
-            hit = self._keys[index] == key
-            values = torch.where(hit, self.values[self._order[index]].float(), 0.0)
-        return torch.where(present, values, torch.nan)
+        B, W = len(self.item), 2 * self.width + 1
+        if self._keys is None:  # active entries by (feature, row): a window's entries are one run
+            self._keys, self._order = torch.sort(self.features * B + self.rows)
+        first = torch.searchsorted(self.item, item)  # the item's rows in the batch: first .. last
+        last = torch.searchsorted(self.item, item, right=True) - 1
+        whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
+        start = first + peak - self.width - self.position[first]  # the window's first row
+        row = start[:, None] + torch.arange(W, device=item.device)
+        out = torch.where((row >= first[:, None]) & (row <= last[:, None]) & whole[:, None], 0.0, torch.nan)
+        base = feature * B + start
+        lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
+        count = hi - lo
+        which = torch.repeat_interleave(torch.arange(len(item), device=item.device), count)
+        entry = lo[which] + torch.arange(len(which), device=item.device) - (torch.cumsum(count, 0) - count)[which]
+        value = self.values[self._order[entry]].float()
+        out[which, self._keys[entry] - base[which]] += value  # NaN stays NaN: a row not in the batch
+        return out
