@@ -16,18 +16,14 @@ import torch
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
 from autointerp.threads import at_most
+from autointerp.mine.scans import BLOCK_ROWS, best_per_group, block_extremes, item_extremes, uniform_length
 from autointerp.mine.windows import BatchWindows
-from autointerp.mine.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
-                             lexsort_groups, rank_in_group)
+from autointerp.mine.topk import EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float, lexsort_groups
 
 HIST_BINS = 128
 HIST_OFFSET = 80
 """Histogram bin b counts nonzero activations in [2^((b-80)/4), 2^((b-79)/4)): quarter octaves from
 about 1e-6 to 4,000; values outside fall in the end bins."""
-BLOCK_ROWS = 16
-"""Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
-DENSE_GROUPS = 16
-"""best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
 NEGATIVE_POOL = 8
 """The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
 WINDOW_MEMORY = 256 << 20
@@ -72,59 +68,6 @@ def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, t
     acts = encoder.activate(pre)
     rows, features = acts.nonzero(as_tuple=True)
     return rows, features, acts[rows, features]
-
-
-def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
-    """[ceil(B / BLOCK_ROWS), F]: per block of BLOCK_ROWS rows and per feature, the extreme of sign * pre
-    (key units: the highest for +1, minus the lowest for -1). One reduction over the batch."""
-    B, F = pre.shape
-    whole = B // BLOCK_ROWS * BLOCK_ROWS
-    reduce = torch.amax if sign > 0 else torch.amin
-    parts = [reduce(pre[:whole].view(-1, BLOCK_ROWS, F), 1)] if whole else []
-    parts += [reduce(pre[whole:], 0, keepdim=True)] if whole < B else []
-    out = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return out if sign > 0 else -out
-
-
-def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
-    """[items, F]: each item's extreme of sign * pre per feature (items contiguous in the batch)."""
-    local = item - item[0]
-    out = torch.full((int(local[-1]) + 1, pre.shape[1]), sign * -torch.inf, dtype=pre.dtype, device=pre.device)
-    out.scatter_reduce_(0, local[:, None].expand_as(pre), pre, "amax" if sign > 0 else "amin")
-    return out if sign > 0 else -out
-
-
-def uniform_length(item: torch.Tensor, position: torch.Tensor) -> int | None:
-    """L when the batch is whole items of L rows each, in order (positions 0..L-1 repeated), else None."""
-    length = int(position[-1]) + 1
-    n = int(item[-1] - item[0]) + 1
-    if n * length != len(item) or int(position[0]) != 0:
-        return None
-    expected = torch.arange(length, device=position.device).repeat(n)
-    return length if torch.equal(position, expected) else None
-
-
-def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
-                   features: int) -> torch.Tensor:
-    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature);
-    idents are distinct within a group. Where the batch's items x features is small next to the
-    entries (a sequence's tokens or frames: few items, many entries each), two scatters into a dense
-    [items, features] table find them (4-5x faster than sorting); else a sort."""
-    if len(item) == 0:
-        return torch.empty(0, dtype=torch.int64, device=item.device)
-    low = item.min()
-    cells = (int(item.max() - low) + 1) * features
-    if cells > DENSE_GROUPS * len(item) + (1 << 20):
-        group = item * features + feature
-        order = lexsort_groups(group, key, ident)
-        return order[rank_in_group(group[order]) == 0]
-    group = (item - low) * features + feature
-    peak = torch.full((cells,), -torch.inf, dtype=key.dtype, device=key.device)
-    peak.scatter_reduce_(0, group, key, "amax")
-    tied = key == peak[group]  # each group's largest key, possibly at several entries
-    first = torch.full((cells,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=key.device)
-    first.scatter_reduce_(0, group[tied], ident[tied], "amin")
-    return torch.nonzero(tied & (ident == first[group])).flatten()
 
 
 class Accumulator:
@@ -290,10 +233,12 @@ class Accumulator:
             self._offer(c, items, multi_row)
 
     def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
-        windows = None
-        if c.windows is not None:
-            def windows(index: torch.Tensor) -> torch.Tensor:
-                return c.windows(c.fire_item[index], c.fire_feature[index], c.fire_position[index])
+        source = c.windows
+
+        def windows(index: torch.Tensor) -> torch.Tensor:
+            return source(c.fire_item[index], c.fire_feature[index], c.fire_position[index])
+
+        windows = windows if source is not None else None
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, windows)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:

@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from autointerp.config import MineConfig
 from autointerp.corpus.items import Corpus
 from autointerp.errors import InputError, warn
-from autointerp.mine.accumulator import Accumulator, Candidates, best_per_group
+from autointerp.mine.accumulator import Accumulator, Candidates
+from autointerp.mine.scans import best_per_group
 from autointerp.mine.checkpoint import SavedState, disk_space, read_state, save_state
 from autointerp.mine.shards import Shard, identity, merge_shards
 from autointerp.mine.write import mined_features, sync_sae, write
