@@ -327,9 +327,12 @@ class Accumulator:
                         "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
         return out
 
-    def windows(self) -> dict[tuple[int, int], torch.Tensor]:
-        """{(feature, item): activation window} kept by the top and sample lists (see windows.py)."""
-        return self.sample.payloads() | self.top.payloads()
+    def windows(self) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
+        """({(feature, item): row}, rows): the activation windows kept by the top and sample lists (see
+        windows.py)."""
+        top, top_rows = self.top.payloads()
+        sample, sample_rows = self.sample.payloads()
+        return {key: row + len(top_rows) for key, row in sample.items()} | top, torch.cat([top_rows, sample_rows])
 
     def negatives(self) -> dict[int, list[int]]:
         """Per feature, n_negative items of the global sample where it never fires, in a per-feature

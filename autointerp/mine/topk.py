@@ -214,15 +214,13 @@ class TopPerFeature:
             self._used += len(mine)
         return ref
 
-    def payloads(self) -> dict[tuple[int, int], torch.Tensor]:
-        """{(feature, id): payload} of the filled entries that have one."""
+    def payloads(self) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
+        """({(feature, id): row}, rows [n, window]): the payloads of the filled entries that have one."""
         self.flush()
-        if not self.window:
-            return {}
-        feature, slot = torch.nonzero((self.packed != EMPTY) & (self.ref >= 0), as_tuple=True)
+        filled = (self.packed != EMPTY) & (self.ref >= 0)
+        feature, slot = torch.nonzero(filled, as_tuple=True)
         ids = unpack_ids(self.packed[feature, slot]).tolist()
-        rows = self.pool[self.ref[feature, slot]]
-        return {(f, i): rows[n] for n, (f, i) in enumerate(zip(feature.tolist(), ids))}
+        return dict(zip(zip(feature.tolist(), ids), range(len(ids)))), self.pool[self.ref[feature, slot]]
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
         """Per feature, its (id, value, position) entries, best first, only filled slots."""

@@ -39,7 +39,8 @@ def test_windows_from_the_pass_equal_encoded_again(tmp_path):
     known = acc.windows()
     w = config.trace_window
     complete = crossing = 0
-    for (f, item), window in known.items():
+    for (f, item), row in known[0].items():
+        window = known[1][row]
         peak = next(p for kind in per_feature[f].values() for i, _, p in kind if i == item)
         n = corpus.items[item].positions
         seen = window[max(0, peak - w) - peak + w:min(n, peak + w + 1) - peak + w]
@@ -54,7 +55,7 @@ def test_windows_from_the_pass_equal_encoded_again(tmp_path):
 def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch):
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 0)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
-    assert acc.windows() == {}
+    assert acc.windows()[0] == {}
     got = traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows())
     assert set(got) == {(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind}
 
@@ -74,9 +75,9 @@ def test_pool_compaction_keeps_the_live_payloads(features):
             offered[i] = value
         top.offer(f, float_key(values), ids, values,
                   windows=lambda index, ids=ids: ids[index, None].float().expand(-1, 2) + torch.tensor([0.0, 0.5]))
-    payloads = top.payloads()
+    index, rows = top.payloads()
     entries = top.entries()
-    assert sum(len(row) for row in entries) == len(payloads)
+    assert sum(len(row) for row in entries) == len(index)
     for f, row in enumerate(entries):
         for item, value, _ in row:
-            assert payloads[(f, item)].tolist() == [float(item), item + 0.5]
+            assert rows[index[(f, item)]].tolist() == [float(item), item + 0.5]
