@@ -187,6 +187,8 @@ def overhead(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
           f"{f / b:.3f}x (target <= 1.2; best times of {rounds} alternated rounds; per round "
           f"{ratios[0]:.3f}-{ratios[-1]:.3f}x)")
     print(f"[{label}]   without hard negatives (n_hard = 0): {l:8.2f} s  overhead {l / b:.3f}x")
+    print(f"[{label}] CPU-s overhead (full / bare, least CPU-s of each): {min(cpu['full']) / min(cpu['bare']):.3f}x; "
+          f"without hard negatives {min(cpu['lean']) / min(cpu['bare']):.3f}x")
 
 
 def main() -> None:

@@ -16,19 +16,19 @@ import torch
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
 from autointerp.threads import at_most
-from autointerp.mine.topk import (EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float,
-                             lexsort_groups, rank_in_group)
+from autointerp.mine.scans import BLOCK_ROWS, best_per_group, block_extremes, item_extremes, uniform_length
+from autointerp.mine.windows import BatchWindows
+from autointerp.mine.topk import EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float, lexsort_groups
 
 HIST_BINS = 128
 HIST_OFFSET = 80
 """Histogram bin b counts nonzero activations in [2^((b-80)/4), 2^((b-79)/4)): quarter octaves from
 about 1e-6 to 4,000; values outside fall in the end bins."""
-BLOCK_ROWS = 16
-"""Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
-DENSE_GROUPS = 16
-"""best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
 NEGATIVE_POOL = 8
 """The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
+WINDOW_MEMORY = 256 << 20
+"""Sequence corpora: a top list keeps its entries' activation windows (traces, see windows.py) while
+they take at most this many bytes; beyond it, traces encode those windows again after the pass."""
 
 
 @dataclass
@@ -49,10 +49,13 @@ class Candidates:
     hard_feature: torch.Tensor
     hard_value: torch.Tensor
     hard_position: torch.Tensor
+    windows: BatchWindows | None = None
+    """The batch's activation windows (None: items split over batches, or no windows kept)."""
 
     @staticmethod
     def cat(parts: list["Candidates"]) -> "Candidates":
-        return Candidates(*(torch.cat([getattr(p, name) for p in parts]) for name in Candidates.__dataclass_fields__))
+        return Candidates(*(torch.cat([getattr(p, name) for p in parts]) for name in Candidates.__dataclass_fields__
+                            if name != "windows"))
 
 
 def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,61 +70,23 @@ def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, t
     return rows, features, acts[rows, features]
 
 
-def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
-    """[ceil(B / BLOCK_ROWS), F]: per block of BLOCK_ROWS rows and per feature, the extreme of sign * pre
-    (key units: the highest for +1, minus the lowest for -1). One reduction over the batch."""
-    B, F = pre.shape
-    whole = B // BLOCK_ROWS * BLOCK_ROWS
-    reduce = torch.amax if sign > 0 else torch.amin
-    parts = [reduce(pre[:whole].view(-1, BLOCK_ROWS, F), 1)] if whole else []
-    parts += [reduce(pre[whole:], 0, keepdim=True)] if whole < B else []
-    out = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return out if sign > 0 else -out
-
-
-def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
-    """[items, F]: each item's extreme of sign * pre per feature (items contiguous in the batch)."""
-    local = item - item[0]
-    out = torch.full((int(local[-1]) + 1, pre.shape[1]), sign * -torch.inf, dtype=pre.dtype, device=pre.device)
-    out.scatter_reduce_(0, local[:, None].expand_as(pre), pre, "amax" if sign > 0 else "amin")
-    return out if sign > 0 else -out
-
-
-def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
-                   features: int) -> torch.Tensor:
-    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature);
-    idents are distinct within a group. Where the batch's items x features is small next to the
-    entries (a sequence's tokens or frames: few items, many entries each), two scatters into a dense
-    [items, features] table find them (4-5x faster than sorting); else a sort."""
-    if len(item) == 0:
-        return torch.empty(0, dtype=torch.int64, device=item.device)
-    low = item.min()
-    cells = (int(item.max() - low) + 1) * features
-    if cells > DENSE_GROUPS * len(item) + (1 << 20):
-        group = item * features + feature
-        order = lexsort_groups(group, key, ident)
-        return order[rank_in_group(group[order]) == 0]
-    group = (item - low) * features + feature
-    peak = torch.full((cells,), -torch.inf, dtype=key.dtype, device=key.device)
-    peak.scatter_reduce_(0, group, key, "amax")
-    tied = key == peak[group]  # each group's largest key, possibly at several entries
-    first = torch.full((cells,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=key.device)
-    first.scatter_reduce_(0, group[tied], ident[tied], "amin")
-    return torch.nonzero(tied & (ident == first[group])).flatten()
-
-
 class Accumulator:
-    def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device) -> None:
+    def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device,
+                 sequence: bool = False) -> None:
+        """sequence: the corpus has items of several rows, whose top and sample entries keep their
+        activation windows (within WINDOW_MEMORY per list)."""
         self.config, self.features, self.device = config, features, device
         F = features
         self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
         self.act_sum = torch.zeros(F, dtype=torch.float64, device=device)
         self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
         self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
-        self.top = TopPerFeature(F, config.n_top, device)
+        self.window = 2 * config.trace_window + 1 if sequence else 0
+        self.top = TopPerFeature(F, config.n_top, device, self._window(config.n_top))
         self.bottom = TopPerFeature(F, config.n_bottom, device)
         self.near = TopPerFeature(F, config.n_hard, device)
-        self.sample = TopPerFeature(F, config.n_top + 4 * config.n_holdout if config.n_holdout else 0, device)
+        n_sample = config.n_top + 4 * config.n_holdout if config.n_holdout else 0
+        self.sample = TopPerFeature(F, n_sample, device, self._window(n_sample))
         pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
         self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
         self.pool_items = torch.full((pool,), -1, dtype=torch.int64, device=device)
@@ -134,6 +99,9 @@ class Accumulator:
         self.rows = 0
         self.skipped = 0
 
+    def _window(self, k: int) -> int:
+        return self.window if 2 * self.features * k * self.window * 4 <= WINDOW_MEMORY else 0  # pool: 2x
+
     # --- one batch ---------------------------------------------------------------------------------
     def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
                    row_id: torch.Tensor, recon_p: float) -> Candidates:
@@ -141,6 +109,9 @@ class Accumulator:
         x [B, d]; item, position, row_id [B] (item and position of every row)."""
         pre = encoder.preacts(x)
         r, f, v = active_entries(encoder, pre)
+        windows = None
+        if self.top.window or self.sample.window:
+            windows = BatchWindows(item, position, r, f, v, self.features, self.config.trace_window)
         self.rows += x.shape[0]
         self.fire_count += torch.bincount(f, minlength=self.features)
         self.act_sum.index_add_(0, f, v.double())
@@ -149,14 +120,62 @@ class Accumulator:
         self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
-        low = self._extremes(pre, -1, self.bottom, item, position)
-        if self.near.k:  # a near miss is where the feature does not fire (pre is not used after this)
-            pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
-        hard = self._extremes(pre, 1, self.near, item, position)
-        if item[-1] - item[0] + 1 < len(item):  # several rows per item: keep each item's peak
+        multi_row = bool(item[-1] - item[0] + 1 < len(item))
+        fired = None
+        if self.near.k and multi_row:  # (item, feature) pairs that fire: no near miss anywhere in the item
+            fired = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
+            fired[item[r] - item[0], f] = True
+        length = uniform_length(item, position) if multi_row else None
+        if length is not None:  # whole items of `length` rows: each item's extremes in one reduction
+            low = self._item_scan(pre, -1, self.bottom, item, position, length, None)
+            hard = self._item_scan(pre, 1, self.near, item, position, length, fired)
+        else:
+            low = self._extremes(pre, -1, self.bottom, item, position)
+            if fired is not None:  # a near miss is where the feature does not fire anywhere in the item
+                pre.masked_fill_(fired[item - item[0]], -torch.inf)  # (pre is not used after this)
+            elif self.near.k:
+                pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
+            hard = self._extremes(pre, 1, self.near, item, position)
+        if multi_row:  # several rows per item: keep each item's peak
             fire = best_per_group(item[r], f, v.double(), position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
-        return Candidates(item[r], f, v, position[r], *low, *hard)
+        return Candidates(item[r], f, v, position[r], *low, *hard, windows)
+
+    def _limit(self, top: TopPerFeature, best: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Per feature, the least key (sign * pre) that could enter `top`: its K-th, or while it is unfilled,
+        the K-th of `best` ([candidates, F], each row one item's or block's extremes) when it has K rows."""
+        worst = top.worst()
+        unfilled = worst == EMPTY
+        bound = torch.full_like(best[0], -torch.inf)
+        if bool(unfilled.any()) and len(best) >= top.k:
+            bound = best.topk(top.k, dim=0).values[-1]
+        return torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(dtype).min)
+
+    def _item_scan(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
+                   position: torch.Tensor, length: int, fired: torch.Tensor | None):
+        """_extremes for a batch of whole items of `length` rows each (positions 0..length-1): the extreme
+        of sign * pre per block of rows (blocks tile the items) and feature in one reduction, each item's
+        from its blocks ([items, F]; -inf where `fired`); only the (item, feature) pairs that reach the
+        limit are read again, for the first block holding the extreme, then its first row."""
+        empty = torch.empty(0, dtype=torch.int64, device=pre.device)
+        if top.k == 0:
+            return empty, empty, empty.float(), empty
+        F = pre.shape[1]
+        size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)
+        per_item = length // size
+        view = pre.view(-1, size, F)
+        blocks = view.amax(1) if sign > 0 else -view.amin(1)  # [blocks, F]
+        best = blocks.view(-1, per_item, F).amax(1)  # [items, F]
+        if fired is not None:
+            best.masked_fill_(fired, -torch.inf)
+        limit = self._limit(top, best, pre.dtype)
+        local, feature = torch.nonzero(best >= limit[None, :], as_tuple=True)
+        extreme = best[local, feature][:, None]
+        block = local[:, None] * per_item + torch.arange(per_item, device=pre.device)  # [pairs, per_item]
+        block = block.gather(1, (blocks[block, feature[:, None]] == extreme).int().argmax(1, keepdim=True))
+        rows = block * size + torch.arange(size, device=pre.device)  # [pairs, size]: the first such block
+        rows = rows.gather(1, (pre[rows, feature[:, None]] * sign == extreme).int().argmax(1, keepdim=True)).flatten()
+        return item[rows], feature, pre[rows, feature].float(), position[rows]
 
     def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
                   position: torch.Tensor):
@@ -170,15 +189,10 @@ class Accumulator:
         if top.k == 0:
             return empty, empty, empty.float(), empty
         blocks = block_extremes(pre, sign)
-        worst = top.worst()
-        unfilled = worst == EMPTY
         one_row_items = bool(item[-1] - item[0] + 1 == len(item))
-        bound = torch.full_like(blocks[0], -torch.inf)
-        if bool(unfilled.any()):
-            best = blocks if one_row_items else item_extremes(pre, sign, item)
-            if len(best) >= top.k:
-                bound = best.topk(top.k, dim=0).values[-1]
-        limit = torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(pre.dtype).min)
+        unfilled = bool((top.worst() == EMPTY).any())
+        limit = self._limit(top, blocks if one_row_items or not unfilled else item_extremes(pre, sign, item),
+                            pre.dtype)
         block, feature = torch.nonzero(blocks >= limit[None, :], as_tuple=True)
         r = block[:, None] * BLOCK_ROWS + torch.arange(BLOCK_ROWS, device=pre.device)  # [pairs, BLOCK_ROWS]
         inside = r < pre.shape[0]
@@ -219,7 +233,13 @@ class Accumulator:
             self._offer(c, items, multi_row)
 
     def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
-        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position)
+        source = c.windows
+
+        def windows(index: torch.Tensor) -> torch.Tensor:
+            return source(c.fire_item[index], c.fire_feature[index], c.fire_position[index])
+
+        windows = windows if source is not None else None
+        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, windows)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:
             keep = slice(None)
@@ -230,7 +250,7 @@ class Accumulator:
                             c.hard_value[keep], c.hard_position[keep])
         if self.sample.k:
             keys = hash_key(hash_bits(c.fire_item, c.fire_feature, self.config.seed))
-            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position)
+            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position, windows)
         if len(self.pool_keys):
             self._pool(c, items)
 
@@ -285,7 +305,7 @@ class Accumulator:
         for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
         for name in ("top", "bottom", "near", "sample"):
-            setattr(self, name, TopPerFeature.from_state(state[name], self.device))
+            setattr(self, name, TopPerFeature.from_state(state[name], self.device, getattr(self, name).window))
         self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
 
     # --- results -----------------------------------------------------------------------------------
@@ -306,6 +326,13 @@ class Accumulator:
             out.append({"first_bin": occupied[0] - HIST_OFFSET, "bins_per_octave": 4,
                         "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
         return out
+
+    def windows(self) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
+        """({(feature, item): row}, rows): the activation windows kept by the top and sample lists (see
+        windows.py)."""
+        top, top_rows = self.top.payloads()
+        sample, sample_rows = self.sample.payloads()
+        return {key: row + len(top_rows) for key, row in sample.items()} | top, torch.cat([top_rows, sample_rows])
 
     def negatives(self) -> dict[int, list[int]]:
         """Per feature, n_negative items of the global sample where it never fires, in a per-feature

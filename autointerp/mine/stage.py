@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from autointerp.config import MineConfig
 from autointerp.corpus.items import Corpus
 from autointerp.errors import InputError, warn
-from autointerp.mine.accumulator import Accumulator, Candidates, best_per_group
+from autointerp.mine.accumulator import Accumulator, Candidates
+from autointerp.mine.scans import best_per_group
 from autointerp.mine.checkpoint import SavedState, disk_space, read_state, save_state
 from autointerp.mine.shards import Shard, identity, merge_shards
 from autointerp.mine.write import mined_features, sync_sae, write
@@ -115,7 +116,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     each batch, call `reached` with the corpus row the pass has reached (a Ray task's progress)."""
     release_large_buffers()
     enc = encoder.to(device)
-    acc = Accumulator(enc.d_in, enc.d_sae, config, device)
+    acc = Accumulator(enc.d_in, enc.d_sae, config, device, corpus.is_sequence)
     first_item, stop_item = shard.items(len(corpus.items))
     expected = identity(encoder, corpus, config, shard) if checkpoint is not None else {}
     next_item = resume(checkpoint, expected, acc, first_item, stop_item) if checkpoint is not None else first_item

@@ -10,12 +10,16 @@ bottom pre-activations (the key of -pre) and uniform samples (the key is a hash 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 _M32 = 0xFFFFFFFF
 EMPTY = torch.iinfo(torch.int64).min
 WIDE_TABLE = 4
 """TopPerFeature.flush merges in a table of at most WIDE_TABLE times the cells its entries need."""
+HELD_SOURCES = 16
+"""TopPerFeature with payloads flushes once this many offers wait (each holds its batch's data)."""
 
 
 def hash_bits(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
@@ -78,14 +82,24 @@ class TopPerFeature:
     Offered candidates wait in a buffer of at most about F x K entries, merged into the state when it
     fills and before the state is read (entries, state, merge): one merge then does the work of many
     batches. worst() does not wait for them: it may be lower than the true K-th, never higher, which is
-    what a filter of candidates needs."""
+    what a filter of candidates needs.
 
-    def __init__(self, features: int, k: int, device: torch.device | str = "cpu") -> None:
+    With `window` > 0 each entry also carries a float32 payload of that many values (a sequence
+    example's activation trace, NaN where unknown), asked of the offer only for candidates that enter
+    the state at a flush, and kept in a pool (`pool[ref]`, compacted when full), in memory only:
+    state() and merge() leave it out, so a resumed or merged pass falls back to computing it again."""
+
+    def __init__(self, features: int, k: int, device: torch.device | str = "cpu", window: int = 0) -> None:
         self.k = k
         self.packed = torch.full((features, k), EMPTY, dtype=torch.int64, device=device)
         self.values = torch.zeros((features, k), dtype=torch.float32, device=device)
         self.positions = torch.full((features, k), -1, dtype=torch.int64, device=device)
+        self.window = window if k else 0
+        self.pool = torch.empty((0, window), device=device)
+        self._used = 0
+        self.ref = torch.full((features, k), -1, dtype=torch.int64, device=device)
         self._pending: list[tuple[torch.Tensor, ...]] = []
+        self._sources: list[tuple[Callable[[torch.Tensor], torch.Tensor] | None, torch.Tensor]] = []
         self._pending_size = 0
 
     def worst(self) -> torch.Tensor:
@@ -93,9 +107,11 @@ class TopPerFeature:
         return self.packed[:, -1]
 
     def offer(self, features: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
-              positions: torch.Tensor | None = None) -> None:
+              positions: torch.Tensor | None = None,
+              windows: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Offer candidates (1-D, equal length; keys from float_key or hash_key); each (feature, id) at
-        most once over the whole pass."""
+        most once over the whole pass. `windows(index)`: the payloads [len(index), window] of the
+        candidates at those indices, asked at the next flush for those that enter the state."""
         if self.k == 0 or len(features) == 0:
             return
         packed = pack(keys, ids)
@@ -105,8 +121,10 @@ class TopPerFeature:
             return
         positions = positions[better] if positions is not None else torch.full((n,), -1, device=packed.device)
         self._pending.append((features[better], packed[better], values[better].float(), positions))
+        if self.window:
+            self._sources.append((windows, torch.nonzero(better).flatten()))
         self._pending_size += n
-        if self._pending_size >= self.packed.numel():
+        if self._pending_size >= self.packed.numel() or len(self._sources) >= HELD_SOURCES:
             self.flush()
 
     def flush(self) -> None:
@@ -114,6 +132,7 @@ class TopPerFeature:
         if not self._pending:
             return
         features, packed, values, positions = (torch.cat(part) for part in zip(*self._pending))
+        sources, self._sources = self._sources, []
         self._pending, self._pending_size = [], 0
         # Each feature's candidates side by side in a table with its K entries, then one top-K per row.
         # One stable sort by feature (a radix sort of small integers) places them; only where one
@@ -144,6 +163,18 @@ class TopPerFeature:
         merged_values[slot, self.k + rank] = values[order]
         merged_positions[slot, self.k + rank] = positions[order]
         best = merged.topk(self.k, dim=1).indices  # packed keys are distinct: no ties
+        if self.window:  # the kept entries' payloads: old ones by reference, new ones asked of their offers
+            source = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)
+            source[slot, self.k + rank] = order
+            chosen = source.gather(1, best)
+            ref = self.ref[touched].gather(1, best.clamp(max=self.k - 1))
+            new = chosen >= 0
+            ref[new] = -1
+            self.ref[touched] = ref  # the entries that leave free their payloads (see _add_payloads)
+            added = self._add_payloads(chosen[new], sources)  # may renumber self.ref
+            ref = self.ref[touched]
+            ref[new] = added
+            self.ref[touched] = ref
         self.packed[touched] = merged.gather(1, best)
         self.values[touched] = merged_values.gather(1, best)
         self.positions[touched] = merged_positions.gather(1, best)
@@ -155,6 +186,41 @@ class TopPerFeature:
         features = torch.arange(other.packed.shape[0], device=other.packed.device)[:, None].expand_as(other.packed)
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
+
+    def _add_payloads(self, candidate: torch.Tensor, sources: list) -> torch.Tensor:
+        """Store the payloads of these candidates (indices into the flushed offers, concatenated) in the
+        pool, a buffer of 2 x features x K rows compacted when full; returns their references (-1: an
+        offer without payloads)."""
+        ends = torch.cumsum(torch.tensor([len(index) for _, index in sources], device=candidate.device), 0)
+        part = torch.searchsorted(ends, candidate, right=True)
+        local = candidate - torch.cat([ends.new_zeros(1), ends])[part]
+        ref = torch.full_like(candidate, -1)
+        if len(self.pool) == 0:  # (a normal tensor, updated in and outside inference mode)
+            with torch.inference_mode(False):
+                self.pool = torch.empty((2 * self.ref.numel(), self.window), device=candidate.device)
+        if self._used + len(candidate) > len(self.pool):  # compaction: only live payloads stay
+            live = self.ref >= 0
+            kept = self.ref[live]
+            self.pool[:len(kept)] = self.pool[kept]
+            self.ref[live] = torch.arange(len(kept), device=ref.device)
+            self._used = len(kept)
+        for p in torch.unique(part).tolist():
+            windows, index = sources[p]
+            mine = torch.nonzero(part == p).flatten()
+            if windows is None or len(mine) == 0:
+                continue
+            self.pool[self._used:self._used + len(mine)] = windows(index[local[mine]])
+            ref[mine] = torch.arange(self._used, self._used + len(mine), device=ref.device)
+            self._used += len(mine)
+        return ref
+
+    def payloads(self) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
+        """({(feature, id): row}, rows [n, window]): the payloads of the filled entries that have one."""
+        self.flush()
+        filled = (self.packed != EMPTY) & (self.ref >= 0)
+        feature, slot = torch.nonzero(filled, as_tuple=True)
+        ids = unpack_ids(self.packed[feature, slot]).tolist()
+        return dict(zip(zip(feature.tolist(), ids), range(len(ids)))), self.pool[self.ref[feature, slot]]
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
         """Per feature, its (id, value, position) entries, best first, only filled slots."""
@@ -168,7 +234,8 @@ class TopPerFeature:
         return {"packed": self.packed.cpu(), "values": self.values.cpu(), "positions": self.positions.cpu()}
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> "TopPerFeature":
-        top = cls(state["packed"].shape[0], state["packed"].shape[1], device)
+    def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu",
+                   window: int = 0) -> "TopPerFeature":
+        top = cls(state["packed"].shape[0], state["packed"].shape[1], device, window)  # without payloads
         top.packed, top.values, top.positions = (state[name].to(device) for name in ("packed", "values", "positions"))
         return top

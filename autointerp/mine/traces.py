@@ -1,5 +1,7 @@
 """Activation traces of sequence examples: for each top or held-out example, the feature's activation
-at every position in a window around the item's peak, computed by re-encoding just those windows."""
+at every position in a window around the item's peak. The pass keeps the windows it saw in its own
+batches (windows.py); the rest (items split over batches, skipped rows, a resumed or merged pass, top
+lists beyond the accumulator's WINDOW_MEMORY) are computed by re-encoding just those windows."""
 
 from __future__ import annotations
 
@@ -17,17 +19,40 @@ TRACED = ("top", "quantile")
 
 
 def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, list[tuple[int, float, int]]]],
-           config: MineConfig, device: torch.device) -> dict[tuple[int, int], dict]:
-    """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples."""
-    wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)]
+           config: MineConfig, device: torch.device,
+           known: tuple[dict[tuple[int, int], int], torch.Tensor] | None = None) -> dict[tuple[int, int], dict]:
+    """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples. known:
+    ({(feature, item): row}, rows), each row the activations at the 2 * trace_window + 1 positions
+    centred on the peak, NaN where not seen, from the pass (Accumulator.windows)."""
+    w = config.trace_window
+    out: dict[tuple[int, int], dict] = {}
+    wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)], to encode
+    seen: list[tuple[int, int, int, int, int]] = []  # (feature, item, peak, start, end) with a kept window
+    rows: list[int] = []
+    index, table = known if known is not None else ({}, None)
     for f, kinds in per_feature.items():
         for kind in TRACED:
             for item, _, peak in kinds.get(kind, []):
+                n = int(corpus.first_row[item + 1] - corpus.first_row[item])  # positions
+                window = index.get((f, item))
+                if window is None:
+                    wanted[item].append((f, peak))
+                else:
+                    seen.append((f, item, peak, max(0, peak - w), min(n, peak + w + 1)))
+                    rows.append(window)
+    if seen:
+        kept = table[torch.tensor(rows, device=table.device)]  # [m, 2w + 1]: positions peak - w .. peak + w
+        offset = torch.arange(kept.shape[1], device=kept.device)
+        span = torch.tensor([(s - peak + w, e - peak + w) for _, _, peak, s, e in seen], device=kept.device)
+        unseen = (kept.isnan() & (offset >= span[:, :1]) & (offset < span[:, 1:])).any(1).tolist()
+        for (f, item, peak, s, e), values, missing in zip(seen, torch.round(kept.double(), decimals=5).cpu().tolist(),
+                                                          unseen):
+            if missing:  # a position of the window in another batch (or a skipped row): encode it
                 wanted[item].append((f, peak))
+            else:
+                out[(f, item)] = _window(corpus, item, s, e, values[s - peak + w:e - peak + w])
     enc = encoder.to(device)
-    w = config.trace_window
     limit = batch_rows(config.batch_size, enc.d_sae, device)
-    out: dict[tuple[int, int], dict] = {}
     items = sorted(wanted)
     with torch.inference_mode(), Progress("mine: traces", len(items), "items") as bar:
         begin = 0
@@ -36,7 +61,7 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
             while begin < len(items):
                 item = items[begin]
                 peaks = [p for _, p in wanted[item]]
-                n = corpus.items[item].positions
+                n = int(corpus.first_row[item + 1] - corpus.first_row[item])
                 lo, hi = max(0, min(peaks) - w), min(n, max(peaks) + w + 1)
                 if chunk and total + hi - lo > limit:
                     break
@@ -58,13 +83,18 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
             clean = bool(finite.all())
             for (item, f, s, e, _), row in zip(windows, values):
                 trace = row[:e - s]
-                window = {"trace_start": s,
-                          "trace": trace if clean else [None if v != v else v for v in trace]}  # NaN: a skipped row
-                meta = corpus.items[item]
-                if corpus.frame_seconds and meta.audio:
-                    base = meta.start or 0.0
-                    window |= {"start": round(base + s * corpus.frame_seconds, 4),
-                               "end": round(base + e * corpus.frame_seconds, 4)}
-                out[(f, item)] = window
+                out[(f, item)] = _window(corpus, item, s, e, trace if clean else [None if v != v else v for v in trace])
             bar.update(len(chunk))
     return out
+
+
+def _window(corpus: Corpus, item: int, s: int, e: int, trace: list) -> dict:
+    """An example's window columns (trace: None at a skipped row)."""
+    window = {"trace_start": s, "trace": trace}
+    if not corpus.frame_seconds:
+        return window
+    meta = corpus.items[item]
+    if meta.audio:
+        base = meta.start or 0.0
+        window |= {"start": round(base + s * corpus.frame_seconds, 4), "end": round(base + e * corpus.frame_seconds, 4)}
+    return window

@@ -182,7 +182,7 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
                           "quantile": _holdout(samples[f], shown, config.n_holdout),
                           "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
     sequence = corpus.is_sequence
-    windows = traces(encoder, corpus, per_feature, config, device) if sequence else {}
+    windows = traces(encoder, corpus, per_feature, config, device, acc.windows()) if sequence else {}
     no_window = {"start": None, "end": None, "trace_start": None, "trace": None}
     with Progress("mine: write", len(todo), "features") as bar:
         for begin in range(0, len(todo), WRITE_BATCH):

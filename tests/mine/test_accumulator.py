@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autointerp.mine import accumulator
-from autointerp.mine.accumulator import best_per_group
+from autointerp.mine import scans
+from autointerp.mine.scans import best_per_group
 
 
 def reference(item, feature, key, ident) -> set[int]:
@@ -38,7 +38,7 @@ def test_dense_table_matches_brute_force(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_sort_path_matches_brute_force(seed, monkeypatch):
-    monkeypatch.setattr(accumulator, "DENSE_GROUPS", 0)
+    monkeypatch.setattr(scans, "DENSE_GROUPS", 0)
     item, feature, key, ident = entries(seed)
     item = torch.where(item == item.max(), item + 10_000_000, item)  # items far apart: the table would be large
     got = best_per_group(item, feature, key.double(), ident, 12).tolist()

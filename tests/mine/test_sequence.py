@@ -194,7 +194,8 @@ def run(config_path: Path, *args: str) -> None:
 
 
 @pytest.mark.parametrize("lengths", [[1] * 40, [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2, 5, 1, 4, 3, 2, 6],
-                                     [2, 15, 1, 3, 20, 2, 4]])  # 15 and 20 exceed batch_size 7: chunked
+                                     [2, 15, 1, 3, 20, 2, 4],  # 15 and 20 exceed batch_size 7: chunked
+                                     [3] * 30, [2] * 12 + [9] + [2] * 12])  # batches of equal items (item scans)
 def test_mining_matches_brute_force(tmp_path, lengths):
     config = make_corpus(tmp_path, lengths)
     run(config, "mine")
@@ -209,6 +210,16 @@ def test_block_scans_match_brute_force(tmp_path, sequence):
     config = make_corpus(tmp_path, lengths, seed=3, batch_size=37)
     run(config, "mine")
     check(config, sequence=sequence)
+
+
+@pytest.mark.parametrize("lengths,batch_size", [([6] * 60, 36), ([5, 7] * 30, 36)])
+def test_near_misses_skip_items_that_fire_elsewhere(tmp_path, lengths, batch_size):
+    """Items of several rows where most features fire: while a feature's near-miss list is unfilled, the
+    batch's bound must count only items where it never fires (counting the others dropped valid near
+    misses before)."""
+    config = make_corpus(tmp_path, lengths, seed=5, batch_size=batch_size)
+    run(config, "mine")
+    check(config)
 
 
 @pytest.mark.parametrize("fmt", ["shards", "safetensors", "parquet"])

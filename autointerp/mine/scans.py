@@ -1,0 +1,64 @@
+"""Per-feature extremes of a batch's pre-activations over blocks of rows and over items, and the best
+entry per (item, feature) group: the scans behind the accumulator's candidates (accumulator.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from autointerp.mine.topk import lexsort_groups, rank_in_group
+
+BLOCK_ROWS = 16
+"""Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
+DENSE_GROUPS = 16
+"""best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
+def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
+    """[ceil(B / BLOCK_ROWS), F]: per block of BLOCK_ROWS rows and per feature, the extreme of sign * pre
+    (key units: the highest for +1, minus the lowest for -1). One reduction over the batch."""
+    B, F = pre.shape
+    whole = B // BLOCK_ROWS * BLOCK_ROWS
+    reduce = torch.amax if sign > 0 else torch.amin
+    parts = [reduce(pre[:whole].view(-1, BLOCK_ROWS, F), 1)] if whole else []
+    parts += [reduce(pre[whole:], 0, keepdim=True)] if whole < B else []
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out if sign > 0 else -out
+
+
+def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:
+    """[items, F]: each item's extreme of sign * pre per feature (items contiguous in the batch)."""
+    local = item - item[0]
+    out = torch.full((int(local[-1]) + 1, pre.shape[1]), sign * -torch.inf, dtype=pre.dtype, device=pre.device)
+    out.scatter_reduce_(0, local[:, None].expand_as(pre), pre, "amax" if sign > 0 else "amin")
+    return out if sign > 0 else -out
+
+
+def uniform_length(item: torch.Tensor, position: torch.Tensor) -> int | None:
+    """L when the batch is whole items of L rows each, in order (positions 0..L-1 repeated), else None."""
+    length = int(position[-1]) + 1
+    n = int(item[-1] - item[0]) + 1
+    if n * length != len(item) or int(position[0]) != 0:
+        return None
+    expected = torch.arange(length, device=position.device).repeat(n)
+    return length if torch.equal(position, expected) else None
+
+
+def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
+                   features: int) -> torch.Tensor:
+    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature);
+    idents are distinct within a group. Where the batch's items x features is small next to the
+    entries (a sequence's tokens or frames: few items, many entries each), two scatters into a dense
+    [items, features] table find them (4-5x faster than sorting); else a sort."""
+    if len(item) == 0:
+        return torch.empty(0, dtype=torch.int64, device=item.device)
+    low = item.min()
+    cells = (int(item.max() - low) + 1) * features
+    if cells > DENSE_GROUPS * len(item) + (1 << 20):
+        group = item * features + feature
+        order = lexsort_groups(group, key, ident)
+        return order[rank_in_group(group[order]) == 0]
+    group = (item - low) * features + feature
+    peak = torch.full((cells,), -torch.inf, dtype=key.dtype, device=key.device)
+    peak.scatter_reduce_(0, group, key, "amax")
+    tied = key == peak[group]  # each group's largest key, possibly at several entries
+    first = torch.full((cells,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=key.device)
+    first.scatter_reduce_(0, group[tied], ident[tied], "amin")
+    return torch.nonzero(tied & (ident == first[group])).flatten()

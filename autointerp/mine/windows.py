@@ -1,0 +1,47 @@
+"""Activation windows of sequence examples read from the pass's own batch: for a candidate (item,
+feature, peak position) entering a top list, the feature's activation at positions peak - w .. peak + w,
+taken from the batch's active entries, so that traces (traces.py) need not encode those rows again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class BatchWindows:
+    """One batch: the item and position of each of its rows, and its active entries (row, feature,
+    activation), exactly as the pass computed them."""
+    item: torch.Tensor
+    position: torch.Tensor
+    rows: torch.Tensor
+    features: torch.Tensor
+    values: torch.Tensor
+    n_features: int
+    width: int
+    """Positions on each side of the peak."""
+    _keys: torch.Tensor | None = field(default=None, repr=False)
+    _order: torch.Tensor | None = field(default=None, repr=False)
+
+    def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+        """[n, 2 * width + 1] float32: the activation of `feature` at each position of the window around
+        `peak` in `item`; NaN where that position's row is not in this batch (another batch, a skipped
+        row, or outside the item)."""
+        B, W = len(self.item), 2 * self.width + 1
+        if self._keys is None:  # active entries by (feature, row): a window's entries are one run
+            self._keys, self._order = torch.sort(self.features * B + self.rows)
+        first = torch.searchsorted(self.item, item)  # the item's rows in the batch: first .. last
+        last = torch.searchsorted(self.item, item, right=True) - 1
+        whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
+        start = first + peak - self.width - self.position[first]  # the window's first row
+        row = start[:, None] + torch.arange(W, device=item.device)
+        out = torch.where((row >= first[:, None]) & (row <= last[:, None]) & whole[:, None], 0.0, torch.nan)
+        base = feature * B + start
+        lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
+        count = hi - lo
+        which = torch.repeat_interleave(torch.arange(len(item), device=item.device), count)
+        entry = lo[which] + torch.arange(len(which), device=item.device) - (torch.cumsum(count, 0) - count)[which]
+        value = self.values[self._order[entry]].float()
+        out[which, self._keys[entry] - base[which]] += value  # NaN stays NaN: a row not in the batch
+        return out

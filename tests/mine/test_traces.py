@@ -1,0 +1,83 @@
+"""Traces read from the pass's own batches (windows.py) equal traces computed by encoding the windows
+again (traces.py without them): windows inside a batch, crossing batch edges (items split over
+batches), touching skipped rows, and lists too large to keep windows (WINDOW_MEMORY)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.config import load_config
+from autointerp.mine import accumulator
+from autointerp.mine.shards import Shard
+from autointerp.mine.stage import run_pass
+from autointerp.mine.traces import traces
+from autointerp.pipeline import Pipeline
+from autointerp.store.engine import Store
+from tests.mine.test_sequence import make_corpus
+
+LENGTHS = [2, 15, 1, 3, 20, 2, 4, 6, 6, 5, 1, 9, 3, 3, 3]  # batch_size 7: 15, 20 and 9 split over batches
+
+
+def mined_pass(tmp_path):
+    config_path = make_corpus(tmp_path, LENGTHS, extra='nonfinite = "skip"')
+    X = np.load(tmp_path / "v.npy")
+    X[[4, 40, 61]] = np.nan
+    np.save(tmp_path / "v.npy", X)
+    config = load_config(config_path)
+    pipeline = Pipeline(config, Store("sqlite://"))
+    encoder, corpus = pipeline.encoder(), pipeline.corpus()
+    acc = run_pass(encoder, corpus, config.mine, torch.device("cpu"), "skip", Shard(0, 1), None)
+    tops, samples = acc.top.entries(), acc.sample.entries()
+    per_feature = {f: {"top": tops[f], "quantile": samples[f]} for f in range(encoder.d_sae)}
+    return encoder, corpus, config.mine, acc, per_feature
+
+
+def test_windows_from_the_pass_equal_encoded_again(tmp_path):
+    encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
+    known = acc.windows()
+    w = config.trace_window
+    complete = crossing = 0
+    for (f, item), row in known[0].items():
+        window = known[1][row]
+        peak = next(p for kind in per_feature[f].values() for i, _, p in kind if i == item)
+        n = corpus.items[item].positions
+        seen = window[max(0, peak - w) - peak + w:min(n, peak + w + 1) - peak + w]
+        complete += not bool(seen.isnan().any())
+        crossing += bool(seen.isnan().any())
+    assert complete > 20 and crossing > 0  # both paths are exercised
+    expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
+    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), known) == expected
+    assert any(None in window["trace"] for window in expected.values())  # skipped rows show as None
+
+
+def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 0)
+    encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
+    assert acc.windows()[0] == {}
+    got = traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows())
+    assert set(got) == {(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind}
+
+
+@pytest.mark.parametrize("features", [1, 7])
+def test_pool_compaction_keeps_the_live_payloads(features):
+    """Payloads follow their entries through many flushes and compactions of the pool."""
+    from autointerp.mine.topk import TopPerFeature, float_key
+    g = torch.Generator().manual_seed(features)
+    top = TopPerFeature(features, 3, window=2)
+    offered = {}
+    for batch in range(40):
+        f = torch.randint(0, features, (25,), generator=g)
+        ids = torch.arange(batch * 25, batch * 25 + 25)
+        values = torch.rand(25, generator=g)
+        for i, value in zip(ids.tolist(), values.tolist()):
+            offered[i] = value
+        top.offer(f, float_key(values), ids, values,
+                  windows=lambda index, ids=ids: ids[index, None].float().expand(-1, 2) + torch.tensor([0.0, 0.5]))
+    index, rows = top.payloads()
+    entries = top.entries()
+    assert sum(len(row) for row in entries) == len(index)
+    for f, row in enumerate(entries):
+        for item, value, _ in row:
+            assert rows[index[(f, item)]].tolist() == [float(item), item + 0.5]
