@@ -54,6 +54,7 @@ def windows(items: list[ItemRow], tokenizer: Any, context: int) -> Iterator[tupl
                          "the model (AutoTokenizer.from_pretrained(...).save_pretrained with `tokenizers` installed)")
     if context <= tokenizer.num_special_tokens_to_add():
         raise InputError(f"--context-tokens {context} leaves no room beside the tokenizer's special tokens: raise it")
+    decoded: dict[int, str] = {}  # one token's text depends on its id alone: decode each id once
     for index, item in enumerate(items):
         text = item.text or ""
         enc = tokenizer(text, max_length=context, truncation=True, return_overflowing_tokens=True,
@@ -63,7 +64,9 @@ def windows(items: list[ItemRow], tokenizer: Any, context: int) -> Iterator[tupl
         pieces = [p for p in pieces if p[1]]
         for k, (ids, keep, offsets) in enumerate(pieces):
             key = item.key if len(pieces) == 1 else f"{item.key}#{k}"
-            tokens = tokenizer.batch_decode([[ids[i]] for i in keep], clean_up_tokenization_spaces=False)
+            new = list(dict.fromkeys(ids[i] for i in keep if ids[i] not in decoded))
+            decoded.update(zip(new, tokenizer.batch_decode([[t] for t in new], clean_up_tokenization_spaces=False)))
+            tokens = [decoded[ids[i]] for i in keep]
             yield index, TextWindow(item, key, text[offsets[keep[0]][0]:offsets[keep[-1]][1]], list(ids), keep, tokens)
 
 

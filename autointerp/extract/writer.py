@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -29,14 +29,15 @@ def prepare(out: Path, overwrite: bool) -> None:
 
 
 class CorpusWriter:
-    """Appends (vectors, item record) pairs: vectors go to .npy shards of about shard_mb each (memory stays
-    bounded by one shard), items to a JSONL table, one line per item, in vector order."""
+    """Appends (vectors, item record) pairs: vectors go to .npy shards of about shard_mb each, streamed to
+    the file as they come (memory holds one item's vectors, never a shard), items to a JSONL table, one
+    line per item, in vector order."""
 
     def __init__(self, out: Path, shard_mb: float = 256.0) -> None:
         self.out, self.shard_bytes = out, shard_mb * 2**20
         self.items = (out / ITEMS).open("w", encoding="utf-8")
-        self.buffer: list[np.ndarray] = []
-        self.buffered = 0
+        self.shard: BinaryIO | None = None
+        self.in_shard = self.header_bytes = 0
         self.rows = self.count = self.shards = self.nonfinite = 0
         self.dim: int | None = None
 
@@ -46,29 +47,47 @@ class CorpusWriter:
             self.dim = vectors.shape[1]
         self.nonfinite += int((~np.isfinite(vectors).all(axis=1)).sum())
         self.items.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.buffer.append(vectors)
-        self.buffered += len(vectors)
         self.rows += len(vectors)
         self.count += 1
-        if self.buffered >= self.shard_rows:
-            self._flush(self.shard_rows)
+        while len(vectors):
+            if self.shard is None:
+                self.shard = (self.out / f"vectors-{self.shards:05d}.npy").open("wb")
+                self.header_bytes = _header(self.shard, 0, self.dim)
+            take = min(len(vectors), self.shard_rows - self.in_shard)
+            self.shard.write(vectors[:take].data)
+            self.in_shard += take
+            vectors = vectors[take:]
+            if self.in_shard == self.shard_rows:
+                self._end_shard()
 
     @property
     def shard_rows(self) -> int:
         return max(1, int(self.shard_bytes // (4 * (self.dim or 1))))
 
-    def _flush(self, rows: int) -> None:
-        data = np.concatenate(self.buffer) if len(self.buffer) != 1 else self.buffer[0]
-        while len(data) >= rows and len(data):
-            np.save(self.out / f"vectors-{self.shards:05d}.npy", data[:rows])
-            self.shards += 1
-            data = data[rows:]
-        self.buffer, self.buffered = ([data] if len(data) else []), len(data)
+    def _end_shard(self) -> None:
+        shard, self.shard = self.shard, None
+        if shard is None:
+            return
+        with shard:
+            if _header(shard, self.in_shard, self.dim) != self.header_bytes:  # numpy pads it for any row count
+                raise RuntimeError(f"{shard.name}: numpy's .npy header changed length with the row count")
+        self.in_shard = 0
+        self.shards += 1
 
     def close(self) -> None:
-        if self.buffered:
-            self._flush(self.buffered)
+        self._end_shard()
         self.items.close()
+
+
+def _header(file: BinaryIO, rows: int, dim: int | None) -> int:
+    """(Re)write a float32 [rows, dim] .npy header at the start of the file, as np.save writes it; return its length."""
+    end = file.tell()
+    file.seek(0)
+    np.lib.format.write_array_header_1_0(file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                "fortran_order": False, "shape": (rows, dim or 0)})
+    length = file.tell()
+    file.seek(max(end, length))
+    return length
 
 
 def write_config(out: Path, audio_root: Path | None, frame_seconds: float | None, sae: Path | None,
