@@ -56,6 +56,7 @@ class Recorded(Progress):
 
 def test_sharded_mine_on_a_ray_cluster_with_a_killed_worker_equals_one_process(tmp_path, cluster, capsys, monkeypatch):
     monkeypatch.setattr(autointerp.mine.cluster, "Progress", Recorded)
+    monkeypatch.setattr(autointerp.mine.cluster, "POLL_S", 0.02)  # a quiet machine mines a shard within 0.5 s
     Recorded.seen = []
     single = corpus(tmp_path / "single")
     started = time.monotonic()
