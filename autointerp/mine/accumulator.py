@@ -332,6 +332,10 @@ class Accumulator:
         windows.py)."""
         top, top_rows = self.top.payloads()
         sample, sample_rows = self.sample.payloads()
+        if not sample:  # none kept (a list over WINDOW_MEMORY keeps no windows, so its rows have no width)
+            return top, top_rows
+        if not top:
+            return sample, sample_rows
         return {key: row + len(top_rows) for key, row in sample.items()} | top, torch.cat([top_rows, sample_rows])
 
     def negatives(self) -> dict[int, list[int]]:

@@ -60,6 +60,19 @@ def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch):
     assert set(got) == {(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind}
 
 
+def test_only_the_top_list_within_the_window_memory(tmp_path, monkeypatch):
+    """Gemma-4's shape: the top lists' windows fit in WINDOW_MEMORY, the larger sample lists' do not;
+    the top's windows are used and the samples are encoded again, with the same traces."""
+    encoder, corpus, config, acc, per_feature = mined_pass(tmp_path / "a")
+    monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 2 * acc.features * config.n_top * acc.window * 4)
+    encoder, corpus, config, acc, per_feature = mined_pass(tmp_path / "b")
+    assert acc.top.window and not acc.sample.window
+    known = acc.windows()
+    assert known[0] and len(known[0]) == len(known[1])
+    expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
+    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), known) == expected
+
+
 @pytest.mark.parametrize("features", [1, 7])
 def test_pool_compaction_keeps_the_live_payloads(features):
     """Payloads follow their entries through many flushes and compactions of the pool."""
