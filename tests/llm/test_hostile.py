@@ -98,6 +98,21 @@ def test_a_200_with_an_error_body_is_a_failed_attempt_with_its_reason(store):
     assert "gave up after 2 attempts" in result.error and KEY not in result.error
 
 
+@pytest.mark.parametrize("body, part", [
+    ({"choices": "not a list", "usage": 7}, "choices[0]"),
+    ({"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],
+      "usage": {"prompt_tokens": "many"}}, "usage"),
+    ({"choices": [{"index": 0, "finish_reason": "stop", "message": ["content"]}]}, "choices[0].message"),
+])
+def test_a_200_of_the_wrong_shape_is_a_failed_attempt_naming_the_part(store, body, part):
+    """Answers whose fields have the wrong types (the SDK does not validate them) fail the attempt with
+    the part named, never a traceback."""
+    with FakeOpenAIServer() as fake:
+        fake.enqueue(Reply(200, body), Reply(200, body))
+        result, _ = run(store, config_for(fake, max_attempts=2))
+    assert result.value is None and "not a chat completion" in result.error and f"({part}" in result.error, result.error
+
+
 def test_hostile_server_through_the_explain_stage(planted, config, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     store = Store(config.db_url)

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import openai
+from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion
+from openai.types.chat.chat_completion import Choice
+from pydantic import BaseModel, ValidationError
 
 from autointerp.config import LLMConfig
 from autointerp.llm.base import BatchStatus, Completion, FatalError, KeyedModel, Request, Structured, TransientError
 from autointerp.llm.http import http_error
 from autointerp.llm.registry import Provider, register
 from autointerp.llm.structured import answer_schema, instructions
+
+T = TypeVar("T", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 Finish = Literal["stop", "length", "refusal", "filtered"]
@@ -105,8 +110,11 @@ class OpenAIChatModel(KeyedModel):
             raise TransientError(self.scrub(f"{self.base_url} answered 200 with an error: {said or error}"))
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise TransientError(f"{self.base_url} sent a response without choices: not a chat completion")
-        choice = response.choices[0]
-        usage = response.usage
+        # the SDK builds its models unvalidated: check the parts read here, whatever their types
+        data = response.model_dump(warnings=False)
+        choices = data["choices"] if isinstance(data["choices"], list) else [None]
+        choice = self._part(Choice, choices[0], "choices[0]")
+        usage = self._part(CompletionUsage, data["usage"], "usage") if data.get("usage") is not None else None
         tokens_in = (usage.prompt_tokens or 0) if usage else 0
         tokens_out = (usage.completion_tokens or 0) if usage else 0
         details = usage.prompt_tokens_details if usage else None
@@ -119,6 +127,16 @@ class OpenAIChatModel(KeyedModel):
                               audio_tokens=audio)
         finish = _FINISH.get(choice.finish_reason or "", "stop")
         return Completion(text, tokens_in, tokens_out, finish=finish, extra=extra, audio_tokens=audio)
+
+    def _part(self, model: type[T], value: Any, name: str) -> T:
+        """A part of an answer validated as `model`, or a failed attempt naming what was wrong with it."""
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join([name, *map(str, error["loc"])])
+            raise TransientError(f"{self.base_url} sent an answer that is not a chat completion "
+                                 f"({where}: {error['msg']})") from None
 
     async def guard(self, work):
         try:
