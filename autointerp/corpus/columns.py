@@ -1,18 +1,16 @@
 """The items of a corpus held columnar, so that memory does not grow with the corpus: the validated
 rows are written, a chunk of CHUNK rows at a time, as Arrow record batches (string columns are offsets
-into one buffer; tags a map column) to a temporary Arrow IPC file, and read back a batch at a time
+into one buffer; tags a map column) to an anonymous temporary Arrow IPC file (it has no name, so
+the kernel frees it when the process ends, even by SIGKILL or a job scheduler's SIGTERM), read back a batch at a time
 (the database insert, a key check) or a row at a time (the few items a trace needs). In memory stay
 only the row starts of sequence corpora (8 bytes per item; none when every item is one vector row).
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
@@ -46,14 +44,12 @@ class ItemTable:
     columns the mining pass needs: positions (as row starts) and keys, chunk by chunk."""
 
     def __init__(self, rows: Iterable[ItemRow]) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="autointerp-items-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, folder, True)
-        self.path = folder / "items.arrow"
+        self._file = tempfile.TemporaryFile(prefix="autointerp-items-")
         self.count = 0
         chunks: list[np.ndarray | int] = []
         """Each chunk's positions, or its length when every item in it is one vector row (the common
         case holds nothing per item: 7.6M clips would cost 61 MB of ones)."""
-        with pa.OSFile(str(self.path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+        with pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), SCHEMA) as writer:
             for chunk in _chunks(rows):
                 writer.write_batch(pa.RecordBatch.from_pylist(
                     [{name: getattr(item, name) for name in SCHEMA.names} for item in chunk], SCHEMA))
@@ -75,7 +71,7 @@ class ItemTable:
     def _batch(self, index: int) -> pa.RecordBatch:
         if self._cached is None or self._cached[0] != index:
             if self._reader is None:
-                self._reader = pa.ipc.open_file(pa.OSFile(str(self.path)))  # read, not memory-mapped
+                self._reader = pa.ipc.open_file(pa.PythonFile(self._file, mode="r"))  # read, not memory-mapped
             self._cached = (index, self._reader.get_batch(index))
         return self._cached[1]
 

@@ -157,3 +157,30 @@ def test_memory_held_per_item_does_not_grow_with_the_corpus(tmp_path):
     (small, small_peak), (large, large_peak) = load_retained(tmp_path / "s", 40_000), load_retained(tmp_path / "l", 100_000)
     assert (large - small) / 60_000 < 2, (small, large)
     assert (large_peak - small_peak) / 60_000 < 12, (small_peak, large_peak)
+
+
+def test_the_spill_file_leaves_nothing_behind_a_killed_process(tmp_path):
+    """A run killed with -9 (or by a scheduler's SIGTERM, which runs no exit handlers) must not leave
+    its items spill in the temporary folder: the file has no name, so the kernel frees it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    child = ("from autointerp.corpus.columns import ItemTable, ItemRow\n"
+             "table = ItemTable(ItemRow(key=f'k{i}', text='x') for i in range(40000))\n"
+             "assert table[39999].key == 'k39999'\n"
+             "print('ready', flush=True)\n"
+             "import time; time.sleep(60)\n")
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, TMPDIR=str(spill)), cwd=Path(__file__).resolve().parents[2])
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+        assert list(spill.iterdir()) == [], sig
