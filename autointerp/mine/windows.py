@@ -4,6 +4,7 @@ taken from the batch's active entries, so that traces (traces.py) need not encod
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -35,8 +36,12 @@ class BatchWindows:
         last = torch.searchsorted(self.item, item, right=True) - 1
         whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
         start = first + peak - self.width - self.position[first]  # the window's first row
-        row = start[:, None] + torch.arange(W, device=item.device)
-        out = torch.where((row >= first[:, None]) & (row <= last[:, None]) & whole[:, None], 0.0, torch.nan)
+        # Columns first - start .. last - start hold rows of the item: 0 there, NaN elsewhere, from two
+        # tables of rows ([W + 1, W]) instead of comparisons over [n, W].
+        begin = torch.where(whole, (first - start).clamp(0, W), W)
+        end = (last - start + 1).clamp(0, W)
+        after, before = _edges(W, item.device)
+        out = after.index_select(0, begin).add_(before.index_select(0, end))
         base = feature * B + start
         lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
         count = hi - lo
@@ -45,3 +50,13 @@ class BatchWindows:
         value = self.values[self._order[entry]].float()
         out[which, self._keys[entry] - base[which]] += value  # NaN stays NaN: a row not in the batch
         return out
+
+
+@functools.cache
+def _edges(W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """([W + 1, W], [W + 1, W]) float32: row s of the first is 0 at columns >= s, NaN before; row e of
+    the second is 0 at columns < e, NaN from e on."""
+    column = torch.arange(W, device=device)
+    edge = torch.arange(W + 1, device=device)[:, None]
+    zero = torch.zeros((), device=device)
+    return torch.where(column >= edge, zero, torch.nan), torch.where(column < edge, zero, torch.nan)
