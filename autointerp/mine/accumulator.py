@@ -58,18 +58,6 @@ class Candidates:
                             if name != "windows"))
 
 
-def active_entries(encoder: Encoder, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row, feature, activation) of every nonzero activation in the batch, without a dense scatter for top-k."""
-    if encoder.activation == "topk" and encoder.k is not None:
-        values, features = pre.topk(min(encoder.k, pre.shape[1]), dim=1)
-        rows = torch.arange(pre.shape[0], device=pre.device)[:, None].expand_as(features)
-        keep = values > 0
-        return rows[keep], features[keep], values[keep]
-    acts = encoder.activate(pre)
-    rows, features = acts.nonzero(as_tuple=True)
-    return rows, features, acts[rows, features]
-
-
 class Accumulator:
     def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device,
                  sequence: bool = False) -> None:
@@ -108,7 +96,7 @@ class Accumulator:
         """Encode a batch, update the row-level statistics, and return its per-item candidates.
         x [B, d]; item, position, row_id [B] (item and position of every row)."""
         pre = encoder.preacts(x)
-        r, f, v = active_entries(encoder, pre)
+        r, f, v = encoder.active(pre)
         windows = None
         if self.top.window or self.sample.window:
             windows = BatchWindows(item, position, r, f, v, self.features, self.config.trace_window)

@@ -170,6 +170,28 @@ class Encoder:
         values, indices = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
 
+    def active(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, feature, activation) of every nonzero of `activate` on 2-D pre-activations, in row order,
+        without the dense [rows, d_sae] activations: the top-k, or the entries above the threshold."""
+        if self.activation == "jumprelu":
+            floor: torch.Tensor | float | None = self.thresholds.clamp_min(0)
+        elif self.activation == "batchtopk" and self.threshold is not None:
+            floor = max(self.threshold, 0.0)
+        else:
+            floor = 0.0 if self.activation in ("relu", "gated") else None  # None: top-k
+        if floor is not None:
+            rows, features = torch.nonzero(pre > floor, as_tuple=True)
+            values = pre[rows, features]
+            if self.activation != "gated":
+                return rows, features, values
+            values = (self.gate_scale[features] * values + self.gate_offset[features]).relu()
+            keep = values > 0
+            return rows[keep], features[keep], values[keep]
+        values, features = pre.topk(min(self.k, pre.shape[1]), dim=1)
+        rows = torch.arange(pre.shape[0], device=pre.device)[:, None].expand_as(features)
+        keep = values > 0
+        return rows[keep], features[keep], values[keep]
+
     def decode(self, acts: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruction [..., d_in] (float32) in the raw input space. For an SAE that normalizes
         its inputs row by row, the row statistics come from `x` or else from the last `preacts` call."""

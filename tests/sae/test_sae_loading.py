@@ -8,7 +8,7 @@ import torch
 
 from autointerp.config import SAEConfig
 from autointerp.errors import InputError
-from autointerp.sae import detect_format, formats, load_sae
+from autointerp.sae import Encoder, detect_format, formats, load_sae
 from tests.sae.writers import (D, F, write_dictionary_learning, write_gemma_scope, write_majestrino, write_saelens,
                                write_sparsify, write_topk_pt)
 
@@ -136,3 +136,24 @@ def test_decode_of_a_normalizing_sae_needs_its_input_rows(tmp_path):
         encoder.decode(torch.zeros(3, F))
     x = torch.randn(3, D)
     assert encoder.decode(torch.zeros(3, F), x).shape == (3, D)
+
+
+@pytest.mark.parametrize("kind", ["relu", "jumprelu", "gated", "topk", "batchtopk", "batchtopk-threshold",
+                                  "batchtopk-negative-threshold"])
+def test_sparse_activations_are_exactly_the_nonzeros_of_the_dense_ones(kind):
+    """Encoder.active (what the mining pass reads) against activate's dense nonzeros, brute force, for
+    every activation; pre-activations with exact zeros and ties to the thresholds included."""
+    g = torch.Generator().manual_seed(3)
+    d, F = 12, 40
+    pre = torch.randn(64, F, generator=g).round(decimals=1)  # many ties, zeros and values at the thresholds
+    activation, threshold = kind.split("-")[0], {"batchtopk-threshold": 0.5, "batchtopk-negative-threshold": -0.5}.get(kind)
+    encoder = Encoder(W_enc=torch.zeros(d, F), b_enc=torch.zeros(F), b_pre=torch.zeros(d), W_dec=torch.zeros(F, d),
+                      b_dec=torch.zeros(d), activation=activation, k=5, format="test", path="test", threshold=threshold,
+                      thresholds=torch.randn(F, generator=g).round(decimals=1),
+                      gate_scale=torch.rand(F, generator=g) + 0.5, gate_offset=torch.randn(F, generator=g))
+    dense = encoder.activate(pre)
+    rows, features, values = encoder.active(pre)
+    order = torch.argsort(rows * F + features)
+    assert torch.equal(torch.stack([rows, features])[:, order], dense.nonzero().T)
+    assert torch.equal(values, dense[rows, features]) and (rows[1:] >= rows[:-1]).all()
+    assert 0 < len(rows) < dense.numel()

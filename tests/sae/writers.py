@@ -172,7 +172,8 @@ def inputs(rows: int = 16, seed: int = 1) -> dict[str, torch.Tensor]:
 
 def assert_matches(encoder: Encoder, encode, decode, atol: float = 1e-5) -> None:
     """The loader's activate(preacts(x)) and decode against a reference forward pass, on utterance and
-    (flattened) sequence batches: the same active features, values and reconstructions within tolerance."""
+    (flattened) sequence batches: the same active features, values and reconstructions within tolerance;
+    and its sparse form (active: row, feature, value in row order) exactly the nonzeros of activate."""
     for name, x in inputs().items():
         expected = encode(x)
         flat = x.reshape(-1, x.shape[-1])
@@ -182,6 +183,11 @@ def assert_matches(encoder: Encoder, encode, decode, atol: float = 1e-5) -> None
         assert torch.equal(got != 0, expected != 0), f"{name}: active features differ"
         assert (expected != 0).any() and (expected == 0).any(), f"{name}: a degenerate test batch"
         torch.testing.assert_close(got, expected, atol=atol, rtol=1e-5)
+        rows, features, values = encoder.active(encoder.preacts(flat))  # the mining pass's sparse form
+        assert (rows[1:] >= rows[:-1]).all(), f"{name}: sparse entries out of row order"
+        order = torch.argsort(rows * got.shape[1] + features)
+        assert torch.equal(torch.stack([rows, features])[:, order], got.nonzero().T), f"{name}: sparse entries differ"
+        assert torch.equal(values, got[rows, features]), f"{name}: sparse values differ"
         recon = decode(expected.reshape(*x.shape[:-1], -1)).reshape(flat.shape)
         torch.testing.assert_close(encoder.decode(got), recon, atol=atol, rtol=1e-5)
         torch.testing.assert_close(encoder.decode(got, flat), recon, atol=atol, rtol=1e-5)
