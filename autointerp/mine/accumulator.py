@@ -223,8 +223,8 @@ class Accumulator:
     def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
         source = c.windows
 
-        def windows(index: torch.Tensor) -> torch.Tensor:
-            return source(c.fire_item[index], c.fire_feature[index], c.fire_position[index])
+        def windows(index: torch.Tensor, out: torch.Tensor) -> None:
+            source(c.fire_item[index], c.fire_feature[index], c.fire_position[index], out)
 
         windows = windows if source is not None else None
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, windows)

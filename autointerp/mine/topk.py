@@ -99,7 +99,7 @@ class TopPerFeature:
         self._used = 0
         self.ref = torch.full((features, k), -1, dtype=torch.int64, device=device)
         self._pending: list[tuple[torch.Tensor, ...]] = []
-        self._sources: list[tuple[Callable[[torch.Tensor], torch.Tensor] | None, torch.Tensor]] = []
+        self._sources: list[tuple[Callable[[torch.Tensor, torch.Tensor], None] | None, torch.Tensor]] = []
         self._pending_size = 0
 
     def worst(self) -> torch.Tensor:
@@ -108,9 +108,9 @@ class TopPerFeature:
 
     def offer(self, features: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
               positions: torch.Tensor | None = None,
-              windows: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+              windows: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> None:
         """Offer candidates (1-D, equal length; keys from float_key or hash_key); each (feature, id) at
-        most once over the whole pass. `windows(index)`: the payloads [len(index), window] of the
+        most once over the whole pass. `windows(index, out)`: writes the payloads [len(index), window] of the
         candidates at those indices, asked at the next flush for those that enter the state."""
         if self.k == 0 or len(features) == 0:
             return
@@ -209,7 +209,7 @@ class TopPerFeature:
             mine = torch.nonzero(part == p).flatten()
             if windows is None or len(mine) == 0:
                 continue
-            self.pool[self._used:self._used + len(mine)] = windows(index[local[mine]])
+            windows(index[local[mine]], self.pool[self._used:self._used + len(mine)])
             ref[mine] = torch.arange(self._used, self._used + len(mine), device=ref.device)
             self._used += len(mine)
         return ref

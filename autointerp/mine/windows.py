@@ -25,10 +25,11 @@ class BatchWindows:
     _keys: torch.Tensor | None = field(default=None, repr=False)
     _order: torch.Tensor | None = field(default=None, repr=False)
 
-    def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
-        """[n, 2 * width + 1] float32: the activation of `feature` at each position of the window around
-        `peak` in `item`; NaN where that position's row is not in this batch (another batch, a skipped
-        row, or outside the item)."""
+    def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, 2 * width + 1] float32 (written into `out` when given): the activation of `feature` at each
+        position of the window around `peak` in `item`; NaN where that position's row is not in this
+        batch (another batch, a skipped row, or outside the item)."""
         B, W = len(self.item), 2 * self.width + 1
         if self._keys is None:  # active entries by (feature, row): a window's entries are one run
             self._keys, self._order = torch.sort(self.features * B + self.rows)
@@ -41,7 +42,8 @@ class BatchWindows:
         begin = torch.where(whole, (first - start).clamp(0, W), W)
         end = (last - start + 1).clamp(0, W)
         after, before = _edges(W, item.device)
-        out = after.index_select(0, begin).add_(before.index_select(0, end))
+        out = torch.index_select(after, 0, begin, out=out) if out is not None else after.index_select(0, begin)
+        out.add_(before.index_select(0, end))
         base = feature * B + start
         lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
         count = hi - lo

@@ -87,7 +87,7 @@ def test_pool_compaction_keeps_the_live_payloads(features):
         for i, value in zip(ids.tolist(), values.tolist()):
             offered[i] = value
         top.offer(f, float_key(values), ids, values,
-                  windows=lambda index, ids=ids: ids[index, None].float().expand(-1, 2) + torch.tensor([0.0, 0.5]))
+                  windows=lambda index, out, ids=ids: out.copy_(ids[index, None].float().expand(-1, 2) + torch.tensor([0.0, 0.5])))
     index, rows = top.payloads()
     entries = top.entries()
     assert sum(len(row) for row in entries) == len(index)
