@@ -94,3 +94,41 @@ def test_pool_compaction_keeps_the_live_payloads(features):
     for f, row in enumerate(entries):
         for item, value, _ in row:
             assert rows[index[(f, item)]].tolist() == [float(item), item + 0.5]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_windows_equal_a_dense_lookup(seed):
+    """BatchWindows against windows read one position at a time from the batch's dense activations:
+    items cut at both batch edges, skipped rows (a window of such an item is unknown: all NaN), windows
+    running past the item's ends; written into a given buffer or returned."""
+    from autointerp.mine.windows import BatchWindows
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 30, (25,), generator=g)
+    item = torch.repeat_interleave(torch.arange(25) + 7, lengths)
+    position = torch.cat([torch.arange(int(n)) for n in lengths])
+    cut = slice(int(torch.randint(0, 8, (1,), generator=g)), len(item) - int(torch.randint(0, 8, (1,), generator=g)))
+    item, position = item[cut], position[cut]
+    kept = torch.rand(len(item), generator=g) > 0.04
+    item, position = item[kept], position[kept]
+    B, F, width = len(item), 11, int(torch.randint(0, 5, (1,), generator=g))
+    dense = torch.rand(B, F, generator=g) * (torch.rand(B, F, generator=g) < 0.3)
+    rows, features = dense.nonzero(as_tuple=True)
+    windows = BatchWindows(item, position, rows, features, dense[rows, features], F, width)
+    pick = torch.randint(0, B, (40,), generator=g)
+    ask_item, ask_feature, ask_peak = item[pick], torch.randint(0, F, (40,), generator=g), position[pick]
+    expected = torch.full((40, 2 * width + 1), torch.nan)
+    for n, (i, f, p) in enumerate(zip(ask_item.tolist(), ask_feature.tolist(), ask_peak.tolist())):
+        mine = (item == i).nonzero().flatten()
+        if (position[mine].diff() != 1).any():  # a skipped row inside: not known from this batch
+            continue
+        for j in range(2 * width + 1):
+            at = mine[position[mine] == p - width + j]
+            if len(at):
+                expected[n, j] = dense[at[0], f]
+    buffer = torch.zeros(45, 2 * width + 1)
+    returned = windows(ask_item, ask_feature, ask_peak)
+    windows(ask_item, ask_feature, ask_peak, buffer[5:])
+    for got in (returned, buffer[5:]):
+        torch.testing.assert_close(got, expected, equal_nan=True, rtol=0, atol=0)
+    assert torch.isnan(expected).any() and not torch.isnan(expected).all()
