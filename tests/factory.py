@@ -132,6 +132,35 @@ def run_mine(config, store):
     return mine(store, encoder, load_corpus(config.corpus, encoder.d_in), config.mine, "cpu")
 
 
+def labelled_tones(root: Path, window):
+    """(planted, config, store) for the audio judge: the planted corpus with each item playing its color's
+    tone file (clips/i.wav, 220 * (i + 1) Hz) over window(i) = (start, end) seconds of it, mined, with
+    feature 0 (planted on red: 220 Hz) selected and labelled "Low Hum" by hand (no refinement)."""
+    from autointerp.config import load_config
+    from autointerp.store.engine import Store
+    from autointerp.store.schema import Label
+
+    planted = planted_corpus(root, audio=True)
+    path = planted.root / "items.csv"
+    rows = list(csv.DictReader(path.open()))
+    for i, row in enumerate(rows):
+        row["audio"] = f"clips/{COLORS.index(row['color'])}.wav"
+        row["start"], row["end"] = (f"{t:.2f}" for t in window(i))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    config = load_config(planted.config)
+    config.select.features = "0"
+    config.explain.refine_below = 0
+    store = Store(config.db_url)
+    run_mine(config, store)
+    with store.session() as s:
+        s.merge(Label(feature_id=0, status="done", title="Low Hum", description="a steady 220 Hz tone",
+                      confidence="high", provider="test", model="t", evidence={"clips": 4}))
+    return planted, config, store
+
+
 def sql_dump(db: Path | str) -> list[str] | None:
     """The whole database as SQL statements (None when a SQLite file does not exist): compared before
     and after a refused run to show it changed nothing. `db` is a SQLite file or any URL. Closing the

@@ -5,22 +5,20 @@ audio when the text says nothing of the property."""
 from __future__ import annotations
 
 import base64
-import csv
 import io
 
 import pytest
 import soundfile
 from sqlalchemy import select
 
-from autointerp.config import LLMConfig, load_config
+from autointerp.config import LLMConfig
 from autointerp.llm.mock import MockModel, dominant_hz
 from autointerp.llm.providers.openai import OpenAIChatModel
 from autointerp.score.detect import chunks
 from autointerp.score.heldout import held_out
 from autointerp.score.stage import score
-from autointerp.store.engine import Store
-from autointerp.store.schema import Feature, Label, LLMCall, Score
-from tests.factory import COLORS, planted_corpus, run_mine
+from autointerp.store.schema import Feature, LLMCall, Score
+from tests.factory import COLORS, labelled_tones
 
 TONE = {color: 220.0 * (i + 1) for i, color in enumerate(COLORS)}
 """make_wavs writes clips/i.wav as a 220 * (i + 1) Hz tone; each item plays its color's clip."""
@@ -30,23 +28,7 @@ TONE = {color: 220.0 * (i + 1) for i, color in enumerate(COLORS)}
 def tones(tmp_path):
     """The planted corpus with each item's clip chosen by its color, cut to [0.1, 0.3) s of the file;
     the text ("a red circle") never names the tone."""
-    planted = planted_corpus(tmp_path / "corpus", audio=True)
-    path = planted.root / "items.csv"
-    rows = list(csv.DictReader(path.open()))
-    for row in rows:
-        row["audio"], row["start"], row["end"] = f"clips/{COLORS.index(row['color'])}.wav", "0.1", "0.3"
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    config = load_config(planted.config)
-    config.select.features = "0"  # planted on color = red: 220 Hz
-    config.explain.refine_below = 0
-    store = Store(config.db_url)
-    run_mine(config, store)
-    with store.session() as s:
-        s.merge(Label(feature_id=0, status="done", title="Low Hum", description="a steady 220 Hz tone",
-                      confidence="high", provider="test", model="t", evidence={"clips": 4}))
+    planted, config, store = labelled_tones(tmp_path / "corpus", lambda i: (0.1, 0.3))
     yield planted, config, store
     store.close()
 

@@ -5,22 +5,20 @@ per numbered example, in order, after its caption, holding exactly the samples o
 from __future__ import annotations
 
 import base64
-import csv
 import io
 
 import numpy as np
 import pytest
 import soundfile
 
-from autointerp.config import LLMConfig, load_config
+from autointerp.config import LLMConfig
 from autointerp.corpus.clips import clip_window
 from autointerp.llm.providers.gemini import GeminiModel
 from autointerp.score.detect import chunks
 from autointerp.score.heldout import held_out
 from autointerp.score.stage import score
-from autointerp.store.engine import Store
-from autointerp.store.schema import Feature, Label
-from tests.factory import COLORS, planted_corpus, run_mine
+from autointerp.store.schema import Feature
+from tests.factory import labelled_tones
 from tests.fakes.gemini_server import FakeGeminiServer
 
 CAP = 0.1
@@ -31,28 +29,11 @@ CAP = 0.1
 def windows(tmp_path):
     """The planted corpus with each item playing its color's tone file over its own window: starts
     0-80 ms, lengths 60-140 ms (the longer ones cut by CAP)."""
-    planted = planted_corpus(tmp_path / "corpus", audio=True)
-    path = planted.root / "items.csv"
-    rows = list(csv.DictReader(path.open()))
-    for i, row in enumerate(rows):
-        start = 0.01 * (i % 9)
-        row["audio"], row["start"], row["end"] = f"clips/{COLORS.index(row['color'])}.wav", \
-            f"{start:.2f}", f"{start + 0.06 + 0.02 * (i % 5):.2f}"
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    config = load_config(planted.config)
-    config.select.features = "0"
-    config.explain.refine_below = 0
+    planted, config, store = labelled_tones(tmp_path / "corpus", lambda i: (0.01 * (i % 9), 0.01 * (i % 9) + 0.06
+                                                                             + 0.02 * (i % 5)))
     config.explain.audio_format = "wav"  # lossless at the files' own 16 kHz: the samples compare exactly
     config.explain.audio_seconds = CAP
     config.score.per_prompt = 6
-    store = Store(config.db_url)
-    run_mine(config, store)
-    with store.session() as s:
-        s.merge(Label(feature_id=0, status="done", title="Low Hum", description="a steady 220 Hz tone",
-                      confidence="high", provider="test", model="t", evidence={"clips": 4}))
     yield planted, config, store
     store.close()
 
