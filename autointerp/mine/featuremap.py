@@ -6,11 +6,16 @@ Map: the unit decoder directions are reduced to PCA_DIMS dimensions by PCA, then
 on at most TSNE_FIT_2D (2-D) / TSNE_FIT_3D (3-D) features, an evenly spaced subset, and every other
 feature is placed at the distance-weighted mean of its TSNE_NEIGHBOURS nearest fitted features, so a
 30,000-feature SAE maps in a minute or two on a laptop. Under MIN_FEATURES features the map is the
-PCA projection itself. Runs are deterministic (fixed seeds)."""
+PCA projection itself. Runs are deterministic (fixed seeds).
+
+Both depend on the decoder only, so the mine stage starts them (Layout) before its pass over the
+corpus, in a background thread: the map's t-SNE then runs beside the pass, on the cores the pass's
+single-threaded bookkeeping leaves free."""
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 import torch
@@ -108,3 +113,29 @@ def nearest(W_dec: torch.Tensor, k: int = 8, chunk: int = 2048) -> list[list[lis
         out += [[[int(i), round(float(v), 4)] for i, v in zip(row_i, row_v)]
                 for row_i, row_v in zip(indices.tolist(), values.tolist())]
     return out
+
+
+class Layout:
+    """map_coordinates and nearest of a decoder, computed in a daemon thread from construction on (a
+    run that fails meanwhile exits without waiting for it); result() waits and returns (coordinates,
+    neighbours), or raises what the computation raised."""
+
+    def __init__(self, W_dec: torch.Tensor) -> None:
+        self._result: tuple[np.ndarray, list] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(W_dec.detach().cpu(),), name="feature-map",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, W_dec: torch.Tensor) -> None:
+        try:
+            self._result = map_coordinates(W_dec), nearest(W_dec)
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> tuple[np.ndarray, list[list[list[float]]]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result

@@ -23,6 +23,7 @@ from autointerp.errors import InputError, warn
 from autointerp.mine.accumulator import Accumulator, Candidates
 from autointerp.mine.scans import best_per_group
 from autointerp.mine.checkpoint import SavedState, disk_space, read_state, save_state
+from autointerp.mine.featuremap import Layout
 from autointerp.mine.shards import Shard, identity, merge_shards
 from autointerp.mine.write import mined_features, sync_sae, write
 from autointerp.progress import Progress
@@ -244,9 +245,10 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
                           acc.normalized_l2(), acc.skipped)
     whole = Shard(0, 1)
     checkpoint = whole.path(folder, partial=True) if shard_dir is not None else None
+    layout = Layout(encoder.W_dec)  # beside the pass: it needs the decoder only
     acc = run_pass(encoder, corpus, config, device, nonfinite, whole, checkpoint)
     sync_sae(store, encoder, corpus)
-    result = write(store, acc, encoder, corpus, config, device)
+    result = write(store, acc, encoder, corpus, config, device, layout)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return result

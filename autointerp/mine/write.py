@@ -23,6 +23,7 @@ from autointerp.sae import Encoder
 from autointerp.store.engine import Store
 
 if TYPE_CHECKING:
+    from autointerp.mine.featuremap import Layout
     from autointerp.mine.stage import MineResult
 from autointerp.store.schema import SAE, Example, Feature, Item
 
@@ -136,15 +137,16 @@ def mined_features(store: Store) -> set[int]:
 
 
 def write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, config: MineConfig,
-          device: torch.device) -> "MineResult":
-    """Store the statistics and examples of every feature not yet in the database."""
+          device: torch.device, layout: "Layout | None" = None) -> "MineResult":
+    """Store the statistics and examples of every feature not yet in the database. layout: the feature
+    map and neighbours, if started already (featuremap.Layout)."""
     with disk_space("the database"):
-        return _write(store, acc, encoder, corpus, config, device)
+        return _write(store, acc, encoder, corpus, config, device, layout)
 
 
 def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, config: MineConfig,
-           device: torch.device) -> "MineResult":
-    from autointerp.mine.featuremap import layout, map_coordinates, nearest
+           device: torch.device, started: "Layout | None") -> "MineResult":
+    from autointerp.mine.featuremap import Layout, layout
     from autointerp.mine.stage import MineResult
     from autointerp.mine.traces import traces
 
@@ -164,10 +166,8 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
         sae.fve, sae.normalized_l2 = (fve, acc.normalized_l2()) if measured else (None, None)
         sae.corpus_rows, sae.reconstruction_rows, sae.skipped_rows = corpus.rows, acc.recon_rows, acc.skipped
     method = layout(*encoder.W_dec.shape)
-    with Progress(f"mine: feature map ({method}) and neighbours", 2, "steps") as bar:  # t-SNE can take a while
-        coords = map_coordinates(encoder.W_dec)
-        bar.update()
-        neighbors = nearest(encoder.W_dec)
+    with Progress(f"mine: feature map ({method}) and neighbours", 1, "steps") as bar:  # t-SNE can take a while
+        coords, neighbors = (started or Layout(encoder.W_dec)).result()
         bar.update()
     with store.session() as s:
         s.scalars(select(SAE)).one().map_method = method

@@ -178,6 +178,27 @@ def test_tsne_fits_a_subset_places_the_rest_and_is_deterministic(monkeypatch):
     assert (map_coordinates(W_dec) == coords).all()
 
 
+def test_layout_in_the_background_equals_the_map_and_neighbours_and_passes_errors_on(monkeypatch):
+    """featuremap.Layout (started by the mine stage before its pass) gives exactly map_coordinates and
+    nearest, computed in another thread meanwhile; an error there is raised by result()."""
+    import threading
+
+    import pytest
+
+    monkeypatch.setattr(featuremap, "map_method", lambda: "tsne")
+    W_dec, _ = _clustered(150, 3, 2)
+    ran_in = []
+    compute = featuremap.map_coordinates
+    monkeypatch.setattr(featuremap, "map_coordinates",
+                        lambda W: ran_in.append(threading.current_thread().name) or compute(W))
+    coords, neighbours = featuremap.Layout(W_dec).result()
+    assert ran_in == ["feature-map"]
+    assert (coords == compute(W_dec)).all() and neighbours == featuremap.nearest(W_dec)
+    monkeypatch.setattr(featuremap, "map_coordinates", lambda W: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        featuremap.Layout(W_dec).result()
+
+
 def test_proposed_groups_lose_empty_names_and_repeats():
     import pytest
 
