@@ -134,17 +134,24 @@ def delphi_stats(run: Path, features: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def agreement(auto_run: Path, delphi_run: Path) -> tuple[str, bool]:
+    """Fire counts and max activations of every latent. Both systems pick each token's top 32 of 4,096
+    pre-activations, computed in different float arithmetic: where the 32nd and 33rd are a near-tie, the
+    two may pick differently, moving one nonzero between two latents (the total stays the same). Such
+    moves are allowed up to one per million nonzeros; anything else is a disagreement."""
     counts, peaks = autointerp_stats(auto_run)
     d_counts, d_peaks = delphi_stats(delphi_run, len(counts))
     same_count = counts == d_counts
+    moved = int(np.abs(counts - d_counts).sum()) // 2
     step = np.spacing(np.abs(d_peaks).astype(np.float16)).astype(np.float32)  # one float16 step at delphi's value
     close = np.abs(peaks.astype(np.float16).astype(np.float32) - d_peaks) <= step
     live = int((counts > 0).sum())
     worst = np.max(np.abs(peaks - d_peaks) / np.maximum(np.abs(d_peaks), 1e-12))
     text = (f"agreement: fire counts identical for {same_count.sum():,}/{len(counts):,} latents ({live:,} live; "
-            f"{counts.sum():,} nonzeros each); max activation within a float16 step for {close.sum():,}/{len(counts):,} "
+            f"{counts.sum():,} nonzeros, delphi {d_counts.sum():,}"
+            + (f"; {moved:,} nonzero(s) moved between latents by near-ties at the top-k boundary" if moved else "")
+            + f"); max activation within a float16 step for {close.sum():,}/{len(counts):,} "
             f"(largest relative difference {worst:.1e})")
-    return text, bool(same_count.all() and close.all())
+    return text, bool(counts.sum() == d_counts.sum() and moved <= counts.sum() // 1_000_000 and close.all())
 
 
 def row(name: str, p: Phase) -> str:

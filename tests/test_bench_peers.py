@@ -48,3 +48,24 @@ def test_agreement_within_float16_and_not_beyond(tmp_path: Path) -> None:
     write_autointerp(tmp_path / "c", [counts[0], 1, *counts[2:]], peaks)  # latent 1 fires once here, never there
     text, ok = agreement(tmp_path / "c", tmp_path / "d")
     assert not ok and "3/4 latents" in text
+
+
+def test_a_nonzero_moved_by_a_top_k_near_tie_is_allowed_once_per_million(tmp_path: Path) -> None:
+    """Two latents that trade one nonzero (the same total) agree only where that is at most one move per
+    million nonzeros; a small corpus has no room for any."""
+    firings = {0: [1.0, 2.0], 1: [0.5], 2: [3.0]}
+    write_delphi(tmp_path / "d", firings, [(0, 2)])
+    write_autointerp(tmp_path / "a", [2, 2, 0], [2.0, 0.5, 3.0])  # latent 2's nonzero went to latent 1
+    text, ok = agreement(tmp_path / "a", tmp_path / "d")
+    assert not ok and "1 nonzero(s) moved" in text
+
+    n = 1_000_000  # latent 0 fires n times in both; latent 1 takes one of latent 2's 5 nonzeros here
+    folder = tmp_path / "D" / "latents" / "h.2"
+    folder.mkdir(parents=True)
+    latent = np.concatenate([np.zeros(n), np.ones(3), np.full(5, 2)]).astype(np.uint16)
+    locations = np.stack([np.arange(n + 8) % 60000, np.zeros(n + 8), latent], axis=1).astype(np.uint16)
+    save_file({"locations": locations, "activations": np.ones(n + 8, dtype=np.float16),
+               "tokens": np.zeros((4, 8), dtype=np.int64)}, str(folder / "0_2.safetensors"))
+    write_autointerp(tmp_path / "A", [n, 4, 4], [1.0, 1.0, 1.0])
+    text, ok = agreement(tmp_path / "A", tmp_path / "D")
+    assert ok and "2/3 latents" not in text and "1/3 latents" in text and "1 nonzero(s) moved" in text
