@@ -42,7 +42,7 @@ class BatchWindows:
         begin = torch.where(whole, (first - start).clamp(0, W), W)
         end = (last - start + 1).clamp(0, W)
         after, before = _edges(W, item.device)
-        out = torch.index_select(after, 0, begin, out=out) if out is not None else after.index_select(0, begin)
+        out = torch.index_select(after, 0, begin, out=out)
         out.add_(before.index_select(0, end))
         base = feature * B + start
         lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)

@@ -157,38 +157,38 @@ class Encoder:
         pre = torch.addmm(self.b_enc, flat, self.W_enc)
         return pre.float().reshape(*x.shape[:-1], self.d_sae)
 
+    def _floor(self) -> torch.Tensor | float | None:
+        """What a pre-activation must exceed to be active ([d_sae] for JumpReLU); None: each row's top-k."""
+        if self.activation == "jumprelu":
+            return self.thresholds.clamp_min(0)
+        if self.activation == "batchtopk" and self.threshold is not None:
+            return max(self.threshold, 0.0)
+        return 0.0 if self.activation in ("relu", "gated") else None
+
+    def _magnitude(self, pre: torch.Tensor, features: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """gated: ReLU(gate_scale * pre + gate_offset) of these features' pre-activations; else pre."""
+        if self.activation != "gated":
+            return pre
+        return (self.gate_scale[features] * pre + self.gate_offset[features]).relu()
+
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """The inference activations [..., d_sae] for pre-activations from `preacts`."""
-        if self.activation == "relu":
-            return pre.relu()
-        if self.activation == "jumprelu":
-            return torch.where(pre > self.thresholds.clamp_min(0), pre, 0.0)
-        if self.activation == "gated":
-            return torch.where(pre > 0, (self.gate_scale * pre + self.gate_offset).relu(), 0.0)
-        if self.activation == "batchtopk" and self.threshold is not None:
-            return torch.where(pre > max(self.threshold, 0.0), pre, 0.0)
-        values, indices = pre.topk(self.k, dim=-1)
-        return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+        floor = self._floor()
+        if floor is None:
+            values, indices = pre.topk(self.k, dim=-1)
+            return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+        return torch.where(pre > floor, self._magnitude(pre), 0.0)
 
     def active(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row, feature, activation) of every nonzero of `activate` on 2-D pre-activations, in row order,
         without the dense [rows, d_sae] activations: the top-k, or the entries above the threshold."""
-        if self.activation == "jumprelu":
-            floor: torch.Tensor | float | None = self.thresholds.clamp_min(0)
-        elif self.activation == "batchtopk" and self.threshold is not None:
-            floor = max(self.threshold, 0.0)
+        floor = self._floor()
+        if floor is None:
+            values, features = pre.topk(min(self.k, pre.shape[1]), dim=1)
+            rows = torch.arange(pre.shape[0], device=pre.device)[:, None].expand_as(features)
         else:
-            floor = 0.0 if self.activation in ("relu", "gated") else None  # None: top-k
-        if floor is not None:
             rows, features = torch.nonzero(pre > floor, as_tuple=True)
-            values = pre[rows, features]
-            if self.activation != "gated":
-                return rows, features, values
-            values = (self.gate_scale[features] * values + self.gate_offset[features]).relu()
-            keep = values > 0
-            return rows[keep], features[keep], values[keep]
-        values, features = pre.topk(min(self.k, pre.shape[1]), dim=1)
-        rows = torch.arange(pre.shape[0], device=pre.device)[:, None].expand_as(features)
+            values = self._magnitude(pre[rows, features], features)
         keep = values > 0
         return rows[keep], features[keep], values[keep]
 
