@@ -47,6 +47,9 @@ uses, so `export --llm openai` is refused instead of silently ignored. A new opt
 a new group listed under the subcommands that use it."""
 READ_ONLY = ("report", "export", "status")
 """Commands that show what earlier stages stored: they never create a database."""
+AFTER_MINE = ("explain", "score", "taxonomy", "report", "export")
+"""Commands that work on mined features: with no database, or nothing mined in it, they refuse and name
+`mine` (a mistyped --db must not become an empty database and "0 done")."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -254,7 +257,8 @@ def _main(args: argparse.Namespace) -> int:
     if {"explain", "score", "taxonomy"} & set(stages) and config.llm.provider != "offline":
         from autointerp.llm import check_llm
         check_llm(config.llm)  # every missing thing at once, before the slow imports below
-    if args.command in READ_ONLY:
+    existing = args.command in READ_ONLY or args.command in AFTER_MINE
+    if existing:
         from autointerp.status import require_database
         require_database(config, args.command)
     from autointerp.progress import Step
@@ -265,7 +269,7 @@ def _main(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config, shard=getattr(args, "shard", None))
     if args.command != "status":
         pipeline.check(stages)
-    store = Store(config.db_url, create=args.command not in READ_ONLY)
+    store = Store(config.db_url, create=not existing)
     pipeline.store = store
     try:
         if args.command == "status":
@@ -274,7 +278,7 @@ def _main(args: argparse.Namespace) -> int:
             registry = all_stages(pipeline)
             print(render_status(store, [registry[name] for name in RUN_ORDER]))
             return 0
-        if args.command in READ_ONLY:
+        if args.command in AFTER_MINE:
             from autointerp.status import require_mined
             require_mined(store, args.command)
         with store.exclusive(args.command):

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 
 def require_database(config: Config, command: str) -> None:
-    """`report`, `export` and `status` show what was mined: with no database there is nothing to show,
-    and they say so (naming `mine`, or the checkpoint it would need) instead of creating an empty one."""
+    """`report`, `export`, `status` and the stages after `mine` work on what was mined: with no database
+    there is nothing to do, and they say so (naming `mine`, or the checkpoint it would need) instead of
+    creating an empty one."""
     if not config.db_url.startswith("sqlite:///"):
         return  # a server database: Store(create=False) refuses it when it is empty
     db = Path(config.db_url.removeprefix("sqlite:///"))
@@ -30,7 +31,7 @@ def require_database(config: Config, command: str) -> None:
     sae = Path(config.sae.path)
     need = (f"the SAE checkpoint {sae} does not exist either: fix [sae] path, then run `autointerp mine`"
             if not sae.exists() else "run `autointerp mine` (or `run`) first, or point --db at an existing database")
-    raise StoreError(f"{command}: no database at {db}, nothing to show; {need}")
+    raise StoreError(f"{command}: no database at {db}, nothing mined to work on; {need}")
 
 
 def require_mined(store: Store, command: str) -> None:
