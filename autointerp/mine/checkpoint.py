@@ -82,8 +82,11 @@ def disk_space(target: Path | str, fix: str = "free some space and run the same 
 
 
 def save_state(path: Path, saved: SavedState) -> None:
-    """Write atomically: a complete file or none (no *.tmp left behind)."""
-    from safetensors.torch import save_file
+    """Write atomically: a complete file or none (no *.tmp left behind). The bytes are built in memory
+    and written to PATH.tmp here, not by safetensors' save_file, which writes through a randomly named
+    .tmpXXXXXX of its own that a killed process leaves in the (shared) folder; ours has one name per
+    path, so the next save of that path replaces it."""
+    from safetensors.torch import save
 
     tensors, scalars = _flatten(saved.state)
     metadata = {"format": FORMAT, "identity": json.dumps(saved.identity, sort_keys=True),
@@ -92,7 +95,7 @@ def save_state(path: Path, saved: SavedState) -> None:
     with disk_space(path, "free some space and run the same command again (the pass resumes from its last checkpoint)"):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            save_file(tensors, str(tmp), metadata=metadata)
+            tmp.write_bytes(save(tensors, metadata=metadata))
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -118,3 +118,24 @@ def test_disk_full_during_mine_is_one_line_and_the_rerun_matches(tmp_path, limit
     assert not list(planted.root.rglob("*.tmp"))
     assert main(["mine", str(planted.config)]) == 0
     assert results(planted.root / "out/autointerp.db")[:-1] == results(reference.root / "out/autointerp.db")[:-1]
+
+
+def test_a_checkpoint_is_written_under_its_own_two_names_only(tmp_path):
+    """save_state writes PATH.tmp then renames it to PATH: no other name ever appears in the (shared)
+    shard folder, so a worker killed mid-write leaves nothing that the next save of that shard does not
+    replace (safetensors' save_file writes through a randomly named .tmpXXXXXX of its own)."""
+    import os
+    import threading
+
+    from autointerp.mine.checkpoint import SavedState, save_state
+
+    path = tmp_path / "shard-0-of-2.partial.safetensors"
+    saved = SavedState({"k": 1}, {"big": torch.zeros(40_000_000), "rows": 3}, 7)
+    seen: set[str] = set()
+    writer = threading.Thread(target=save_state, args=(path, saved))
+    writer.start()
+    while writer.is_alive():
+        seen.update(os.listdir(tmp_path))
+    writer.join()
+    seen.update(os.listdir(tmp_path))
+    assert seen <= {path.name, path.name + ".tmp"} and os.listdir(tmp_path) == [path.name]
