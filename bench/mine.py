@@ -7,7 +7,8 @@ and peak memory as the corpus grows 4x. Prints its figures; not part of the test
     python bench/mine.py --shape lm --load 2    # a seed's shape (see SHAPES), quiet and beside 2 busy processes
 
 Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
-reconstruction sample) / time of the bare encode (read the same batches from the same memory-mapped
+reconstruction sample; for sequence corpora also the activation windows of the top and held-out
+examples, which the write stage computes from the batches the pass held) / time of the bare encode (read the same batches from the same memory-mapped
 file, pre-activations + top-k, results discarded), both measured in this run, alternated, best of 3.
 Peak memory is the peak RSS (VmHWM) of child processes mining N rows and 4N rows, 3 of each.
 """
@@ -36,6 +37,8 @@ import torch  # noqa: E402
 from autointerp.config import MineConfig  # noqa: E402
 from autointerp.corpus.items import Corpus, ItemRow  # noqa: E402
 from autointerp.mine.stage import Shard, batch_rows, pick_device, plan, release_large_buffers, run_pass  # noqa: E402
+from autointerp.mine.traces import traced  # noqa: E402
+from autointerp.mine.write import chosen_examples  # noqa: E402
 from autointerp.sae.encoder import Encoder  # noqa: E402
 from autointerp.corpus.vectors import open_vectors  # noqa: E402
 from busy import busy  # noqa: E402
@@ -97,10 +100,18 @@ def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: to
 
 def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
     started = time.perf_counter()
-    run_pass(encoder, corpus, config, device, "reject", Shard(0, 1), None)
+    acc = run_pass(encoder, corpus, config, device, "reject", Shard(0, 1), None)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - started
+    took = time.perf_counter() - started
+    if corpus.is_sequence:  # the windows the write stage asks of the held batches (not the choosing)
+        wanted = traced(chosen_examples(acc, config, list(range(encoder.d_sae))))
+        started = time.perf_counter()
+        acc.windows(wanted)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        took += time.perf_counter() - started
+    return took
 
 
 def write_stage(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, folder: Path) -> None:

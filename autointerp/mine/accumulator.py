@@ -4,7 +4,8 @@ items, a uniform sample of firing items (held-out examples for scoring), a globa
 (negatives), and reconstruction error on a row sample. States of shards merge exactly (see topk.py).
 
 Examples are per item: for a sequence corpus (several vector rows per item) an item's activation is
-its peak over positions, remembered with the peak position.
+its peak over positions, remembered with the peak position, and the activation window around the peak
+(trace) of the top and sampled items is taken from the batches, held for that within HELD_MEMORY.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from autointerp.config import MineConfig
 from autointerp.sae import Encoder
 from autointerp.threads import at_most
 from autointerp.mine.scans import BLOCK_ROWS, best_per_group, block_extremes, item_extremes, uniform_length
-from autointerp.mine.windows import BatchWindows
+from autointerp.mine.windows import BatchWindows, Held
 from autointerp.mine.topk import EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float, lexsort_groups
 
 HIST_BINS = 128
@@ -29,6 +30,9 @@ NEGATIVE_POOL = 8
 WINDOW_MEMORY = 256 << 20
 """Sequence corpora: a top list keeps its entries' activation windows (traces, see windows.py) while
 they take at most this many bytes; beyond it, traces encode those windows again after the pass."""
+HELD_MEMORY = 256 << 20
+"""The batches that entries' windows wait on are held within this many bytes; past it, the windows of
+the oldest half's entries are computed and those batches let go."""
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Accumulator:
         self.near = TopPerFeature(F, config.n_hard, device)
         n_sample = config.n_top + 4 * config.n_holdout if config.n_holdout else 0
         self.sample = TopPerFeature(F, n_sample, device, self._window(n_sample))
+        self.held = Held()
         pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
         self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
         self.pool_items = torch.full((pool,), -1, dtype=torch.int64, device=device)
@@ -99,7 +104,7 @@ class Accumulator:
         r, f, v = encoder.active(pre)
         windows = None
         if self.top.window or self.sample.window:
-            windows = BatchWindows(item, position, r, f, v, self.features, self.config.trace_window)
+            windows = BatchWindows(item, position, r.int(), f.int(), v, self.features, self.config.trace_window)
         self.rows += x.shape[0]
         self.fire_count += torch.bincount(f, minlength=self.features)
         self.act_sum.index_add_(0, f, v.double())
@@ -125,7 +130,7 @@ class Accumulator:
                 pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
             hard = self._extremes(pre, 1, self.near, item, position)
         if multi_row:  # several rows per item: keep each item's peak
-            fire = best_per_group(item[r], f, v.double(), position[r], self.features)
+            fire = best_per_group(item[r], f, v, position[r], self.features)
             r, f, v = r[fire], f[fire], v[fire]
         return Candidates(item[r], f, v, position[r], *low, *hard, windows)
 
@@ -190,7 +195,7 @@ class Accumulator:
         rows, features = r[pair, offset], feature[pair]
         values = pre[rows, features]
         if not one_row_items:  # keep each item's extreme
-            best = best_per_group(item[rows], features, sign * values.double(), position[rows], self.features)
+            best = best_per_group(item[rows], features, sign * values, position[rows], self.features)
             rows, features, values = rows[best], features[best], values[best]
         return item[rows], features, values.float(), position[rows]
 
@@ -213,34 +218,42 @@ class Accumulator:
         self.sum_sq += norm.sum()
         self.recon_rows += n
 
-    def offer(self, c: Candidates, items: torch.Tensor, multi_row: bool = True) -> None:
-        """Offer the candidates of complete items (items: every item id the candidates cover;
-        multi_row: whether some of these items have several vector rows). On one thread: its work is
-        sorts of small tensors, whose barriers cost most on a busy machine (see threads.at_most)."""
+    def offer(self, c: Candidates, items: torch.Tensor, split: bool = False) -> None:
+        """Offer the candidates of complete items (items: every item id the candidates cover; split: they
+        come from the batches of one item too long for a batch, each batch's candidates). On one thread:
+        its work is sorts of small tensors, whose barriers cost most on a busy machine (see
+        threads.at_most)."""
         with at_most(1):
-            self._offer(c, items, multi_row)
+            self._offer(c, items, split)
 
-    def _offer(self, c: Candidates, items: torch.Tensor, multi_row: bool) -> None:
-        source = c.windows
-
-        def windows(index: torch.Tensor, out: torch.Tensor) -> None:
-            source(c.fire_item[index], c.fire_feature[index], c.fire_position[index], out)
-
-        windows = windows if source is not None else None
-        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, windows)
+    def _offer(self, c: Candidates, items: torch.Tensor, split: bool) -> None:
+        source = self.held.add(c.windows) if c.windows is not None else -1
+        self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, source)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
         if self.near.k:
             keep = slice(None)
-            if multi_row:  # an item that fires anywhere is not a negative, though it misses elsewhere
-                fired = c.fire_item * self.features + c.fire_feature
+            if split:  # a feature that fires in one batch of the item is no near miss in another
+                fired = c.fire_item * self.features + c.fire_feature  # (within a batch: see candidates)
                 keep = ~torch.isin(c.hard_item * self.features + c.hard_feature, fired)
             self.near.offer(c.hard_feature[keep], float_key(c.hard_value[keep]), c.hard_item[keep],
                             c.hard_value[keep], c.hard_position[keep])
         if self.sample.k:
             keys = hash_key(hash_bits(c.fire_item, c.fire_feature, self.config.seed))
-            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position, windows)
+            self.sample.offer(c.fire_feature, keys, c.fire_item, c.fire_value, c.fire_position, source)
         if len(self.pool_keys):
             self._pool(c, items)
+        if self.held.nbytes > HELD_MEMORY:
+            old = self.held.ids()
+            self._compute(old[:max(1, len(old) // 2)])
+
+    def _compute(self, batches: list[int]) -> None:
+        """Compute the windows of the entries waiting on these held batches and let the batches go."""
+        waiting = torch.unique(torch.cat([self.top.waiting(), self.sample.waiting()])).tolist()
+        for batch in batches:
+            if batch in waiting:
+                for top in (self.top, self.sample):
+                    top.compute([batch], self.held)
+            self.held.release(batch)
 
     def _pool(self, c: Candidates, items: torch.Tensor) -> None:
         keys = hash_unit(items, torch.full_like(items, -1), self.config.seed)
@@ -315,16 +328,18 @@ class Accumulator:
                         "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
         return out
 
-    def windows(self) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
-        """({(feature, item): row}, rows): the activation windows kept by the top and sample lists (see
-        windows.py)."""
-        top, top_rows = self.top.payloads()
-        sample, sample_rows = self.sample.payloads()
-        if not sample:  # none kept (a list over WINDOW_MEMORY keeps no windows, so its rows have no width)
-            return top, top_rows
-        if not top:
-            return sample, sample_rows
-        return {key: row + len(top_rows) for key, row in sample.items()} | top, torch.cat([top_rows, sample_rows])
+    def windows(self, wanted: list[tuple[int, int]]) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
+        """({(feature, item): row}, rows): the activation windows (see windows.py) of these entries of the
+        top and sample lists, where the pass kept them."""
+        keys = torch.tensor([(f << 32) + item for f, item in wanted], dtype=torch.int64, device=self.device)
+        index, parts, offset = {}, [], 0
+        for top in (self.top, self.sample):
+            if top.window:
+                found, rows = top.payloads(keys, self.held)
+                index |= {key: row + offset for key, row in found.items() if key not in index}
+                parts.append(rows)
+                offset += len(rows)
+        return index, torch.cat(parts) if parts else torch.empty((0, self.window), device=self.device)
 
     def negatives(self) -> dict[int, list[int]]:
         """Per feature, n_negative items of the global sample where it never fires, in a per-feature

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from autointerp.mine.topk import lexsort_groups, rank_in_group
+from autointerp.mine.topk import EMPTY, float_key, lexsort_groups, pack, rank_in_group
 
 BLOCK_ROWS = 16
 """Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
@@ -43,10 +43,11 @@ def uniform_length(item: torch.Tensor, position: torch.Tensor) -> int | None:
 
 def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor, ident: torch.Tensor,
                    features: int) -> torch.Tensor:
-    """Indices of the best entry (largest key, then smallest ident) for each distinct (item, feature);
-    idents are distinct within a group. Where the batch's items x features is small next to the
-    entries (a sequence's tokens or frames: few items, many entries each), two scatters into a dense
-    [items, features] table find them (4-5x faster than sorting); else a sort."""
+    """Indices of the best entry (largest float32 key, then smallest ident in [0, 2^32)) for each distinct
+    (item, feature); idents are distinct within a group. Where the batch's items x features is small
+    next to the entries (a sequence's tokens or frames: few items, many entries each), one scatter of
+    the packed (key, ident) into a dense [items, features] table finds them (4-5x faster than sorting);
+    else a sort."""
     if len(item) == 0:
         return torch.empty(0, dtype=torch.int64, device=item.device)
     low = item.min()
@@ -56,9 +57,7 @@ def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor,
         order = lexsort_groups(group, key, ident)
         return order[rank_in_group(group[order]) == 0]
     group = (item - low) * features + feature
-    peak = torch.full((cells,), -torch.inf, dtype=key.dtype, device=key.device)
-    peak.scatter_reduce_(0, group, key, "amax")
-    tied = key == peak[group]  # each group's largest key, possibly at several entries
-    first = torch.full((cells,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=key.device)
-    first.scatter_reduce_(0, group[tied], ident[tied], "amin")
-    return torch.nonzero(tied & (ident == first[group])).flatten()
+    packed = pack(float_key(key), ident)
+    peak = torch.full((cells,), EMPTY, dtype=torch.int64, device=key.device)
+    peak.scatter_reduce_(0, group, packed, "amax")
+    return torch.nonzero(packed == peak[group]).flatten()

@@ -141,8 +141,16 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             copied.record(copies)
         return x, copied
 
+    def offer(pending, item_lo, item_hi):
+        """Offer a batch's candidates to the lists (in the bookkeeping thread, on one intra-op thread
+        of its own, beside the encoding of the next batch; batches in order)."""
+        with torch.inference_mode():
+            _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
+
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
-    with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader:
+    offered = None
+    with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader, \
+            ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as bookkeeper:
         upcoming = reader.submit(load, steps[0]) if steps else None
         for index, step in enumerate(steps):
             item_lo, item_hi, row_lo, row_hi, complete = step
@@ -170,14 +178,19 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             if x.shape[0]:
                 pending.append(acc.candidates(enc, x, item, position, row_id, recon_p))
             if complete:
-                _offer(acc, pending, item_lo, item_hi, enc.d_sae, device, row_hi - row_lo > item_hi - item_lo or len(pending) > 1)
+                if offered is not None:
+                    offered.result()
+                offered = bookkeeper.submit(offer, pending, item_lo, item_hi)
                 pending = []
                 if checkpoint is not None and time.monotonic() - last_save > config.checkpoint_s:
+                    offered.result()
                     save_state(checkpoint, SavedState(expected, acc.state(), item_hi))
                     last_save = time.monotonic()
             bar.update(row_hi - row_lo)
             if reached is not None:
                 reached(row_hi)
+        if offered is not None:
+            offered.result()
     if checkpoint is not None:
         save_state(checkpoint, SavedState(expected, acc.state(), stop_item))
     return acc
@@ -202,20 +215,20 @@ def resume(checkpoint: Path, expected: dict, acc: Accumulator, first_item: int, 
 
 
 def _offer(acc: Accumulator, pending: list[Candidates], item_lo: int, item_hi: int, features: int,
-           device: torch.device, multi_row: bool) -> None:
+           device: torch.device) -> None:
     items = torch.arange(item_lo, item_hi, device=device)
     if not pending:
-        acc.offer(Candidates.cat([_empty(device)]), items, multi_row)
+        acc.offer(Candidates.cat([_empty(device)]), items)
         return
     c = pending[0] if len(pending) == 1 else Candidates.cat(pending)
     if len(pending) > 1:  # chunks of one long item: keep each feature's best over the chunks
-        fire = best_per_group(c.fire_item, c.fire_feature, c.fire_value.double(), c.fire_position, features)
-        low = best_per_group(c.low_item, c.low_feature, -c.low_value.double(), c.low_position, features)
-        hard = best_per_group(c.hard_item, c.hard_feature, c.hard_value.double(), c.hard_position, features)
+        fire = best_per_group(c.fire_item, c.fire_feature, c.fire_value, c.fire_position, features)
+        low = best_per_group(c.low_item, c.low_feature, -c.low_value, c.low_position, features)
+        hard = best_per_group(c.hard_item, c.hard_feature, c.hard_value, c.hard_position, features)
         c = Candidates(c.fire_item[fire], c.fire_feature[fire], c.fire_value[fire], c.fire_position[fire],
                        c.low_item[low], c.low_feature[low], c.low_value[low], c.low_position[low],
                        c.hard_item[hard], c.hard_feature[hard], c.hard_value[hard], c.hard_position[hard])
-    acc.offer(c, items, multi_row)
+    acc.offer(c, items, split=len(pending) > 1)
 
 
 def _empty(device: torch.device) -> Candidates:

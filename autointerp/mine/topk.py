@@ -10,16 +10,14 @@ bottom pre-activations (the key of -pre) and uniform samples (the key is a hash 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+
+from autointerp.mine.windows import Held
 
 _M32 = 0xFFFFFFFF
 EMPTY = torch.iinfo(torch.int64).min
 WIDE_TABLE = 4
 """TopPerFeature.flush merges in a table of at most WIDE_TABLE times the cells its entries need."""
-HELD_SOURCES = 16
-"""TopPerFeature with payloads flushes once this many offers wait (each holds its batch's data)."""
 
 
 def hash_bits(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
@@ -85,9 +83,12 @@ class TopPerFeature:
     what a filter of candidates needs.
 
     With `window` > 0 each entry also carries a float32 payload of that many values (a sequence
-    example's activation trace, NaN where unknown), asked of the offer only for candidates that enter
-    the state at a flush, and kept in a pool (`pool[ref]`, compacted when full), in memory only:
-    state() and merge() leave it out, so a resumed or merged pass falls back to computing it again."""
+    example's activation trace, NaN where unknown), computed late: an offer names the held source of
+    its candidates' payloads (an id the caller maps to a function, see `Held`), and an entry waits on
+    its source (`source`) until the caller has it computed, for the entries still in the state, when it
+    lets go of the source (`compute`) or reads the payloads (`payloads`). Computed payloads are kept in
+    a pool (`pool[ref]`, compacted when full), in memory only: state() and merge() leave them out, so a
+    resumed or merged pass falls back to computing them again."""
 
     def __init__(self, features: int, k: int, device: torch.device | str = "cpu", window: int = 0) -> None:
         self.k = k
@@ -98,8 +99,10 @@ class TopPerFeature:
         self.pool = torch.empty((0, window), device=device)
         self._used = 0
         self.ref = torch.full((features, k), -1, dtype=torch.int64, device=device)
+        """The pool row of each entry's payload; -1: none (yet)."""
+        self.source = torch.full((features, k), -1, dtype=torch.int64, device=device)
+        """The source each entry's payload waits on; -1: none (computed, or no source)."""
         self._pending: list[tuple[torch.Tensor, ...]] = []
-        self._sources: list[tuple[Callable[[torch.Tensor, torch.Tensor], None] | None, torch.Tensor]] = []
         self._pending_size = 0
 
     def worst(self) -> torch.Tensor:
@@ -107,32 +110,29 @@ class TopPerFeature:
         return self.packed[:, -1]
 
     def offer(self, features: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, values: torch.Tensor,
-              positions: torch.Tensor | None = None,
-              windows: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> None:
+              positions: torch.Tensor | None = None, source: int = -1) -> None:
         """Offer candidates (1-D, equal length; keys from float_key or hash_key); each (feature, id) at
-        most once over the whole pass. `windows(index, out)`: writes the payloads [len(index), window] of the
-        candidates at those indices, asked at the next flush for those that enter the state."""
+        most once over the whole pass. source: the id of the held source of their payloads (-1: none)."""
         if self.k == 0 or len(features) == 0:
             return
         packed = pack(keys, ids)
-        better = packed > self.packed[features, -1]
+        better = packed > self.packed[:, -1].take(features)
         n = int(better.sum())
         if n == 0:
             return
         positions = positions[better] if positions is not None else torch.full((n,), -1, device=packed.device)
-        self._pending.append((features[better], packed[better], values[better].float(), positions))
-        if self.window:
-            self._sources.append((windows, torch.nonzero(better).flatten()))
+        part = (features[better], packed[better], values[better].float(), positions)
+        self._pending.append(part + ((torch.full((n,), source, device=packed.device),) if self.window else ()))
         self._pending_size += n
-        if self._pending_size >= self.packed.numel() or len(self._sources) >= HELD_SOURCES:
+        if self._pending_size >= self.packed.numel():
             self.flush()
 
     def flush(self) -> None:
         """Merge the buffered candidates into the state."""
         if not self._pending:
             return
-        features, packed, values, positions = (torch.cat(part) for part in zip(*self._pending))
-        sources, self._sources = self._sources, []
+        columns = [torch.cat(part) for part in zip(*self._pending)]
+        features, packed = columns[:2]
         self._pending, self._pending_size = [], 0
         # Each feature's candidates side by side in a table with its K entries, then one top-K per row.
         # One stable sort by feature (a radix sort of small integers) places them; only where one
@@ -154,30 +154,63 @@ class TopPerFeature:
         slot = (torch.cumsum(counts > 0, 0) - 1)[group]
         width = self.k + int(rank.max()) + 1  # room for the most new candidates of any one feature
         merged = torch.full((len(touched), width), EMPTY, dtype=torch.int64, device=packed.device)
-        merged_values = torch.zeros((len(touched), width), dtype=torch.float32, device=packed.device)
-        merged_positions = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)
-        merged[:, :self.k] = self.packed[touched]
-        merged_values[:, :self.k] = self.values[touched]
-        merged_positions[:, :self.k] = self.positions[touched]
-        merged[slot, self.k + rank] = packed[order]
-        merged_values[slot, self.k + rank] = values[order]
-        merged_positions[slot, self.k + rank] = positions[order]
+        merged[:, :self.k] = self.packed.index_select(0, touched)
+        merged[slot, self.k + rank] = packed.take(order)
         best = merged.topk(self.k, dim=1).indices  # packed keys are distinct: no ties
-        if self.window:  # the kept entries' payloads: old ones by reference, new ones asked of their offers
-            source = torch.full((len(touched), width), -1, dtype=torch.int64, device=packed.device)
-            source[slot, self.k + rank] = order
-            chosen = source.gather(1, best)
-            ref = self.ref[touched].gather(1, best.clamp(max=self.k - 1))
-            new = chosen >= 0
-            ref[new] = -1
-            self.ref[touched] = ref  # the entries that leave free their payloads (see _add_payloads)
-            added = self._add_payloads(chosen[new], sources)  # may renumber self.ref
-            ref = self.ref[touched]
-            ref[new] = added
-            self.ref[touched] = ref
-        self.packed[touched] = merged.gather(1, best)
-        self.values[touched] = merged_values.gather(1, best)
-        self.positions[touched] = merged_positions.gather(1, best)
+        # Column c < K of a row is its old c-th entry; column K + r its r-th new candidate, the
+        # (start + r)-th of `order`, start being the row's first; empty cells are picked only where the
+        # row holds fewer than K entries, and then its old K-th is empty too (rows are kept sorted).
+        new = (best >= self.k) & (merged.gather(1, best) != EMPTY)
+        start = torch.searchsorted(slot, torch.arange(len(touched), device=slot.device))
+        pick = order[(start[:, None] + best - self.k).clamp(0, len(order) - 1)]
+        old = best.clamp(max=self.k - 1)
+        state = [(self.packed, packed), (self.values, columns[2]), (self.positions, columns[3])]
+        if self.window:  # a new entry's payload waits on its offer's source
+            state += [(self.ref, torch.full_like(columns[4], -1)), (self.source, columns[4])]
+        for table, column in state:  # (index_select, take and index_copy_: faster than [] indexing)
+            table.index_copy_(0, touched, torch.where(new, column.take(pick), table.index_select(0, touched).gather(1, old)))
+
+    def waiting(self) -> torch.Tensor:
+        """The ids of the sources that entries wait on, buffered offers included."""
+        ids = [self.source[self.source >= 0]] + [part[4][:1] for part in self._pending if self.window]
+        return torch.unique(torch.cat(ids)) if self.window else self.source.new_empty(0)
+
+    def compute(self, sources: list[int], held: Held) -> None:
+        """Compute the payloads of the entries waiting on these sources, into the pool (buffered offers
+        are merged first: afterwards no entry waits on them)."""
+        self.flush()
+        if not self.window:
+            return
+        feature, slot = torch.nonzero(torch.isin(self.source, torch.tensor(sources, device=self.source.device)),
+                                      as_tuple=True)
+        if len(feature) == 0:
+            return
+        start = self._reserve(len(feature))
+        self._fill(feature, slot, held, self.pool[start:start + len(feature)])
+        self.ref[feature, slot] = torch.arange(start, start + len(feature), device=feature.device)
+        self.source[feature, slot] = -1
+
+    def _fill(self, feature: torch.Tensor, slot: torch.Tensor, held: Held, out: torch.Tensor) -> None:
+        """Write the payloads of these entries (each waiting on a held source) into out, row by row."""
+        source = self.source[feature, slot]
+        ids, peaks = unpack_ids(self.packed[feature, slot]), self.positions[feature, slot]
+        for s in torch.unique(source).tolist():
+            mine = torch.nonzero(source == s).flatten()
+            out[mine] = held[s](ids[mine], feature[mine], peaks[mine])
+
+    def _reserve(self, n: int) -> int:
+        """The first of n free rows of the pool, a buffer of 2 x features x K rows compacted when full."""
+        if len(self.pool) == 0:  # (a normal tensor, updated in and outside inference mode)
+            with torch.inference_mode(False):
+                self.pool = torch.empty((2 * self.ref.numel(), self.window), device=self.ref.device)
+        if self._used + n > len(self.pool):  # compaction: only live payloads stay
+            live = self.ref >= 0
+            kept = self.ref[live]
+            self.pool[:len(kept)] = self.pool[kept]
+            self.ref[live] = torch.arange(len(kept), device=kept.device)
+            self._used = len(kept)
+        self._used += n
+        return self._used - n
 
     def merge(self, other: "TopPerFeature") -> None:
         """Fold another state (e.g. another shard's) into this one."""
@@ -187,40 +220,28 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
-    def _add_payloads(self, candidate: torch.Tensor, sources: list) -> torch.Tensor:
-        """Store the payloads of these candidates (indices into the flushed offers, concatenated) in the
-        pool, a buffer of 2 x features x K rows compacted when full; returns their references (-1: an
-        offer without payloads)."""
-        ends = torch.cumsum(torch.tensor([len(index) for _, index in sources], device=candidate.device), 0)
-        part = torch.searchsorted(ends, candidate, right=True)
-        local = candidate - torch.cat([ends.new_zeros(1), ends])[part]
-        ref = torch.full_like(candidate, -1)
-        if len(self.pool) == 0:  # (a normal tensor, updated in and outside inference mode)
-            with torch.inference_mode(False):
-                self.pool = torch.empty((2 * self.ref.numel(), self.window), device=candidate.device)
-        if self._used + len(candidate) > len(self.pool):  # compaction: only live payloads stay
-            live = self.ref >= 0
-            kept = self.ref[live]
-            self.pool[:len(kept)] = self.pool[kept]
-            self.ref[live] = torch.arange(len(kept), device=ref.device)
-            self._used = len(kept)
-        for p in torch.unique(part).tolist():
-            windows, index = sources[p]
-            mine = torch.nonzero(part == p).flatten()
-            if windows is None or len(mine) == 0:
-                continue
-            windows(index[local[mine]], self.pool[self._used:self._used + len(mine)])
-            ref[mine] = torch.arange(self._used, self._used + len(mine), device=ref.device)
-            self._used += len(mine)
-        return ref
-
-    def payloads(self) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
-        """({(feature, id): row}, rows [n, window]): the payloads of the filled entries that have one."""
+    def payloads(self, wanted: torch.Tensor | None = None,
+                 held: Held | None = None) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
+        """({(feature, id): row}, rows [n, window]): the payloads of the filled entries that have one,
+        computed or waiting on a source in `held`; only those whose feature * 2^32 + id is in `wanted`."""
         self.flush()
         filled = (self.packed != EMPTY) & (self.ref >= 0)
+        if held is not None:
+            filled |= (self.packed != EMPTY) & (self.source >= 0)
         feature, slot = torch.nonzero(filled, as_tuple=True)
-        ids = unpack_ids(self.packed[feature, slot]).tolist()
-        return dict(zip(zip(feature.tolist(), ids), range(len(ids)))), self.pool[self.ref[feature, slot]]
+        ids = unpack_ids(self.packed[feature, slot])
+        if wanted is not None:
+            keep = torch.isin((feature << 32) + ids, wanted)
+            feature, slot, ids = feature[keep], slot[keep], ids[keep]
+        rows = self.pool.new_empty((len(feature), self.window))
+        computed = self.ref[feature, slot] >= 0
+        rows[computed] = self.pool[self.ref[feature, slot][computed]]
+        if held is not None and not bool(computed.all()):
+            waiting = torch.nonzero(~computed).flatten()
+            part = rows.new_empty((len(waiting), self.window))
+            self._fill(feature[waiting], slot[waiting], held, part)
+            rows[waiting] = part
+        return dict(zip(zip(feature.tolist(), ids.tolist()), range(len(feature)))), rows
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
         """Per feature, its (id, value, position) entries, best first, only filled slots."""

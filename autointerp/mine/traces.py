@@ -6,6 +6,7 @@ lists beyond the accumulator's WINDOW_MEMORY) are computed by re-encoding just t
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -20,16 +21,18 @@ TRACED = ("top", "quantile")
 
 def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, list[tuple[int, float, int]]]],
            config: MineConfig, device: torch.device,
-           known: tuple[dict[tuple[int, int], int], torch.Tensor] | None = None) -> dict[tuple[int, int], dict]:
-    """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples. known:
-    ({(feature, item): row}, rows), each row the activations at the 2 * trace_window + 1 positions
-    centred on the peak, NaN where not seen, from the pass (Accumulator.windows)."""
+           known: Callable[[list[tuple[int, int]]], tuple[dict[tuple[int, int], int], torch.Tensor]] | None = None,
+           ) -> dict[tuple[int, int], dict]:
+    """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples. known: for a
+    list of (feature, item), ({(feature, item): row}, rows) where the pass kept their windows, each row
+    the activations at the 2 * trace_window + 1 positions centred on the peak, NaN where not seen
+    (Accumulator.windows)."""
     w = config.trace_window
     out: dict[tuple[int, int], dict] = {}
     wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)], to encode
     seen: list[tuple[int, int, int, int, int]] = []  # (feature, item, peak, start, end) with a kept window
     rows: list[int] = []
-    index, table = known if known is not None else ({}, None)
+    index, table = known(traced(per_feature)) if known is not None else ({}, None)
     for f, kinds in per_feature.items():
         for kind in TRACED:
             for item, _, peak in kinds.get(kind, []):
@@ -86,6 +89,11 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
                 out[(f, item)] = _window(corpus, item, s, e, trace if clean else [None if v != v else v for v in trace])
             bar.update(len(chunk))
     return out
+
+
+def traced(per_feature: dict[int, dict[str, list[tuple[int, float, int]]]]) -> list[tuple[int, int]]:
+    """The (feature, item) of every example of the traced kinds."""
+    return [(f, item) for f, kinds in per_feature.items() for kind in TRACED for item, _, _ in kinds.get(kind, [])]
 
 
 def _window(corpus: Corpus, item: int, s: int, e: int, trace: list) -> dict:

@@ -13,7 +13,7 @@ import torch
 @dataclass
 class BatchWindows:
     """One batch: the item and position of each of its rows, and its active entries (row, feature,
-    activation), exactly as the pass computed them."""
+    activation) in row order, exactly as the pass computed them."""
     item: torch.Tensor
     position: torch.Tensor
     rows: torch.Tensor
@@ -32,7 +32,8 @@ class BatchWindows:
         batch (another batch, a skipped row, or outside the item)."""
         B, W = len(self.item), 2 * self.width + 1
         if self._keys is None:  # active entries by (feature, row): a window's entries are one run
-            self._keys, self._order = torch.sort(self.features * B + self.rows)
+            self._order = torch.argsort(self.features.int(), stable=True)  # (rows in order already)
+            self._keys = self.features[self._order].long() * B + self.rows[self._order]
         first = torch.searchsorted(self.item, item)  # the item's rows in the batch: first .. last
         last = torch.searchsorted(self.item, item, right=True) - 1
         whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
@@ -52,6 +53,37 @@ class BatchWindows:
         value = self.values[self._order[entry]].float()
         out[which, self._keys[entry] - base[which]] += value  # NaN stays NaN: a row not in the batch
         return out
+
+    @property
+    def nbytes(self) -> int:
+        """Its memory, with the sort made by the first call."""
+        return sum(t.nbytes for t in (self.item, self.position, self.rows, self.features, self.values)) \
+            + 16 * len(self.rows)
+
+
+class Held:
+    """Batches (BatchWindows) by id, in the order they came, with the memory they take."""
+
+    def __init__(self) -> None:
+        self._batches: dict[int, BatchWindows] = {}
+        self._next = 0
+        self.nbytes = 0
+
+    def add(self, batch: BatchWindows) -> int:
+        self._batches[self._next] = batch
+        self.nbytes += batch.nbytes
+        self._next += 1
+        return self._next - 1
+
+    def __getitem__(self, batch: int) -> BatchWindows:
+        return self._batches[batch]
+
+    def ids(self) -> list[int]:
+        """Oldest first."""
+        return list(self._batches)
+
+    def release(self, batch: int) -> None:
+        self.nbytes -= self._batches.pop(batch).nbytes
 
 
 @functools.cache

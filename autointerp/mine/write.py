@@ -171,18 +171,11 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
         bar.update()
     with store.session() as s:
         s.scalars(select(SAE)).one().map_method = method
-    negatives = acc.negatives()
     histograms = acc.histograms()
     todo = [f for f in range(encoder.d_sae) if f not in done]
-    tops, bottoms, hards, samples = (part.entries() for part in (acc.top, acc.bottom, acc.near, acc.sample))
-    per_feature: dict[int, dict[str, list[tuple[int, float, int]]]] = {}
-    for f in todo:
-        shown = {item for item, _, _ in tops[f]}
-        per_feature[f] = {"top": tops[f], "bottom": bottoms[f], "hard": hards[f],
-                          "quantile": _holdout(samples[f], shown, config.n_holdout),
-                          "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
+    per_feature = chosen_examples(acc, config, todo)
     sequence = corpus.is_sequence
-    windows = traces(encoder, corpus, per_feature, config, device, acc.windows()) if sequence else {}
+    windows = traces(encoder, corpus, per_feature, config, device, acc.windows) if sequence else {}
     no_window = {"start": None, "end": None, "trace_start": None, "trace": None}
     with Progress("mine: write", len(todo), "features") as bar:
         for begin in range(0, len(todo), WRITE_BATCH):
@@ -204,6 +197,21 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
     dead = sum(1 for count in fire if count == 0)
     return MineResult(rows, encoder.d_sae, dead, len(todo), fve, acc.normalized_l2() if measured else float("nan"),
                       acc.skipped)
+
+
+def chosen_examples(acc: Accumulator, config: MineConfig,
+                    features: list[int]) -> dict[int, dict[str, list[tuple[int, float, int]]]]:
+    """Per feature, its examples of each kind, (item, activation, position) best first: top, bottom,
+    hard (near misses), quantile (held out for scoring) and random (negatives)."""
+    negatives = acc.negatives()
+    tops, bottoms, hards, samples = (part.entries() for part in (acc.top, acc.bottom, acc.near, acc.sample))
+    per_feature = {}
+    for f in features:
+        shown = {item for item, _, _ in tops[f]}
+        per_feature[f] = {"top": tops[f], "bottom": bottoms[f], "hard": hards[f],
+                          "quantile": _holdout(samples[f], shown, config.n_holdout),
+                          "random": [(item, 0.0, -1) for item in negatives.get(f, [])]}
+    return per_feature
 
 
 def _holdout(sample: list[tuple[int, float, int]], shown: set[int], n: int) -> list[tuple[int, float, int]]:

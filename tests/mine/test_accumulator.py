@@ -19,12 +19,12 @@ def reference(item, feature, key, ident) -> set[int]:
 
 
 def entries(seed: int, item_base: int = 0):
-    """Rows of 9 positions per item, 4 distinct features per row, activations with many ties."""
+    """Rows of 9 positions per item, 4 distinct features per row, float32 keys with many ties."""
     g = torch.Generator().manual_seed(seed)
     rows = 9 * 6
     feature = torch.rand(rows, 12, generator=g).topk(4, dim=1).indices.reshape(-1)
     row = torch.arange(rows).repeat_interleave(4)
-    key = torch.randint(0, 5, (len(row),), generator=g).float() / 4
+    key = torch.randint(-2, 3, (len(row),), generator=g).float() / 4  # negative, zero and positive
     perm = torch.randperm(len(row), generator=g)  # any order: the result must not depend on it
     return (row // 9 + item_base)[perm], feature[perm], key[perm], (row % 9)[perm]
 
@@ -41,7 +41,7 @@ def test_sort_path_matches_brute_force(seed, monkeypatch):
     monkeypatch.setattr(scans, "DENSE_GROUPS", 0)
     item, feature, key, ident = entries(seed)
     item = torch.where(item == item.max(), item + 10_000_000, item)  # items far apart: the table would be large
-    got = best_per_group(item, feature, key.double(), ident, 12).tolist()
+    got = best_per_group(item, feature, key, ident, 12).tolist()
     assert len(got) == len(set(got)) and set(got) == reference(item, feature, key, ident)
 
 

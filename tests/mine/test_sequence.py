@@ -278,11 +278,11 @@ def test_checkpoint_resumes_a_killed_pass(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = mine_module.Accumulator.offer
 
-    def dying(self, *args):
+    def dying(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real(self, *args)
+        return real(self, *args, **kwargs)
 
     monkeypatch.setattr(mine_module.Accumulator, "offer", dying)
     from autointerp.cli import main

@@ -1,6 +1,7 @@
 """Traces read from the pass's own batches (windows.py) equal traces computed by encoding the windows
 again (traces.py without them): windows inside a batch, crossing batch edges (items split over
-batches), touching skipped rows, and lists too large to keep windows (WINDOW_MEMORY)."""
+batches), touching skipped rows, and lists too large to keep windows (WINDOW_MEMORY); computed from
+batches held to the end or let go during the pass (HELD_MEMORY)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,16 @@ def mined_pass(tmp_path):
     return encoder, corpus, config.mine, acc, per_feature
 
 
-def test_windows_from_the_pass_equal_encoded_again(tmp_path):
+def every_entry(per_feature):
+    return [(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind]
+
+
+@pytest.mark.parametrize("held", [256 << 20, 0, 3000])  # all held to the end, let go batch by batch, or in halves
+def test_windows_from_the_pass_equal_encoded_again(tmp_path, monkeypatch, held):
+    monkeypatch.setattr(accumulator, "HELD_MEMORY", held)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
-    known = acc.windows()
+    assert (len(acc.held.ids()) > 5) == (held > 3000)
+    known = acc.windows(every_entry(per_feature))
     w = config.trace_window
     complete = crossing = 0
     for (f, item), row in known[0].items():
@@ -48,15 +56,15 @@ def test_windows_from_the_pass_equal_encoded_again(tmp_path):
         crossing += bool(seen.isnan().any())
     assert complete > 20 and crossing > 0  # both paths are exercised
     expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
-    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), known) == expected
+    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows) == expected
     assert any(None in window["trace"] for window in expected.values())  # skipped rows show as None
 
 
 def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch):
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 0)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
-    assert acc.windows()[0] == {}
-    got = traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows())
+    assert acc.windows(every_entry(per_feature))[0] == {}
+    got = traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows)
     assert set(got) == {(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind}
 
 
@@ -67,33 +75,48 @@ def test_only_the_top_list_within_the_window_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 2 * acc.features * config.n_top * acc.window * 4)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path / "b")
     assert acc.top.window and not acc.sample.window
-    known = acc.windows()
+    known = acc.windows(every_entry(per_feature))
     assert known[0] and len(known[0]) == len(known[1])
     expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
-    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), known) == expected
+    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows) == expected
+
+
+class Ids:
+    """A held source whose payload for item i is (i, i + 0.5)."""
+    nbytes = 100
+
+    def __call__(self, ids, feature, peaks):
+        return ids[:, None].float() + torch.tensor([0.0, 0.5])
 
 
 @pytest.mark.parametrize("features", [1, 7])
-def test_pool_compaction_keeps_the_live_payloads(features):
-    """Payloads follow their entries through many flushes and compactions of the pool."""
+def test_payloads_follow_their_entries(features):
+    """Payloads follow their entries through many flushes and compactions of the pool, computed when
+    their source is let go or read while it is held; only the wanted ones are read."""
     from autointerp.mine.topk import TopPerFeature, float_key
+    from autointerp.mine.windows import Held
     g = torch.Generator().manual_seed(features)
-    top = TopPerFeature(features, 3, window=2)
-    offered = {}
+    top, held = TopPerFeature(features, 3, window=2), Held()
     for batch in range(40):
         f = torch.randint(0, features, (25,), generator=g)
         ids = torch.arange(batch * 25, batch * 25 + 25)
         values = torch.rand(25, generator=g)
-        for i, value in zip(ids.tolist(), values.tolist()):
-            offered[i] = value
-        top.offer(f, float_key(values), ids, values,
-                  windows=lambda index, out, ids=ids: out.copy_(ids[index, None].float().expand(-1, 2) + torch.tensor([0.0, 0.5])))
-    index, rows = top.payloads()
+        top.offer(f, float_key(values), ids, values, source=held.add(Ids()))
+        if batch % 7 == 6:  # let go of all but the newest
+            old = held.ids()[:-1]
+            top.compute(old, held)
+            for source in old:
+                held.release(source)
+    assert top._used > 0 and held.nbytes == 100 * len(held.ids())
     entries = top.entries()
+    index, rows = top.payloads(held=held)
     assert sum(len(row) for row in entries) == len(index)
     for f, row in enumerate(entries):
         for item, value, _ in row:
             assert rows[index[(f, item)]].tolist() == [float(item), item + 0.5]
+    some = [(f, item) for f, row in enumerate(entries) for item, _, _ in row[:2]]
+    index, rows = top.payloads(torch.tensor([(f << 32) + item for f, item in some]), held)
+    assert set(index) == set(some) and all(rows[row].tolist() == [float(item), item + 0.5] for (_, item), row in index.items())
 
 
 @pytest.mark.parametrize("seed", range(6))
