@@ -79,12 +79,12 @@ def corpus_of(path: Path, positions: int = 1) -> Corpus:
     return Corpus(vectors=vectors, items=items, audio_root=path.parent)
 
 
-def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
+def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> tuple[float, float]:
     """The SAE's inference alone: read the batches, pre-activations, the sparse code (top-k, or the
-    threshold's nonzeros), results discarded."""
+    threshold's nonzeros), results discarded. Returns (wall, CPU) seconds."""
     enc = encoder.to(device)
     rows = batch_rows(config.batch_size, enc.d_sae, device)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for _, _, lo, hi, _ in plan(corpus, 0, len(corpus.items), rows):
             x = torch.from_numpy(corpus.vectors.read(lo, hi)).to(device)
@@ -95,23 +95,25 @@ def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: to
                 pre.topk(enc.k, dim=1)
         if device.type == "cuda":
             torch.cuda.synchronize()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> float:
-    started = time.perf_counter()
+def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> tuple[float, float]:
+    """The pass and, for a sequence corpus, the windows the write stage then asks of the batches it held
+    (for the top and held-out examples; choosing those is not counted). Returns (wall, CPU) seconds."""
+    started, cpu = time.perf_counter(), time.process_time()
     acc = run_pass(encoder, corpus, config, device, "reject", Shard(0, 1), None)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    took = time.perf_counter() - started
-    if corpus.is_sequence:  # the windows the write stage asks of the held batches (not the choosing)
-        wanted = traced(chosen_examples(acc, config, list(range(encoder.d_sae))))
-        started = time.perf_counter()
+    took, took_cpu = time.perf_counter() - started, time.process_time() - cpu
+    if corpus.is_sequence:
+        wanted = [(f, item) for f, item, _ in traced(chosen_examples(acc, config, list(range(encoder.d_sae))))]
+        started, cpu = time.perf_counter(), time.process_time()
         acc.windows(wanted)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        took += time.perf_counter() - started
-    return took
+        took, took_cpu = took + time.perf_counter() - started, took_cpu + time.process_time() - cpu
+    return took, took_cpu
 
 
 def write_stage(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, folder: Path) -> None:
@@ -188,9 +190,9 @@ def overhead(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
         for name, run in (("bare", lambda: bare_encode(encoder, corpus, config, device)),
                           ("full", lambda: full_pass(encoder, corpus, config, device)),
                           ("lean", lambda: full_pass(encoder, corpus, no_hard, device))):
-            started = time.process_time()
-            times[name].append(run())
-            cpu[name].append(time.process_time() - started)
+            wall, seconds = run()
+            times[name].append(wall)
+            cpu[name].append(seconds)
     b, f, l = (min(times[name]) for name in ("bare", "full", "lean"))
     ratios = sorted(x / y for x, y in zip(times["full"], times["bare"]))
     print(f"[{label}] bare encode : {b:8.2f} s  {rows / b:12,.0f} rows/s  ({min(cpu['bare']):.1f} CPU-s)")

@@ -328,18 +328,19 @@ class Accumulator:
                         "counts": counts[occupied[0]:occupied[-1] + 1]} if occupied else None)
         return out
 
-    def windows(self, wanted: list[tuple[int, int]]) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
-        """({(feature, item): row}, rows): the activation windows (see windows.py) of these entries of the
-        top and sample lists, where the pass kept them."""
+    def windows(self, wanted: list[tuple[int, int]]) -> tuple[list[bool], torch.Tensor]:
+        """(found, rows [len(wanted), 2 * trace_window + 1]): for each (feature, item) of the top or sample
+        lists, whether the pass kept its activation window (see windows.py), and that window."""
         keys = torch.tensor([(f << 32) + item for f, item in wanted], dtype=torch.int64, device=self.device)
-        index, parts, offset = {}, [], 0
+        found = torch.zeros(len(wanted), dtype=torch.bool, device=self.device)
+        rows = torch.empty((len(wanted), self.window), device=self.device)
         for top in (self.top, self.sample):
             if top.window:
-                found, rows = top.payloads(keys, self.held)
-                index |= {key: row + offset for key, row in found.items() if key not in index}
-                parts.append(rows)
-                offset += len(rows)
-        return index, torch.cat(parts) if parts else torch.empty((0, self.window), device=self.device)
+                here, payloads = top.payloads(keys, self.held)
+                new = here & ~found
+                rows[new] = payloads[new]
+                found |= here
+        return found.tolist(), rows
 
     def negatives(self) -> dict[int, list[int]]:
         """Per feature, n_negative items of the global sample where it never fires, in a per-feature

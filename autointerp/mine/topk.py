@@ -220,28 +220,26 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
-    def payloads(self, wanted: torch.Tensor | None = None,
-                 held: Held | None = None) -> tuple[dict[tuple[int, int], int], torch.Tensor]:
-        """({(feature, id): row}, rows [n, window]): the payloads of the filled entries that have one,
-        computed or waiting on a source in `held`; only those whose feature * 2^32 + id is in `wanted`."""
+    def payloads(self, wanted: torch.Tensor, held: Held | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(found [n] bool, rows [n, window]): for each wanted entry (feature * 2^32 + id), whether it is
+        in the state with a payload, computed or waiting on a source in `held`, and that payload."""
         self.flush()
-        filled = (self.packed != EMPTY) & (self.ref >= 0)
-        if held is not None:
-            filled |= (self.packed != EMPTY) & (self.source >= 0)
+        filled = (self.packed != EMPTY) & ((self.ref >= 0) | (self.source >= 0) if held is not None else self.ref >= 0)
         feature, slot = torch.nonzero(filled, as_tuple=True)
-        ids = unpack_ids(self.packed[feature, slot])
-        if wanted is not None:
-            keep = torch.isin((feature << 32) + ids, wanted)
-            feature, slot, ids = feature[keep], slot[keep], ids[keep]
-        rows = self.pool.new_empty((len(feature), self.window))
+        keys, order = torch.sort((feature << 32) + unpack_ids(self.packed[feature, slot]))
+        at = torch.searchsorted(keys, wanted).clamp(max=max(len(keys) - 1, 0))
+        found = keys[at] == wanted if len(keys) else torch.zeros(len(wanted), dtype=torch.bool, device=wanted.device)
+        rows = torch.full((len(wanted), self.window), torch.nan, device=self.pool.device)
+        where = torch.nonzero(found).flatten()
+        feature, slot = feature[order[at[where]]], slot[order[at[where]]]
         computed = self.ref[feature, slot] >= 0
-        rows[computed] = self.pool[self.ref[feature, slot][computed]]
-        if held is not None and not bool(computed.all()):
+        rows[where[computed]] = self.pool[self.ref[feature, slot][computed]]
+        if not bool(computed.all()):
             waiting = torch.nonzero(~computed).flatten()
             part = rows.new_empty((len(waiting), self.window))
             self._fill(feature[waiting], slot[waiting], held, part)
-            rows[waiting] = part
-        return dict(zip(zip(feature.tolist(), ids.tolist()), range(len(feature)))), rows
+            rows[where[waiting]] = part
+        return found, rows
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
         """Per feature, its (id, value, position) entries, best first, only filled slots."""

@@ -21,28 +21,26 @@ TRACED = ("top", "quantile")
 
 def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, list[tuple[int, float, int]]]],
            config: MineConfig, device: torch.device,
-           known: Callable[[list[tuple[int, int]]], tuple[dict[tuple[int, int], int], torch.Tensor]] | None = None,
+           known: Callable[[list[tuple[int, int]]], tuple[list[bool], torch.Tensor]] | None = None,
            ) -> dict[tuple[int, int], dict]:
     """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples. known: for a
-    list of (feature, item), ({(feature, item): row}, rows) where the pass kept their windows, each row
-    the activations at the 2 * trace_window + 1 positions centred on the peak, NaN where not seen
+    list of (feature, item), (found, rows): whether the pass kept each one's window, and the windows,
+    each the activations at the 2 * trace_window + 1 positions centred on the peak, NaN where not seen
     (Accumulator.windows)."""
     w = config.trace_window
     out: dict[tuple[int, int], dict] = {}
     wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)], to encode
     seen: list[tuple[int, int, int, int, int]] = []  # (feature, item, peak, start, end) with a kept window
     rows: list[int] = []
-    index, table = known(traced(per_feature)) if known is not None else ({}, None)
-    for f, kinds in per_feature.items():
-        for kind in TRACED:
-            for item, _, peak in kinds.get(kind, []):
-                n = int(corpus.first_row[item + 1] - corpus.first_row[item])  # positions
-                window = index.get((f, item))
-                if window is None:
-                    wanted[item].append((f, peak))
-                else:
-                    seen.append((f, item, peak, max(0, peak - w), min(n, peak + w + 1)))
-                    rows.append(window)
+    examples = traced(per_feature)
+    found, table = known([(f, item) for f, item, _ in examples]) if known is not None else ([False] * len(examples), None)
+    for row, ((f, item, peak), kept) in enumerate(zip(examples, found)):
+        n = int(corpus.first_row[item + 1] - corpus.first_row[item])  # positions
+        if kept:
+            seen.append((f, item, peak, max(0, peak - w), min(n, peak + w + 1)))
+            rows.append(row)
+        else:
+            wanted[item].append((f, peak))
     if seen:
         kept = table[torch.tensor(rows, device=table.device)]  # [m, 2w + 1]: positions peak - w .. peak + w
         offset = torch.arange(kept.shape[1], device=kept.device)
@@ -91,9 +89,9 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
     return out
 
 
-def traced(per_feature: dict[int, dict[str, list[tuple[int, float, int]]]]) -> list[tuple[int, int]]:
-    """The (feature, item) of every example of the traced kinds."""
-    return [(f, item) for f, kinds in per_feature.items() for kind in TRACED for item, _, _ in kinds.get(kind, [])]
+def traced(per_feature: dict[int, dict[str, list[tuple[int, float, int]]]]) -> list[tuple[int, int, int]]:
+    """(feature, item, peak position) of every example of the traced kinds."""
+    return [(f, item, peak) for f, kinds in per_feature.items() for kind in TRACED for item, _, peak in kinds.get(kind, [])]
 
 
 def _window(corpus: Corpus, item: int, s: int, e: int, trace: list) -> dict:

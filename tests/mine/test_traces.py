@@ -36,7 +36,7 @@ def mined_pass(tmp_path):
 
 
 def every_entry(per_feature):
-    return [(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind]
+    return [(f, item, peak) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, peak in kind]
 
 
 @pytest.mark.parametrize("held", [256 << 20, 0, 3000])  # all held to the end, let go batch by batch, or in halves
@@ -44,12 +44,12 @@ def test_windows_from_the_pass_equal_encoded_again(tmp_path, monkeypatch, held):
     monkeypatch.setattr(accumulator, "HELD_MEMORY", held)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
     assert (len(acc.held.ids()) > 5) == (held > 3000)
-    known = acc.windows(every_entry(per_feature))
+    entries = every_entry(per_feature)
+    found, windows = acc.windows([(f, item) for f, item, _ in entries])
+    assert len(found) == len(windows) == len(entries) and not all(found)  # none for items split over batches
     w = config.trace_window
     complete = crossing = 0
-    for (f, item), row in known[0].items():
-        window = known[1][row]
-        peak = next(p for kind in per_feature[f].values() for i, _, p in kind if i == item)
+    for (f, item, peak), window in (entry for entry, kept in zip(zip(entries, windows), found) if kept):
         n = corpus.items[item].positions
         seen = window[max(0, peak - w) - peak + w:min(n, peak + w + 1) - peak + w]
         complete += not bool(seen.isnan().any())
@@ -63,7 +63,7 @@ def test_windows_from_the_pass_equal_encoded_again(tmp_path, monkeypatch, held):
 def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch):
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 0)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
-    assert acc.windows(every_entry(per_feature))[0] == {}
+    assert not any(acc.windows([(f, item) for f, item, _ in every_entry(per_feature)])[0])
     got = traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows)
     assert set(got) == {(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind}
 
@@ -75,8 +75,10 @@ def test_only_the_top_list_within_the_window_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 2 * acc.features * config.n_top * acc.window * 4)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path / "b")
     assert acc.top.window and not acc.sample.window
-    known = acc.windows(every_entry(per_feature))
-    assert known[0] and len(known[0]) == len(known[1])
+    entries = every_entry(per_feature)
+    found, _ = acc.windows([(f, item) for f, item, _ in entries])
+    in_top = {(f, item) for f, kinds in per_feature.items() for item, _, _ in kinds["top"]}
+    assert any(found) and all((f, item) in in_top for (f, item, _), kept in zip(entries, found) if kept)
     expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
     assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows) == expected
 
@@ -108,15 +110,14 @@ def test_payloads_follow_their_entries(features):
             for source in old:
                 held.release(source)
     assert top._used > 0 and held.nbytes == 100 * len(held.ids())
-    entries = top.entries()
-    index, rows = top.payloads(held=held)
-    assert sum(len(row) for row in entries) == len(index)
-    for f, row in enumerate(entries):
-        for item, value, _ in row:
-            assert rows[index[(f, item)]].tolist() == [float(item), item + 0.5]
-    some = [(f, item) for f, row in enumerate(entries) for item, _, _ in row[:2]]
-    index, rows = top.payloads(torch.tensor([(f << 32) + item for f, item in some]), held)
-    assert set(index) == set(some) and all(rows[row].tolist() == [float(item), item + 0.5] for (_, item), row in index.items())
+    entries = [(f, item) for f, row in enumerate(top.entries()) for item, _, _ in row]
+    assert len(entries) == features * 3
+    absent = [(0, 10_000), (features - 1, 5_000)]  # never offered
+    wanted = entries + absent
+    found, rows = top.payloads(torch.tensor([(f << 32) + item for f, item in wanted]), held)
+    assert found.tolist() == [True] * len(entries) + [False] * len(absent)
+    assert rows[:len(entries)].tolist() == [[float(item), item + 0.5] for _, item in entries]
+    assert rows[len(entries):].isnan().all()
 
 
 @pytest.mark.parametrize("seed", range(6))
