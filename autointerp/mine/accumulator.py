@@ -27,12 +27,13 @@ HIST_OFFSET = 80
 about 1e-6 to 4,000; values outside fall in the end bins."""
 NEGATIVE_POOL = 8
 """The global item sample holds NEGATIVE_POOL x n_negative items (at least 64)."""
-WINDOW_MEMORY = 256 << 20
-"""Sequence corpora: a top list keeps its entries' activation windows (traces, see windows.py) while
-they take at most this many bytes; beyond it, traces encode those windows again after the pass."""
 HELD_MEMORY = 256 << 20
-"""The batches that entries' windows wait on are held within this many bytes; past it, the windows of
-the oldest half's entries are computed and those batches let go."""
+"""Sequence corpora: the batches that the top and sample entries' activation windows (traces, see
+windows.py) wait on are held within this many bytes; past it, the windows of the oldest half's
+entries are computed (kept by lists within WINDOW_MEMORY) and those batches let go."""
+WINDOW_MEMORY = 256 << 20
+"""A top list keeps the windows computed for its entries while they take at most this many bytes;
+beyond it, those of batches let go are lost, and traces encode them again after the pass."""
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Accumulator:
     def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device,
                  sequence: bool = False) -> None:
         """sequence: the corpus has items of several rows, whose top and sample entries keep their
-        activation windows (within WINDOW_MEMORY per list)."""
+        activation windows (within HELD_MEMORY and WINDOW_MEMORY)."""
         self.config, self.features, self.device = config, features, device
         F = features
         self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
@@ -74,11 +75,11 @@ class Accumulator:
         self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
         self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
         self.window = 2 * config.trace_window + 1 if sequence else 0
-        self.top = TopPerFeature(F, config.n_top, device, self._window(config.n_top))
+        self.top = TopPerFeature(F, config.n_top, device, self.window, self._keep(config.n_top))
         self.bottom = TopPerFeature(F, config.n_bottom, device)
         self.near = TopPerFeature(F, config.n_hard, device)
         n_sample = config.n_top + 4 * config.n_holdout if config.n_holdout else 0
-        self.sample = TopPerFeature(F, n_sample, device, self._window(n_sample))
+        self.sample = TopPerFeature(F, n_sample, device, self.window, self._keep(n_sample))
         self.held = Held()
         pool = max(64, NEGATIVE_POOL * config.n_negative) if config.n_negative else 0
         self.pool_keys = torch.full((pool,), -torch.inf, dtype=torch.float64, device=device)
@@ -92,8 +93,8 @@ class Accumulator:
         self.rows = 0
         self.skipped = 0
 
-    def _window(self, k: int) -> int:
-        return self.window if 2 * self.features * k * self.window * 4 <= WINDOW_MEMORY else 0  # pool: 2x
+    def _keep(self, k: int) -> bool:
+        return 2 * self.features * k * self.window * 4 <= WINDOW_MEMORY  # the pool: 2 x features x k
 
     # --- one batch ---------------------------------------------------------------------------------
     def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
@@ -306,7 +307,8 @@ class Accumulator:
         for name in self._TENSORS:
             setattr(self, name, state[name].to(self.device))
         for name in ("top", "bottom", "near", "sample"):
-            setattr(self, name, TopPerFeature.from_state(state[name], self.device, getattr(self, name).window))
+            top = getattr(self, name)
+            setattr(self, name, TopPerFeature.from_state(state[name], self.device, top.window, top.keep))
         self.recon_rows, self.rows, self.skipped = state["recon_rows"], state["rows"], state["skipped"]
 
     # --- results -----------------------------------------------------------------------------------

@@ -90,12 +90,16 @@ class TopPerFeature:
     a pool (`pool[ref]`, compacted when full), in memory only: state() and merge() leave them out, so a
     resumed or merged pass falls back to computing them again."""
 
-    def __init__(self, features: int, k: int, device: torch.device | str = "cpu", window: int = 0) -> None:
+    def __init__(self, features: int, k: int, device: torch.device | str = "cpu", window: int = 0,
+                 keep: bool = True) -> None:
+        """keep: payloads computed when their source is let go are kept in the pool (else they are lost:
+        an entry has a payload only while its source is held)."""
         self.k = k
         self.packed = torch.full((features, k), EMPTY, dtype=torch.int64, device=device)
         self.values = torch.zeros((features, k), dtype=torch.float32, device=device)
         self.positions = torch.full((features, k), -1, dtype=torch.int64, device=device)
         self.window = window if k else 0
+        self.keep = keep
         self.pool = torch.empty((0, window), device=device)
         self._used = 0
         self.ref = torch.full((features, k), -1, dtype=torch.int64, device=device)
@@ -177,13 +181,14 @@ class TopPerFeature:
 
     def compute(self, sources: list[int], held: Held) -> None:
         """Compute the payloads of the entries waiting on these sources, into the pool (buffered offers
-        are merged first: afterwards no entry waits on them)."""
+        are merged first: afterwards no entry waits on them; without `keep`, they are dropped)."""
         self.flush()
         if not self.window:
             return
         feature, slot = torch.nonzero(torch.isin(self.source, torch.tensor(sources, device=self.source.device)),
                                       as_tuple=True)
-        if len(feature) == 0:
+        if len(feature) == 0 or not self.keep:
+            self.source[feature, slot] = -1
             return
         start = self._reserve(len(feature))
         self._fill(feature, slot, held, self.pool[start:start + len(feature)])
@@ -254,7 +259,7 @@ class TopPerFeature:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], device: torch.device | str = "cpu",
-                   window: int = 0) -> "TopPerFeature":
-        top = cls(state["packed"].shape[0], state["packed"].shape[1], device, window)  # without payloads
+                   window: int = 0, keep: bool = True) -> "TopPerFeature":
+        top = cls(state["packed"].shape[0], state["packed"].shape[1], device, window, keep)  # without payloads
         top.packed, top.values, top.positions = (state[name].to(device) for name in ("packed", "values", "positions"))
         return top

@@ -60,21 +60,29 @@ def test_windows_from_the_pass_equal_encoded_again(tmp_path, monkeypatch, held):
     assert any(None in window["trace"] for window in expected.values())  # skipped rows show as None
 
 
-def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch):
+@pytest.mark.parametrize("held", [256 << 20, 0])
+def test_lists_beyond_the_window_memory_keep_none(tmp_path, monkeypatch, held):
+    """No list may keep computed windows: those of batches still held at the end are read from them,
+    those of batches let go during the pass are lost and encoded again, with the same traces."""
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 0)
+    monkeypatch.setattr(accumulator, "HELD_MEMORY", held)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path)
-    assert not any(acc.windows([(f, item) for f, item, _ in every_entry(per_feature)])[0])
-    got = traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows)
-    assert set(got) == {(f, item) for f, kinds in per_feature.items() for kind in kinds.values() for item, _, _ in kind}
+    assert not acc.top.keep and not acc.sample.keep
+    found, _ = acc.windows([(f, item) for f, item, _ in every_entry(per_feature)])
+    assert any(found) == bool(held) and acc.top.pool.numel() == acc.sample.pool.numel() == 0
+    expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
+    assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows) == expected
 
 
 def test_only_the_top_list_within_the_window_memory(tmp_path, monkeypatch):
     """Gemma-4's shape: the top lists' windows fit in WINDOW_MEMORY, the larger sample lists' do not;
-    the top's windows are used and the samples are encoded again, with the same traces."""
+    with batches let go during the pass, the top's windows are kept and the samples' encoded again,
+    with the same traces."""
+    monkeypatch.setattr(accumulator, "HELD_MEMORY", 0)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path / "a")
     monkeypatch.setattr(accumulator, "WINDOW_MEMORY", 2 * acc.features * config.n_top * acc.window * 4)
     encoder, corpus, config, acc, per_feature = mined_pass(tmp_path / "b")
-    assert acc.top.window and not acc.sample.window
+    assert acc.top.keep and not acc.sample.keep
     entries = every_entry(per_feature)
     found, _ = acc.windows([(f, item) for f, item, _ in entries])
     in_top = {(f, item) for f, kinds in per_feature.items() for item, _, _ in kinds["top"]}
