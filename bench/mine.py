@@ -100,7 +100,8 @@ def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: to
 
 def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device) -> tuple[float, float]:
     """The pass and, for a sequence corpus, the windows the write stage then asks of the batches it held
-    (for the top and held-out examples; choosing those is not counted). Returns (wall, CPU) seconds."""
+    (for the top and held-out examples; choosing those is not counted). Returns (wall, CPU) seconds;
+    the windows' wall seconds alone go to WINDOWS."""
     started, cpu = time.perf_counter(), time.process_time()
     acc = run_pass(encoder, corpus, config, device, "reject", Shard(0, 1), None)
     if device.type == "cuda":
@@ -112,8 +113,12 @@ def full_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torc
         acc.windows(wanted)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        took, took_cpu = took + time.perf_counter() - started, took_cpu + time.process_time() - cpu
+        WINDOWS.append(time.perf_counter() - started)
+        took, took_cpu = took + WINDOWS[-1], took_cpu + time.process_time() - cpu
     return took, took_cpu
+
+
+WINDOWS: list[float] = []
 
 
 def write_stage(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, folder: Path) -> None:
@@ -199,6 +204,9 @@ def overhead(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     print(f"[{label}] full mining : {f:8.2f} s  {rows / f:12,.0f} rows/s  ({min(cpu['full']):.1f} CPU-s)  overhead "
           f"{f / b:.3f}x (target <= 1.2; best times of {rounds} alternated rounds; per round "
           f"{ratios[0]:.3f}-{ratios[-1]:.3f}x)")
+    if WINDOWS:
+        print(f"[{label}]   of which activation windows asked of the held batches after the pass: "
+              f"{min(WINDOWS):.2f}-{max(WINDOWS):.2f} s")
     print(f"[{label}]   without hard negatives (n_hard = 0): {l:8.2f} s  overhead {l / b:.3f}x")
     print(f"[{label}] CPU-s overhead (full / bare, least CPU-s of each): {min(cpu['full']) / min(cpu['bare']):.3f}x; "
           f"without hard negatives {min(cpu['lean']) / min(cpu['bare']):.3f}x")
