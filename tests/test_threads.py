@@ -35,3 +35,22 @@ def test_torch_started_after_configure_uses_the_restricted_cpu_set():
     out = subprocess.run([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}}); {code}"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "PASSIVE"]
+
+
+def test_threads_started_after_the_pass_get_the_thread_count(tmp_path):
+    """torch starts a new thread with the intra-op count last set by any thread; the pass's bookkeeping
+    thread runs on one (threads.at_most) and must leave the count as it found it, or every thread
+    started afterwards (a later stage's) would run on one."""
+    import threading
+
+    import torch
+
+    from tests.mine.test_traces import mined_pass
+
+    before = torch.get_num_threads()
+    mined_pass(tmp_path)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [before] == [torch.get_num_threads()]

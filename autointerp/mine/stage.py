@@ -142,15 +142,16 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
         return x, copied
 
     def offer(pending, item_lo, item_hi):
-        """Offer a batch's candidates to the lists (in the bookkeeping thread, on one intra-op thread
-        of its own, beside the encoding of the next batch; batches in order)."""
+        """Offer a batch's candidates to the lists (in the bookkeeping thread, beside the encoding of the
+        next batch; batches in order). Accumulator.offer runs on one intra-op thread (threads.at_most,
+        which sets the count back after: torch starts each new thread with the count last set)."""
         with torch.inference_mode():
             _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
 
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
     offered = None
     with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader, \
-            ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as bookkeeper:
+            ThreadPoolExecutor(1) as bookkeeper:
         upcoming = reader.submit(load, steps[0]) if steps else None
         for index, step in enumerate(steps):
             item_lo, item_hi, row_lo, row_hi, complete = step
