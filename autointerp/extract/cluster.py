@@ -111,7 +111,7 @@ class Part:
         span = Span(self.index, self.count, first, stop)
         partial, row = span.path(self.folder, partial=True), starts[self.index]
         acc = run_pass(encoder, corpus, config.mine, pick_device(device), config.corpus.nonfinite, span, partial,
-                       lambda reached: self.counter.report.remote(self.index, reached - row))
+                       lambda reached: self.counter.report.remote(self.index, reached - row), windows=False)
         os.replace(partial, span.path(self.folder))
         return acc.rows
 

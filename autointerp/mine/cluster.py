@@ -129,7 +129,7 @@ def mine_shard(config_json: dict[str, Any], index: int, count: int, folder_name:
     partial = shard.path(folder, partial=True)
     first = int(corpus.row_of(shard.items(len(corpus.items))[0]))
     acc = run_pass(encoder, corpus, pipeline.config.mine, pick_device(device), pipeline.config.corpus.nonfinite,
-                   shard, partial, lambda row: counter.report.remote(index, row - first))
+                   shard, partial, lambda row: counter.report.remote(index, row - first), windows=False)
     os.replace(partial, shard.path(folder))
     owner.unlink(missing_ok=True)
     return acc.rows

@@ -112,12 +112,15 @@ def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
 
 
 def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch.device, nonfinite: str,
-             shard: Shard, checkpoint: Path | None, reached: Callable[[int], None] | None = None) -> Accumulator:
+             shard: Shard, checkpoint: Path | None, reached: Callable[[int], None] | None = None,
+             windows: bool = True) -> Accumulator:
     """Stream the shard's items through the SAE; resume from and save to `checkpoint` if given; after
-    each batch, call `reached` with the corpus row the pass has reached (a Ray task's progress)."""
+    each batch, call `reached` with the corpus row the pass has reached (a Ray task's progress).
+    windows: keep activation windows for traces (a pass whose state is only saved does not: shard
+    states leave them out)."""
     release_large_buffers()
     enc = encoder.to(device)
-    acc = Accumulator(enc.d_in, enc.d_sae, config, device, corpus.is_sequence)
+    acc = Accumulator(enc.d_in, enc.d_sae, config, device, corpus.is_sequence and windows)
     first_item, stop_item = shard.items(len(corpus.items))
     expected = identity(encoder, corpus, config, shard) if checkpoint is not None else {}
     next_item = resume(checkpoint, expected, acc, first_item, stop_item) if checkpoint is not None else first_item
@@ -252,7 +255,8 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
     device = pick_device(device_name)
     folder = shard_dir or Path(".")
     if shard is not None:
-        acc = run_pass(encoder, corpus, config, device, nonfinite, shard, shard.path(folder, partial=True))
+        acc = run_pass(encoder, corpus, config, device, nonfinite, shard, shard.path(folder, partial=True),
+                       windows=False)
         with disk_space(shard.path(folder)):
             os.replace(shard.path(folder, partial=True), shard.path(folder))
         return MineResult(acc.rows, encoder.d_sae, int((acc.fire_count == 0).sum()), 0, acc.fve(),

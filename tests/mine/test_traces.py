@@ -21,7 +21,7 @@ from tests.mine.test_sequence import make_corpus
 LENGTHS = [2, 15, 1, 3, 20, 2, 4, 6, 6, 5, 1, 9, 3, 3, 3]  # batch_size 7: 15, 20 and 9 split over batches
 
 
-def mined_pass(tmp_path):
+def mined_pass(tmp_path, **options):
     config_path = make_corpus(tmp_path, LENGTHS, extra='nonfinite = "skip"')
     X = np.load(tmp_path / "v.npy")
     X[[4, 40, 61]] = np.nan
@@ -29,7 +29,7 @@ def mined_pass(tmp_path):
     config = load_config(config_path)
     pipeline = Pipeline(config, Store("sqlite://"))
     encoder, corpus = pipeline.encoder(), pipeline.corpus()
-    acc = run_pass(encoder, corpus, config.mine, torch.device("cpu"), "skip", Shard(0, 1), None)
+    acc = run_pass(encoder, corpus, config.mine, torch.device("cpu"), "skip", Shard(0, 1), None, **options)
     tops, samples = acc.top.entries(), acc.sample.entries()
     per_feature = {f: {"top": tops[f], "quantile": samples[f]} for f in range(encoder.d_sae)}
     return encoder, corpus, config.mine, acc, per_feature
@@ -89,6 +89,13 @@ def test_only_the_top_list_within_the_window_memory(tmp_path, monkeypatch):
     assert any(found) and all((f, item) in in_top for (f, item, _), kept in zip(entries, found) if kept)
     expected = traces(encoder, corpus, per_feature, config, torch.device("cpu"))
     assert traces(encoder, corpus, per_feature, config, torch.device("cpu"), acc.windows) == expected
+
+
+def test_a_pass_whose_state_is_only_saved_holds_no_batches(tmp_path):
+    """A shard's pass (Ray task, --shard) saves a state that leaves windows out: it keeps none."""
+    encoder, corpus, config, acc, per_feature = mined_pass(tmp_path, windows=False)
+    assert acc.held.ids() == [] and acc.top.window == acc.sample.window == 0
+    assert sum(len(kind) for kinds in per_feature.values() for kind in kinds.values()) > 0
 
 
 class Ids:
