@@ -8,8 +8,9 @@ and peak memory as the corpus grows 4x. Prints its figures; not part of the test
 
 Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
 reconstruction sample; for sequence corpora also the activation windows of the top and held-out
-examples, which the write stage computes from the batches the pass held) / time of the bare encode (read the same batches from the same memory-mapped
-file, pre-activations + top-k, results discarded), both measured in this run, alternated, best of 3.
+examples, which the write stage computes from the batches the pass held) / time of the bare encode
+(read the same batches from the same memory-mapped file, pre-activations + top-k, results
+discarded), both measured in this run, alternated, best of 3.
 Peak memory is the peak RSS (VmHWM) of child processes mining N rows and 4N rows, 3 of each.
 """
 

@@ -104,7 +104,7 @@ class Accumulator:
         pre = encoder.preacts(x)
         r, f, v = encoder.active(pre)
         windows = None
-        if self.top.window or self.sample.window:
+        if self.window:
             windows = BatchWindows(item, position, r.int(), f.int(), v, self.features, self.config.trace_window)
         self.rows += x.shape[0]
         self.fire_count += torch.bincount(f, minlength=self.features)
@@ -249,11 +249,9 @@ class Accumulator:
 
     def _compute(self, batches: list[int]) -> None:
         """Compute the windows of the entries waiting on these held batches and let the batches go."""
-        waiting = torch.unique(torch.cat([self.top.waiting(), self.sample.waiting()])).tolist()
+        for top in (self.top, self.sample):
+            top.compute(batches, self.held)
         for batch in batches:
-            if batch in waiting:
-                for top in (self.top, self.sample):
-                    top.compute([batch], self.held)
             self.held.release(batch)
 
     def _pool(self, c: Candidates, items: torch.Tensor) -> None:

@@ -174,11 +174,6 @@ class TopPerFeature:
         for table, column in state:  # (index_select, take and index_copy_: faster than [] indexing)
             table.index_copy_(0, touched, torch.where(new, column.take(pick), table.index_select(0, touched).gather(1, old)))
 
-    def waiting(self) -> torch.Tensor:
-        """The ids of the sources that entries wait on, buffered offers included."""
-        ids = [self.source[self.source >= 0]] + [part[4][:1] for part in self._pending if self.window]
-        return torch.unique(torch.cat(ids)) if self.window else self.source.new_empty(0)
-
     def compute(self, sources: list[int], held: Held) -> None:
         """Compute the payloads of the entries waiting on these sources, into the pool (buffered offers
         are merged first: afterwards no entry waits on them; without `keep`, they are dropped)."""
@@ -225,11 +220,11 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
-    def payloads(self, wanted: torch.Tensor, held: Held | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def payloads(self, wanted: torch.Tensor, held: Held) -> tuple[torch.Tensor, torch.Tensor]:
         """(found [n] bool, rows [n, window]): for each wanted entry (feature * 2^32 + id), whether it is
         in the state with a payload, computed or waiting on a source in `held`, and that payload."""
         self.flush()
-        filled = (self.packed != EMPTY) & ((self.ref >= 0) | (self.source >= 0) if held is not None else self.ref >= 0)
+        filled = (self.packed != EMPTY) & ((self.ref >= 0) | (self.source >= 0))
         feature, slot = torch.nonzero(filled, as_tuple=True)
         keys, order = torch.sort((feature << 32) + unpack_ids(self.packed[feature, slot]))
         at = torch.searchsorted(keys, wanted).clamp(max=max(len(keys) - 1, 0))
