@@ -17,7 +17,8 @@ import torch
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
 from autointerp.threads import at_most
-from autointerp.mine.scans import BLOCK_ROWS, best_per_group, block_extremes, item_extremes, uniform_length
+from autointerp.mine.scans import (BLOCK_ROWS, best_per_group, block_extremes, block_extremes_pair, item_extremes,
+                                   uniform_length)
 from autointerp.mine.windows import BatchWindows, Held
 from autointerp.mine.topk import EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float, lexsort_groups
 
@@ -97,12 +98,12 @@ class Accumulator:
         return 2 * self.features * k * self.window * 4 <= WINDOW_MEMORY  # the pool: 2 x features x k
 
     # --- one batch ---------------------------------------------------------------------------------
-    def candidates(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
-                   row_id: torch.Tensor, recon_p: float) -> Candidates:
-        """Encode a batch, update the row-level statistics, and return its per-item candidates.
-        x [B, d]; item, position, row_id [B] (item and position of every row)."""
-        pre = encoder.preacts(x)
-        r, f, v = encoder.active(pre)
+    def candidates(self, encoder: Encoder, x: torch.Tensor, pre: torch.Tensor, active: tuple[torch.Tensor, ...],
+                   item: torch.Tensor, position: torch.Tensor, row_id: torch.Tensor, recon_p: float) -> Candidates:
+        """Update the row-level statistics with an encoded batch and return its per-item candidates.
+        x [B, d]; pre its pre-activations (encoder.preacts, overwritten here) and active their nonzeros
+        (encoder.active); item, position, row_id [B] (item and position of every row)."""
+        r, f, v = active
         windows = None
         if self.window:
             windows = BatchWindows(item, position, r.int(), f.int(), v, self.features, self.config.trace_window)
@@ -120,9 +121,11 @@ class Accumulator:
             fired = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
             fired[item[r] - item[0], f] = True
         length = uniform_length(item, position) if multi_row else None
-        if length is not None:  # whole items of `length` rows: each item's extremes in one reduction
-            low = self._item_scan(pre, -1, self.bottom, item, position, length, None)
-            hard = self._item_scan(pre, 1, self.near, item, position, length, fired)
+        if length is not None:  # whole items of `length` rows: each item's extremes from blocks of rows
+            size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)  # blocks tile items
+            high, low = block_extremes_pair(pre, size)
+            low = self._item_scan(pre, low, -1, self.bottom, item, position, length // size, None)
+            hard = self._item_scan(pre, high, 1, self.near, item, position, length // size, fired)
         else:
             low = self._extremes(pre, -1, self.bottom, item, position)
             if fired is not None:  # a near miss is where the feature does not fire anywhere in the item
@@ -145,20 +148,17 @@ class Accumulator:
             bound = best.topk(top.k, dim=0).values[-1]
         return torch.where(unfilled, bound, key_float(worst >> 32)).clamp_min(torch.finfo(dtype).min)
 
-    def _item_scan(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
-                   position: torch.Tensor, length: int, fired: torch.Tensor | None):
-        """_extremes for a batch of whole items of `length` rows each (positions 0..length-1): the extreme
-        of sign * pre per block of rows (blocks tile the items) and feature in one reduction, each item's
-        from its blocks ([items, F]; -inf where `fired`); only the (item, feature) pairs that reach the
-        limit are read again, for the first block holding the extreme, then its first row."""
+    def _item_scan(self, pre: torch.Tensor, blocks: torch.Tensor, sign: int, top: TopPerFeature,
+                   item: torch.Tensor, position: torch.Tensor, per_item: int, fired: torch.Tensor | None):
+        """_extremes for a batch of whole items of equal length (positions 0..length-1), given the extreme
+        of sign * pre per block of rows and feature (blocks [items * per_item, F] tile the items): each
+        item's from its blocks ([items, F]; -inf where `fired`); only the (item, feature) pairs that reach
+        the limit are read again, for the first block holding the extreme, then its first row."""
         empty = torch.empty(0, dtype=torch.int64, device=pre.device)
         if top.k == 0:
             return empty, empty, empty.float(), empty
         F = pre.shape[1]
-        size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)
-        per_item = length // size
-        view = pre.view(-1, size, F)
-        blocks = view.amax(1) if sign > 0 else -view.amin(1)  # [blocks, F]
+        size = len(pre) // len(blocks)
         best = blocks.view(-1, per_item, F).amax(1)  # [items, F]
         if fired is not None:
             best.masked_fill_(fired, -torch.inf)
@@ -211,8 +211,10 @@ class Accumulator:
         new_index = torch.cumsum(chosen, 0) - 1
         xs = x[chosen]
         x_hat = encoder.decode_sparse(new_index[r[keep]], f[keep], v[keep], n, xs)
-        err = (xs - x_hat).pow(2).sum(1, dtype=torch.float64)
-        norm = xs.pow(2).sum(1, dtype=torch.float64)
+        # Each row's sums of squares in float32 (a relative error near 1e-7, 3-5x faster than summing in
+        # float64), added up over the rows in float64.
+        err = (xs - x_hat).pow_(2).sum(1).double()
+        norm = xs.pow(2).sum(1).double()
         self.sq_err += err.sum()
         self.rel_err += (err / norm.clamp_min(1e-30)).sum()
         self.sum_x += xs.sum(0, dtype=torch.float64)

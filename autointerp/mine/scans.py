@@ -9,6 +9,9 @@ from autointerp.mine.topk import EMPTY, float_key, lexsort_groups, pack, rank_in
 
 BLOCK_ROWS = 16
 """Rows per block in the scans for bottom and near-miss candidates (see Accumulator._extremes)."""
+CACHE_CHUNK = 2 << 20
+"""Bytes of pre-activations per chunk in block_extremes_pair: both reductions read a chunk while it is in
+the cache (on the CPU; half the time of two reductions over the whole batch)."""
 DENSE_GROUPS = 16
 """best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
 def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
@@ -21,6 +24,21 @@ def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
     parts += [reduce(pre[whole:], 0, keepdim=True)] if whole < B else []
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out if sign > 0 else -out
+
+
+def block_extremes_pair(pre: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B / size, F], [B / size, F]): per block of `size` rows (B a multiple of size) and feature, the
+    highest pre-activation and minus the lowest (key units for the near-miss and bottom scans), each
+    chunk of rows read by both reductions while it is in the cache."""
+    B, F = pre.shape
+    view = pre.view(-1, size, F)
+    high, low = view.new_empty((len(view), F)), view.new_empty((len(view), F))
+    step = len(view) if pre.is_cuda else max(1, CACHE_CHUNK // (size * F * pre.element_size()))
+    for lo in range(0, len(view), step):
+        part = view[lo:lo + step]
+        torch.amax(part, 1, out=high[lo:lo + step])
+        torch.amin(part, 1, out=low[lo:lo + step])
+    return high, low.neg_()
 
 
 def item_extremes(pre: torch.Tensor, sign: int, item: torch.Tensor) -> torch.Tensor:

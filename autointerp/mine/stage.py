@@ -30,6 +30,7 @@ from autointerp.progress import Progress
 from autointerp.sae import Encoder
 from autointerp.store.engine import Store
 from autointerp.store.schema import SAE, Feature
+from autointerp.threads import at_most
 
 __all__ = ["Shard", "MineResult", "mine", "merge_shards", "sync_sae", "write", "pick_device", "batch_rows", "run_pass"]
 
@@ -144,12 +145,21 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             copied.record(copies)
         return x, copied
 
-    def offer(pending, item_lo, item_hi):
-        """Offer a batch's candidates to the lists (in the bookkeeping thread, beside the encoding of the
-        next batch; batches in order). Accumulator.offer runs on one intra-op thread (threads.at_most,
-        which sets the count back after: torch starts each new thread with the count last set)."""
-        with torch.inference_mode():
-            _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
+    def bookkeep(batch, step):
+        """Everything after the encoding of a batch (x, pre-activations, their nonzeros, item, position,
+        row id; None: no rows left): statistics, candidates, and once its items are complete, the offers
+        to the lists. In the bookkeeping thread, beside the encoding of the next batch (batches in
+        order), on one intra-op thread (threads.at_most, which sets the count back after: torch starts
+        each new thread with the count last set): its work is many small operations, whose parallel
+        barriers would cost more than they save, while the encoding keeps every thread."""
+        item_lo, item_hi, _, _, complete = step
+        with torch.inference_mode(), at_most(1):
+            if batch is not None:
+                x, pre, active, item, position, row_id = batch
+                pending.append(acc.candidates(enc, x, pre, active, item, position, row_id, recon_p))
+            if complete:
+                _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
+                pending.clear()
 
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
     offered = None
@@ -179,13 +189,14 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
                 keep = torch.ones(len(x), dtype=torch.bool, device=device)
                 keep[bad] = False
                 x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
+            batch = None
             if x.shape[0]:
-                pending.append(acc.candidates(enc, x, item, position, row_id, recon_p))
+                pre = enc.preacts(x)
+                batch = (x, pre, enc.active(pre), item, position, row_id)
+            if offered is not None:
+                offered.result()
+            offered = bookkeeper.submit(bookkeep, batch, step)
             if complete:
-                if offered is not None:
-                    offered.result()
-                offered = bookkeeper.submit(offer, pending, item_lo, item_hi)
-                pending = []
                 if checkpoint is not None and time.monotonic() - last_save > config.checkpoint_s:
                     offered.result()
                     save_state(checkpoint, SavedState(expected, acc.state(), item_hi))
