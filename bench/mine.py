@@ -9,7 +9,7 @@ and peak memory as the corpus grows 4x. Prints its figures; not part of the test
 Overhead = time of the full pass (run_pass: encode + statistics + top/bottom/sample/negatives +
 reconstruction sample; for sequence corpora also the activation windows of the top and held-out
 examples, which the write stage computes from the batches the pass held) / time of the bare encode
-(read the same batches from the same memory-mapped file, pre-activations + top-k, results
+(read the same batches from the same memory-mapped file, pre-activations into one reused buffer + top-k, results
 discarded), both measured in this run, alternated, best of 3.
 Peak memory is the peak RSS (VmHWM) of child processes mining N rows and 4N rows, 3 of each.
 """
@@ -85,11 +85,12 @@ def bare_encode(encoder: Encoder, corpus: Corpus, config: MineConfig, device: to
     threshold's nonzeros), results discarded. Returns (wall, CPU) seconds."""
     enc = encoder.to(device)
     rows = batch_rows(config.batch_size, enc.d_sae, device)
+    buffer = torch.empty((rows, enc.d_sae), device=device)  # reused, as the pass does
     started, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for _, _, lo, hi, _ in plan(corpus, 0, len(corpus.items), rows):
             x = torch.from_numpy(corpus.vectors.read(lo, hi)).to(device)
-            pre = enc.preacts(x)
+            pre = enc.preacts(x, buffer[:len(x)])
             if enc.threshold is not None:
                 torch.nonzero(pre > enc.threshold)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from autointerp.config import MineConfig
@@ -332,16 +333,18 @@ class Accumulator:
 
     def windows(self, wanted: list[tuple[int, int]]) -> tuple[list[bool], torch.Tensor]:
         """(found, rows [len(wanted), 2 * trace_window + 1]): for each (feature, item) of the top or sample
-        lists, whether the pass kept its activation window (see windows.py), and that window."""
-        keys = torch.tensor([(f << 32) + item for f, item in wanted], dtype=torch.int64, device=self.device)
-        found = torch.zeros(len(wanted), dtype=torch.bool, device=self.device)
-        rows = torch.empty((len(wanted), self.window), device=self.device)
+        lists, whether the pass kept its activation window (see windows.py), and that window (NaN rows
+        where not found)."""
+        pairs = torch.from_numpy(np.array(wanted, dtype=np.int64).reshape(-1, 2)).to(self.device)
+        keys = (pairs[:, 0] << 32) + pairs[:, 1]
+        rows = torch.full((len(wanted), self.window), torch.nan, device=self.device)
+        missing = torch.arange(len(wanted), device=self.device)  # rows not found yet
         for top in (self.top, self.sample):
-            if top.window:
-                here, payloads = top.payloads(keys, self.held)
-                new = here & ~found
-                rows[new] = payloads[new]
-                found |= here
+            if top.window and len(missing):
+                here = top.payloads(keys[missing], self.held, rows, missing)
+                missing = missing[~here]
+        found = torch.ones(len(wanted), dtype=torch.bool, device=self.device)
+        found[missing] = False
         return found.tolist(), rows
 
     def negatives(self) -> dict[int, list[int]]:

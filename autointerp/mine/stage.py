@@ -40,7 +40,7 @@ GPU_MAX_BATCH = 65536
 """Rows per batch on a GPU when [mine] batch_size is unset, if its free memory allows."""
 M_MMAP_THRESHOLD = -3
 """glibc's mallopt parameter number for the size from which allocations are memory-mapped."""
-MMAP_FROM = 1 << 20
+MMAP_FROM = 8 << 20
 """Allocations from this size on are mapped afresh (see release_large_buffers)."""
 
 
@@ -163,6 +163,9 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
 
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
     offered = None
+    # Two pre-activation buffers, in turns: one is encoded into while the bookkeeping reads the other.
+    width = max((hi - lo for _, _, lo, hi, _ in steps), default=0)
+    buffers = [torch.empty((width, enc.d_sae), device=device) for _ in steps[:2]]
     with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader, \
             ThreadPoolExecutor(1) as bookkeeper:
         upcoming = reader.submit(load, steps[0]) if steps else None
@@ -191,7 +194,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
                 x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
             batch = None
             if x.shape[0]:
-                pre = enc.preacts(x)
+                pre = enc.preacts(x, buffers[index % 2][:len(x)])
                 batch = (x, pre, enc.active(pre), item, position, row_id)
             if offered is not None:
                 offered.result()

@@ -186,17 +186,19 @@ class TopPerFeature:
             self.source[feature, slot] = -1
             return
         start = self._reserve(len(feature))
-        self._fill(feature, slot, held, self.pool[start:start + len(feature)])
-        self.ref[feature, slot] = torch.arange(start, start + len(feature), device=feature.device)
+        rows = torch.arange(start, start + len(feature), device=feature.device)
+        self._fill(feature, slot, held, self.pool, rows)
+        self.ref[feature, slot] = rows
         self.source[feature, slot] = -1
 
-    def _fill(self, feature: torch.Tensor, slot: torch.Tensor, held: Held, out: torch.Tensor) -> None:
-        """Write the payloads of these entries (each waiting on a held source) into out, row by row."""
+    def _fill(self, feature: torch.Tensor, slot: torch.Tensor, held: Held, out: torch.Tensor,
+              rows: torch.Tensor) -> None:
+        """Write the payloads of these entries (each waiting on a held source) into rows `rows` of out."""
         source = self.source[feature, slot]
         ids, peaks = unpack_ids(self.packed[feature, slot]), self.positions[feature, slot]
         for s in torch.unique(source).tolist():
             mine = torch.nonzero(source == s).flatten()
-            out[mine] = held[s](ids[mine], feature[mine], peaks[mine])
+            out.index_copy_(0, rows[mine], held[s](ids[mine], feature[mine], peaks[mine]))
 
     def _reserve(self, n: int) -> int:
         """The first of n free rows of the pool, a buffer of 2 x features x K rows compacted when full."""
@@ -220,26 +222,27 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
-    def payloads(self, wanted: torch.Tensor, held: Held) -> tuple[torch.Tensor, torch.Tensor]:
-        """(found [n] bool, rows [n, window]): for each wanted entry (feature * 2^32 + id), whether it is
-        in the state with a payload, computed or waiting on a source in `held`, and that payload."""
+    def payloads(self, wanted: torch.Tensor, held: Held, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """For each wanted entry (feature * 2^32 + id) that is in the state with a payload, computed or
+        waiting on a source in `held`, write that payload into out[rows[j]] (j: its index in wanted);
+        returns which were found ([n] bool; the rows of the others are left as they are)."""
         self.flush()
         filled = (self.packed != EMPTY) & ((self.ref >= 0) | (self.source >= 0))
         feature, slot = torch.nonzero(filled, as_tuple=True)
         keys, order = torch.sort((feature << 32) + unpack_ids(self.packed[feature, slot]))
-        at = torch.searchsorted(keys, wanted).clamp(max=max(len(keys) - 1, 0))
-        found = keys[at] == wanted if len(keys) else torch.zeros(len(wanted), dtype=torch.bool, device=wanted.device)
-        rows = torch.full((len(wanted), self.window), torch.nan, device=self.pool.device)
+        if len(keys) == 0:
+            return torch.zeros(len(wanted), dtype=torch.bool, device=wanted.device)
+        at = torch.searchsorted(keys, wanted).clamp(max=len(keys) - 1)
+        found = keys[at] == wanted
         where = torch.nonzero(found).flatten()
-        feature, slot = feature[order[at[where]]], slot[order[at[where]]]
-        computed = self.ref[feature, slot] >= 0
-        rows[where[computed]] = self.pool[self.ref[feature, slot][computed]]
+        feature, slot, target = feature[order[at[where]]], slot[order[at[where]]], rows[where]
+        ref = self.ref[feature, slot]
+        computed = ref >= 0
+        out.index_copy_(0, target[computed], self.pool.index_select(0, ref[computed]))
         if not bool(computed.all()):
-            waiting = torch.nonzero(~computed).flatten()
-            part = rows.new_empty((len(waiting), self.window))
-            self._fill(feature[waiting], slot[waiting], held, part)
-            rows[where[waiting]] = part
-        return found, rows
+            waiting = ~computed
+            self._fill(feature[waiting], slot[waiting], held, out, target[waiting])
+        return found
 
     def entries(self) -> list[list[tuple[int, float, int]]]:
         """Per feature, its (id, value, position) entries, best first, only filled slots."""

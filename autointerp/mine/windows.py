@@ -38,13 +38,11 @@ class BatchWindows:
         last = torch.searchsorted(self.item, item, right=True) - 1
         whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
         start = first + peak - self.width - self.position[first]  # the window's first row
-        # Columns first - start .. last - start hold rows of the item: 0 there, NaN elsewhere, from two
-        # tables of rows ([W + 1, W]) instead of comparisons over [n, W].
+        # Columns first - start .. last - start hold rows of the item: 0 there, NaN elsewhere, read from
+        # a table of every such row ([(W + 1)^2, W]) instead of comparisons over [n, W].
         begin = torch.where(whole, (first - start).clamp(0, W), W)
         end = (last - start + 1).clamp(0, W)
-        after, before = _edges(W, item.device)
-        out = torch.index_select(after, 0, begin, out=out)
-        out.add_(before.index_select(0, end))
+        out = torch.index_select(_spans(W, item.device), 0, begin * (W + 1) + end, out=out)
         base = feature * B + start
         lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
         count = hi - lo
@@ -87,10 +85,9 @@ class Held:
 
 
 @functools.cache
-def _edges(W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """([W + 1, W], [W + 1, W]) float32: row s of the first is 0 at columns >= s, NaN before; row e of
-    the second is 0 at columns < e, NaN from e on."""
+def _spans(W: int, device: torch.device) -> torch.Tensor:
+    """[(W + 1)^2, W] float32: row b * (W + 1) + e is 0 at columns b <= c < e, NaN elsewhere."""
     column = torch.arange(W, device=device)
-    edge = torch.arange(W + 1, device=device)[:, None]
-    zero = torch.zeros((), device=device)
-    return torch.where(column >= edge, zero, torch.nan), torch.where(column < edge, zero, torch.nan)
+    edge = torch.arange(W + 1, device=device)
+    inside = (column >= edge[:, None, None]) & (column < edge[None, :, None])  # [b, e, c]
+    return torch.where(inside, 0.0, torch.nan).reshape(-1, W)

@@ -129,7 +129,8 @@ def test_payloads_follow_their_entries(features):
     assert len(entries) == features * 3
     absent = [(0, 10_000), (features - 1, 5_000)]  # never offered
     wanted = entries + absent
-    found, rows = top.payloads(torch.tensor([(f << 32) + item for f, item in wanted]), held)
+    rows = torch.full((len(wanted), 2), torch.nan)
+    found = top.payloads(torch.tensor([(f << 32) + item for f, item in wanted]), held, rows, torch.arange(len(wanted)))
     assert found.tolist() == [True] * len(entries) + [False] * len(absent)
     assert rows[:len(entries)].tolist() == [[float(item), item + 0.5] for _, item in entries]
     assert rows[len(entries):].isnan().all()
