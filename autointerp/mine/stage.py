@@ -171,9 +171,11 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
 
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
     offered = None
-    # Two pre-activation buffers, in turns: one is encoded into while the bookkeeping reads the other.
+    # Two pre-activation buffers, in turns: one is encoded into while the bookkeeping reads the other
+    # (float32 weights: see Encoder.preacts).
     width = max((hi - lo for _, _, lo, hi, _ in steps), default=0)
-    buffers = [torch.empty((width, enc.d_sae), device=device) for _ in steps[:2]]
+    buffers = [torch.empty((width, enc.d_sae), device=device) for _ in steps[:2]] \
+        if enc.W_enc.dtype == torch.float32 else []
     with torch.inference_mode(), Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader, \
             ThreadPoolExecutor(1) as bookkeeper:
         upcoming = reader.submit(load, steps[0]) if steps else None
@@ -202,7 +204,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
                 x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
             batch = None
             if x.shape[0]:
-                pre = enc.preacts(x, buffers[index % 2][:len(x)])
+                pre = enc.preacts(x, buffers[index % 2][:len(x)] if buffers else None)
                 batch = (x, pre, enc.active(pre), item, position, row_id)
             if offered is not None:
                 offered.result()

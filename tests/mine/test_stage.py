@@ -83,6 +83,16 @@ def test_batch_size_does_not_change_the_result(planted, config, store, tmp_path)
     other.close()
 
 
+def test_cpu_batches_bound_their_pre_activations():
+    """Unset batch size on the CPU: at most 4,096 rows and 64 MB of pre-activations, at least 256 rows;
+    a batch size asked for is kept."""
+    import torch
+    from autointerp.mine.stage import batch_rows
+    cpu = torch.device("cpu")
+    assert [batch_rows(None, f, cpu) for f in (512, 4096, 8192, 30_720)] == [4096, 4096, 2048, 546]
+    assert batch_rows(None, 300_000, cpu) <= 256 and batch_rows(1000, 30_720, cpu) == 1000
+
+
 def test_second_run_writes_nothing(planted, config, store):
     assert run_mine(config, store).written == 20
     assert run_mine(config, store).written == 0
