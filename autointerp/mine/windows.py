@@ -22,8 +22,14 @@ class BatchWindows:
     n_features: int
     width: int
     """Positions on each side of the peak."""
-    _keys: torch.Tensor | None = field(default=None, repr=False)
-    _order: torch.Tensor | None = field(default=None, repr=False)
+    _keys: torch.Tensor = field(init=False, repr=False)
+    _order: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Active entries by (feature, row), where a window's entries are one run (sorted here, in the
+        pass's bookkeeping thread, rather than when the windows are asked after the pass)."""
+        self._order = torch.argsort(self.features.int(), stable=True)  # (rows in order already)
+        self._keys = self.features[self._order].long() * len(self.item) + self.rows[self._order]
 
     def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor,
                  out: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,9 +37,6 @@ class BatchWindows:
         position of the window around `peak` in `item`; NaN where that position's row is not in this
         batch (another batch, a skipped row, or outside the item)."""
         B, W = len(self.item), 2 * self.width + 1
-        if self._keys is None:  # active entries by (feature, row): a window's entries are one run
-            self._order = torch.argsort(self.features.int(), stable=True)  # (rows in order already)
-            self._keys = self.features[self._order].long() * B + self.rows[self._order]
         first = torch.searchsorted(self.item, item)  # the item's rows in the batch: first .. last
         last = torch.searchsorted(self.item, item, right=True) - 1
         whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
@@ -54,7 +57,7 @@ class BatchWindows:
 
     @property
     def nbytes(self) -> int:
-        """Its memory, with the sort made by the first call."""
+        """Its memory, with its sort."""
         return sum(t.nbytes for t in (self.item, self.position, self.rows, self.features, self.values)) \
             + 16 * len(self.rows)
 
