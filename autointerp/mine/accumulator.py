@@ -17,7 +17,6 @@ import torch
 
 from autointerp.config import MineConfig
 from autointerp.sae import Encoder
-from autointerp.threads import at_most
 from autointerp.mine.scans import (BLOCK_ROWS, best_per_group, block_extremes, block_extremes_pair, item_extremes,
                                    uniform_length)
 from autointerp.mine.windows import BatchWindows, Held
@@ -224,13 +223,8 @@ class Accumulator:
 
     def offer(self, c: Candidates, items: torch.Tensor, split: bool = False) -> None:
         """Offer the candidates of complete items (items: every item id the candidates cover; split: they
-        come from the batches of one item too long for a batch, each batch's candidates). On one thread:
-        its work is sorts of small tensors, whose barriers cost most on a busy machine (see
-        threads.at_most)."""
-        with at_most(1):
-            self._offer(c, items, split)
-
-    def _offer(self, c: Candidates, items: torch.Tensor, split: bool) -> None:
+        come from the batches of one item too long for a batch, each batch's candidates). The pass calls
+        it in its bookkeeping thread, on one intra-op thread (see stage.run_pass)."""
         source = self.held.add(c.windows) if c.windows is not None else -1
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, source)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)
