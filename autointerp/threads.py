@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 
@@ -67,3 +68,49 @@ def at_most(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def restored() -> Iterator[int]:
+    """Yield the calling thread's intra-op thread count and set it again after the block. torch starts
+    each new thread with the count last set by any thread: a block whose threads set their own counts
+    (the pass's lanes) must leave the last set count as it found it, or threads started later (a later
+    stage's) would inherit a lane's."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
+class Abandoned(RuntimeError):
+    """A turn not taken because an earlier one failed (that failure is the one to report)."""
+
+
+class Turns:
+    """Sections that threads run one at a time in a fixed order 0, 1, 2, ...: `with turns(i):` waits
+    until section i - 1 has ended. Once one fails, each later one raises Abandoned instead of running
+    (the order is kept, so no thread waits forever on a turn that will not come)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._failed = False
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def __call__(self, index: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._next == index)
+        try:
+            if self._failed:
+                raise Abandoned(f"turn {index} abandoned after an earlier failure")
+            yield
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            with self._changed:
+                self._next += 1
+                self._changed.notify_all()

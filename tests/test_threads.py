@@ -1,10 +1,16 @@
-"""Thread settings: passive OpenMP waits and thread counts from the CPUs the process may use."""
+"""Thread settings: passive OpenMP waits and thread counts from the CPUs the process may use; turns
+taken in order by the pass's lanes."""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from autointerp import threads
 
@@ -54,3 +60,40 @@ def test_threads_started_after_the_pass_get_the_thread_count(tmp_path):
     thread.start()
     thread.join()
     assert seen == [before] == [torch.get_num_threads()]
+
+
+def test_turns_run_in_order_whatever_order_the_threads_arrive_in():
+    turns, seen = threads.Turns(), []
+    rng = random.Random(0)
+    delays = [rng.random() * 0.01 for _ in range(40)]
+
+    def take(index):
+        time.sleep(delays[index])  # threads reach their turns out of order
+        with turns(index):
+            seen.append(index)
+            time.sleep(0.0005)  # a turn that takes time: a later one must not start meanwhile
+            seen.append(index)
+
+    with ThreadPoolExecutor(40) as pool:  # a thread each: a pool's threads all waiting on later turns would wait forever
+        for future in [pool.submit(take, i) for i in reversed(range(40))]:
+            future.result()
+    assert seen == [i for i in range(40) for _ in range(2)]
+
+
+def test_a_failed_turn_abandons_the_later_ones_and_nobody_waits_forever():
+    turns, done = threads.Turns(), []
+
+    def take(index):
+        with turns(index):
+            if index == 3:
+                raise ValueError("batch 3 is bad")
+            done.append(index)
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(take, i) for i in range(8)]
+        outcomes = [type(f.exception(timeout=10)) for f in futures]
+    assert done == [0, 1, 2]
+    assert outcomes == [type(None)] * 3 + [ValueError] + [threads.Abandoned] * 4
+    with pytest.raises(threads.Abandoned):
+        with turns(8):
+            pass
