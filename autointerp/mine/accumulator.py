@@ -20,7 +20,8 @@ from autointerp.sae import Encoder
 from autointerp.mine.scans import (BLOCK_ROWS, best_per_group, block_extremes, block_extremes_pair, item_extremes,
                                    uniform_length)
 from autointerp.mine.windows import BatchWindows, Held
-from autointerp.mine.topk import EMPTY, TopPerFeature, float_key, hash_bits, hash_key, hash_unit, key_float, lexsort_groups
+from autointerp.mine.topk import (EMPTY, TopPerFeature, cells, float_key, hash_bits, hash_key, hash_unit, key_float,
+                                  lexsort_groups)
 
 HIST_BINS = 128
 HIST_OFFSET = 80
@@ -116,10 +117,11 @@ class Accumulator:
         if recon_p > 0:
             self._reconstruction(encoder, x, (r, f, v), row_id, recon_p)
         multi_row = bool(item[-1] - item[0] + 1 < len(item))
+        fire_item = item.index_select(0, r)  # (index_select: 3-4x faster than [] or take on the CPU)
         fired = None
         if self.near.k and multi_row:  # (item, feature) pairs that fire: no near miss anywhere in the item
             fired = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
-            fired[item[r] - item[0], f] = True
+            fired.view(-1).index_fill_(0, (fire_item - item[0]) * self.features + f, True)
         length = uniform_length(item, position) if multi_row else None
         if length is not None:  # whole items of `length` rows: each item's extremes from blocks of rows
             size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)  # blocks tile items
@@ -133,10 +135,11 @@ class Accumulator:
             elif self.near.k:
                 pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
             hard = self._extremes(pre, 1, self.near, item, position)
+        fire_position = position.index_select(0, r)
         if multi_row:  # several rows per item: keep each item's peak
-            fire = best_per_group(item[r], f, v, position[r], self.features)
-            r, f, v = r[fire], f[fire], v[fire]
-        return Candidates(item[r], f, v, position[r], *low, *hard, windows)
+            fire = best_per_group(fire_item, f, v, fire_position, self.features)
+            fire_item, f, v, fire_position = (t.index_select(0, fire) for t in (fire_item, f, v, fire_position))
+        return Candidates(fire_item, f, v, fire_position, *low, *hard, windows)
 
     def _limit(self, top: TopPerFeature, best: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Per feature, the least key (sign * pre) that could enter `top`: its K-th, or while it is unfilled,
@@ -164,12 +167,15 @@ class Accumulator:
             best.masked_fill_(fired, -torch.inf)
         limit = self._limit(top, best, pre.dtype)
         local, feature = torch.nonzero(best >= limit[None, :], as_tuple=True)
-        extreme = best[local, feature][:, None]
+        extreme = cells(best, local * F + feature)[:, None]
         block = local[:, None] * per_item + torch.arange(per_item, device=pre.device)  # [pairs, per_item]
-        block = block.gather(1, (blocks[block, feature[:, None]] == extreme).int().argmax(1, keepdim=True))
-        rows = block * size + torch.arange(size, device=pre.device)  # [pairs, size]: the first such block
-        rows = rows.gather(1, (pre[rows, feature[:, None]] * sign == extreme).int().argmax(1, keepdim=True)).flatten()
-        return item[rows], feature, pre[rows, feature].float(), position[rows]
+        block = block.gather(1, (cells(blocks, block * F + feature[:, None]) == extreme).int().argmax(1, keepdim=True))
+        cell = (block * size + torch.arange(size, device=pre.device)) * F + feature[:, None]  # [pairs, size]:
+        values = cells(pre, cell)  # the first such block's
+        first = (values * sign == extreme).int().argmax(1, keepdim=True)
+        rows = cell.gather(1, first).flatten() // F
+        value = values.gather(1, first).flatten().float()
+        return item.index_select(0, rows), feature, value, position.index_select(0, rows)
 
     def _extremes(self, pre: torch.Tensor, sign: int, top: TopPerFeature, item: torch.Tensor,
                   position: torch.Tensor):
@@ -207,10 +213,11 @@ class Accumulator:
         if n == 0:
             return
         r, f, v = entries
-        keep = chosen[r]
+        keep = torch.nonzero(chosen.index_select(0, r)).flatten()
         new_index = torch.cumsum(chosen, 0) - 1
-        xs = x[chosen]
-        x_hat = encoder.decode_sparse(new_index[r[keep]], f[keep], v[keep], n, xs)
+        xs = x.index_select(0, torch.nonzero(chosen).flatten())
+        x_hat = encoder.decode_sparse(new_index.index_select(0, r.index_select(0, keep)), f.index_select(0, keep),
+                                      v.index_select(0, keep), n, xs)
         # Each row's sums of squares in float32 (a relative error near 1e-7, 3-5x faster than summing in
         # float64), added up over the rows in float64.
         err = (xs - x_hat).pow_(2).sum(1).double()
@@ -260,8 +267,10 @@ class Accumulator:
         new_items, new_keys = items[better], keys[better]
         firing = torch.zeros((len(new_items), self.features), dtype=torch.bool, device=self.device)
         where = torch.searchsorted(new_items, c.fire_item)
-        hit = (where < len(new_items)) & (new_items[where.clamp(max=len(new_items) - 1)] == c.fire_item)
-        firing[where[hit], c.fire_feature[hit]] = True
+        hit = torch.nonzero((where < len(new_items))
+                            & (new_items.index_select(0, where.clamp(max=len(new_items) - 1)) == c.fire_item)).flatten()
+        firing.view(-1).index_fill_(0, where.index_select(0, hit) * self.features + c.fire_feature.index_select(0, hit),
+                                    True)
         self._merge_pool(new_keys, new_items, firing)
 
     def _merge_pool(self, keys: torch.Tensor, items: torch.Tensor, firing: torch.Tensor) -> None:

@@ -14,6 +14,8 @@ CACHE_CHUNK = 2 << 20
 the cache (on the CPU; half the time of two reductions over the whole batch)."""
 DENSE_GROUPS = 16
 """best_per_group uses a dense table while it has at most DENSE_GROUPS cells per entry (plus 1M)."""
+
+
 def block_extremes(pre: torch.Tensor, sign: int) -> torch.Tensor:
     """[ceil(B / BLOCK_ROWS), F]: per block of BLOCK_ROWS rows and per feature, the extreme of sign * pre
     (key units: the highest for +1, minus the lowest for -1). One reduction over the batch."""
@@ -78,4 +80,4 @@ def best_per_group(item: torch.Tensor, feature: torch.Tensor, key: torch.Tensor,
     packed = pack(float_key(key), ident)
     peak = torch.full((cells,), EMPTY, dtype=torch.int64, device=key.device)
     peak.scatter_reduce_(0, group, packed, "amax")
-    return torch.nonzero(packed == peak[group]).flatten()
+    return torch.nonzero(packed == peak.index_select(0, group)).flatten()

@@ -20,6 +20,12 @@ WIDE_TABLE = 4
 """TopPerFeature.flush merges in a table of at most WIDE_TABLE times the cells its entries need."""
 
 
+def cells(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table's elements at flat indices `index` (any shape; table contiguous), by index_select: on the CPU
+    3-4x faster than take or indexing with index tensors, which check and address each element alone."""
+    return table.view(-1).index_select(0, index.reshape(-1)).view(index.shape)
+
+
 def hash_bits(ids: torch.Tensor, features: torch.Tensor, seed: int) -> torch.Tensor:
     """A deterministic uniform 32-bit integer per (id, feature) pair (broadcasting), in int64."""
     h = (ids.to(torch.int64) * 0x9E3779B1 + features.to(torch.int64) * 0x85EBCA77 + seed * 0xC2B2AE3D) & _M32
@@ -119,13 +125,19 @@ class TopPerFeature:
         most once over the whole pass. source: the id of the held source of their payloads (-1: none)."""
         if self.k == 0 or len(features) == 0:
             return
-        packed = pack(keys, ids)
-        better = packed > self.packed[:, -1].take(features)
-        n = int(better.sum())
+        worst = self.packed[:, -1]
+        # Keys below the K-th's cannot enter; the rest are packed with their ids and compared in full.
+        near = torch.nonzero(keys >= (worst >> 32).index_select(0, features)).flatten()
+        features, packed = features.index_select(0, near), pack(keys.index_select(0, near), ids.index_select(0, near))
+        keep = torch.nonzero(packed > worst.index_select(0, features)).flatten()
+        better = near.index_select(0, keep)
+        n = len(better)
         if n == 0:
             return
-        positions = positions[better] if positions is not None else torch.full((n,), -1, device=packed.device)
-        part = (features[better], packed[better], values[better].float(), positions)
+        positions = positions.index_select(0, better) if positions is not None \
+            else torch.full((n,), -1, device=packed.device)
+        part = (features.index_select(0, keep), packed.index_select(0, keep), values.index_select(0, better).float(),
+                positions)
         self._pending.append(part + ((torch.full((n,), source, device=packed.device),) if self.window else ()))
         self._pending_size += n
         if self._pending_size >= self.packed.numel():
@@ -147,32 +159,35 @@ class TopPerFeature:
         wide = len(touched) * (self.k + int(counts.max())) > WIDE_TABLE * (len(features) + len(touched) * self.k)
         if wide:
             order = torch.argsort(packed, descending=True)
-            order = order[torch.argsort(features[order], stable=True)]
+            order = order.index_select(0, torch.argsort(features.index_select(0, order), stable=True))
         else:
             order = torch.argsort(features, stable=True)
-        group = features[order]
-        rank = torch.arange(len(group), device=group.device) - (torch.cumsum(counts, 0) - counts)[group]
+        group = features.index_select(0, order)
+        rank = torch.arange(len(group), device=group.device) - (torch.cumsum(counts, 0) - counts).index_select(0, group)
         if wide:
             keep = rank < self.k
             order, group, rank = order[keep], group[keep], rank[keep]
-        slot = (torch.cumsum(counts > 0, 0) - 1)[group]
+        slot = (torch.cumsum(counts > 0, 0) - 1).index_select(0, group)
         width = self.k + int(rank.max()) + 1  # room for the most new candidates of any one feature
         merged = torch.full((len(touched), width), EMPTY, dtype=torch.int64, device=packed.device)
         merged[:, :self.k] = self.packed.index_select(0, touched)
-        merged[slot, self.k + rank] = packed.take(order)
+        merged.view(-1).index_copy_(0, slot * width + self.k + rank, packed.index_select(0, order))
         best = merged.topk(self.k, dim=1).indices  # packed keys are distinct: no ties
         # Column c < K of a row is its old c-th entry; column K + r its r-th new candidate, the
         # (start + r)-th of `order`, start being the row's first; empty cells are picked only where the
         # row holds fewer than K entries, and then its old K-th is empty too (rows are kept sorted).
-        new = (best >= self.k) & (merged.gather(1, best) != EMPTY)
+        kept = merged.gather(1, best)
+        new = (best >= self.k) & (kept != EMPTY)
         start = torch.searchsorted(slot, torch.arange(len(touched), device=slot.device))
-        pick = order[(start[:, None] + best - self.k).clamp(0, len(order) - 1)]
-        old = best.clamp(max=self.k - 1)
-        state = [(self.packed, packed), (self.values, columns[2]), (self.positions, columns[3])]
+        pick = cells(order, (start[:, None] + best - self.k).clamp(0, len(order) - 1))
+        # Each kept entry's place in [a table's cells, then the new column]: one take per table.
+        at = torch.where(new, self.packed.numel() + pick, touched[:, None] * self.k + best.clamp(max=self.k - 1))
+        self.packed.index_copy_(0, touched, kept)
+        state = [(self.values, columns[2]), (self.positions, columns[3])]
         if self.window:  # a new entry's payload waits on its offer's source
             state += [(self.ref, torch.full_like(columns[4], -1)), (self.source, columns[4])]
-        for table, column in state:  # (index_select, take and index_copy_: faster than [] indexing)
-            table.index_copy_(0, touched, torch.where(new, column.take(pick), table.index_select(0, touched).gather(1, old)))
+        for table, column in state:  # (see cells)
+            table.index_copy_(0, touched, cells(torch.cat([table.view(-1), column]), at))
 
     def compute(self, sources: list[int], held: Held) -> None:
         """Compute the payloads of the entries waiting on these sources, into the pool (buffered offers

@@ -29,7 +29,8 @@ class BatchWindows:
         """Active entries by (feature, row), where a window's entries are one run (sorted here, in the
         pass's bookkeeping thread, rather than when the windows are asked after the pass)."""
         self._order = torch.argsort(self.features.int(), stable=True)  # (rows in order already)
-        self._keys = self.features[self._order].long() * len(self.item) + self.rows[self._order]
+        self._keys = self.features.index_select(0, self._order).long() * len(self.item) \
+            + self.rows.index_select(0, self._order)
 
     def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor,
                  out: torch.Tensor | None = None) -> torch.Tensor:
@@ -50,9 +51,10 @@ class BatchWindows:
         lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
         count = hi - lo
         which = torch.repeat_interleave(torch.arange(len(item), device=item.device), count)
-        entry = lo[which] + torch.arange(len(which), device=item.device) - (torch.cumsum(count, 0) - count)[which]
-        value = self.values[self._order[entry]].float()
-        out[which, self._keys[entry] - base[which]] += value  # NaN stays NaN: a row not in the batch
+        entry = (lo - torch.cumsum(count, 0) + count).index_select(0, which) + torch.arange(len(which), device=item.device)
+        value = self.values.index_select(0, self._order.index_select(0, entry)).float()
+        cell = which * W + self._keys.index_select(0, entry) - base.index_select(0, which)
+        out.view(-1).index_add_(0, cell, value)  # NaN stays NaN: a row not in the batch
         return out
 
     @property
