@@ -10,6 +10,7 @@ its peak over positions, remembered with the peak position, and the activation w
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -338,13 +339,14 @@ class Accumulator:
         """(found, rows [len(wanted), 2 * trace_window + 1]): for each (feature, item) of the top or sample
         lists, whether the pass kept its activation window (see windows.py), and that window (NaN rows
         where not found)."""
-        pairs = torch.from_numpy(np.array(wanted, dtype=np.int64).reshape(-1, 2)).to(self.device)
+        flat = np.fromiter(itertools.chain.from_iterable(wanted), dtype=np.int64, count=2 * len(wanted))
+        pairs = torch.from_numpy(flat.reshape(-1, 2)).to(self.device)
         keys = (pairs[:, 0] << 32) + pairs[:, 1]
         rows = torch.full((len(wanted), self.window), torch.nan, device=self.device)
         missing = torch.arange(len(wanted), device=self.device)  # rows not found yet
         for top in (self.top, self.sample):
             if top.window and len(missing):
-                here = top.payloads(keys[missing], self.held, rows, missing)
+                here = top.payloads(keys[missing], self.held, rows, missing, torch.get_num_threads())
                 missing = missing[~here]
         found = torch.ones(len(wanted), dtype=torch.bool, device=self.device)
         found[missing] = False

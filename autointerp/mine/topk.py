@@ -10,9 +10,12 @@ bottom pre-activations (the key of -pre) and uniform samples (the key is a hash 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from autointerp.mine.windows import Held
+from autointerp.threads import at_most
 
 _M32 = 0xFFFFFFFF
 EMPTY = torch.iinfo(torch.int64).min
@@ -207,13 +210,28 @@ class TopPerFeature:
         self.source[feature, slot] = -1
 
     def _fill(self, feature: torch.Tensor, slot: torch.Tensor, held: Held, out: torch.Tensor,
-              rows: torch.Tensor) -> None:
-        """Write the payloads of these entries (each waiting on a held source) into rows `rows` of out."""
-        source = self.source[feature, slot]
-        ids, peaks = unpack_ids(self.packed[feature, slot]), self.positions[feature, slot]
-        for s in torch.unique(source).tolist():
-            mine = torch.nonzero(source == s).flatten()
-            out.index_copy_(0, rows[mine], held[s](ids[mine], feature[mine], peaks[mine]))
+              rows: torch.Tensor, workers: int = 1) -> None:
+        """Write the payloads of these entries (each waiting on a held source) into rows `rows` of out,
+        source by source, on `workers` threads (each source's are a few small operations on one)."""
+        cell = feature * self.k + slot
+        source = cells(self.source, cell)
+        order = torch.argsort(source, stable=True)
+        sources, counts = torch.unique_consecutive(source.index_select(0, order), return_counts=True)
+        ids, peaks = unpack_ids(cells(self.packed, cell)), cells(self.positions, cell)
+
+        def one(s: int, mine: torch.Tensor) -> None:
+            with at_most(1):
+                out.index_copy_(0, rows.index_select(0, mine), held[s](ids.index_select(0, mine),
+                                                                        feature.index_select(0, mine),
+                                                                        peaks.index_select(0, mine)))
+
+        groups = list(zip(sources.tolist(), order.split(counts.tolist())))
+        if workers > 1 and len(groups) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda group: one(*group), groups))
+        else:
+            for group in groups:
+                one(*group)
 
     def _reserve(self, n: int) -> int:
         """The first of n free rows of the pool, a buffer of 2 x features x K rows compacted when full."""
@@ -237,10 +255,12 @@ class TopPerFeature:
         packed = other.packed[filled]
         self.offer(features[filled], packed >> 32, unpack_ids(packed), other.values[filled], other.positions[filled])
 
-    def payloads(self, wanted: torch.Tensor, held: Held, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def payloads(self, wanted: torch.Tensor, held: Held, out: torch.Tensor, rows: torch.Tensor,
+                 workers: int = 1) -> torch.Tensor:
         """For each wanted entry (feature * 2^32 + id) that is in the state with a payload, computed or
         waiting on a source in `held`, write that payload into out[rows[j]] (j: its index in wanted);
-        returns which were found ([n] bool; the rows of the others are left as they are)."""
+        returns which were found ([n] bool; the rows of the others are left as they are). workers: the
+        threads that compute the waiting payloads."""
         self.flush()
         filled = (self.packed != EMPTY) & ((self.ref >= 0) | (self.source >= 0))
         feature, slot = torch.nonzero(filled, as_tuple=True)
@@ -256,7 +276,7 @@ class TopPerFeature:
         out.index_copy_(0, target[computed], self.pool.index_select(0, ref[computed]))
         if not bool(computed.all()):
             waiting = ~computed
-            self._fill(feature[waiting], slot[waiting], held, out, target[waiting])
+            self._fill(feature[waiting], slot[waiting], held, out, target[waiting], workers)
         return found
 
     def entries(self) -> list[list[tuple[int, float, int]]]:

@@ -106,10 +106,11 @@ class Ids:
         return ids[:, None].float() + torch.tensor([0.0, 0.5])
 
 
-@pytest.mark.parametrize("features", [1, 7])
-def test_payloads_follow_their_entries(features):
+@pytest.mark.parametrize("features, workers", [(1, 1), (7, 1), (7, 3)])
+def test_payloads_follow_their_entries(features, workers):
     """Payloads follow their entries through many flushes and compactions of the pool, computed when
-    their source is let go or read while it is held; only the wanted ones are read."""
+    their source is let go or read while it is held (source by source, on one thread or several); only
+    the wanted ones are read."""
     from autointerp.mine.topk import TopPerFeature, float_key
     from autointerp.mine.windows import Held
     g = torch.Generator().manual_seed(features)
@@ -130,7 +131,8 @@ def test_payloads_follow_their_entries(features):
     absent = [(0, 10_000), (features - 1, 5_000)]  # never offered
     wanted = entries + absent
     rows = torch.full((len(wanted), 2), torch.nan)
-    found = top.payloads(torch.tensor([(f << 32) + item for f, item in wanted]), held, rows, torch.arange(len(wanted)))
+    found = top.payloads(torch.tensor([(f << 32) + item for f, item in wanted]), held, rows, torch.arange(len(wanted)),
+                         workers)
     assert found.tolist() == [True] * len(entries) + [False] * len(absent)
     assert rows[:len(entries)].tolist() == [[float(item), item + 0.5] for _, item in entries]
     assert rows[len(entries):].isnan().all()
