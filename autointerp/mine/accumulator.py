@@ -40,6 +40,19 @@ beyond it, those of batches let go are lost, and traces encode them again after 
 
 
 @dataclass
+class Encoded:
+    """A batch's encoding (Accumulator.encode): pre-activations, their nonzeros (row, feature, value, in
+    row order), and for a batch of whole items of one length, each block of rows' highest pre-activation
+    and minus its lowest per feature (blocks of `size` rows tiling the items; see block_extremes_pair)."""
+    pre: torch.Tensor
+    active: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    length: int | None = None
+    size: int = 0
+    high: torch.Tensor | None = None
+    low: torch.Tensor | None = None
+
+
+@dataclass
 class Candidates:
     """Per-(item, feature) aggregates of one batch: the item's peak activation (and its position) where
     the feature fires; its minimum pre-activation where that could enter the feature's bottom; its
@@ -100,12 +113,28 @@ class Accumulator:
         return 2 * self.features * k * self.window * 4 <= WINDOW_MEMORY  # the pool: 2 x features x k
 
     # --- one batch ---------------------------------------------------------------------------------
-    def candidates(self, encoder: Encoder, x: torch.Tensor, pre: torch.Tensor, active: tuple[torch.Tensor, ...],
-                   item: torch.Tensor, position: torch.Tensor, row_id: torch.Tensor, recon_p: float) -> Candidates:
+    def encode(self, encoder: Encoder, x: torch.Tensor, item: torch.Tensor, position: torch.Tensor,
+               out: torch.Tensor | None = None) -> Encoded:
+        """Encode a batch (x [B, d]; item, position [B]; out: a buffer for the pre-activations, see
+        Encoder.preacts) and, for whole items of one length, scan its blocks' extremes. Reads no state of
+        the accumulator: the pass runs it in a lane, outside the turns in which batches do their
+        bookkeeping one at a time (on 2 cores the same time as scanning in the bookkeeping; with more
+        cores the turns, not the encoding, bound the pass, and the scan is a third of a turn)."""
+        pre = encoder.preacts(x, out)
+        active = encoder.active(pre)
+        multi_row = bool(item[-1] - item[0] + 1 < len(item))
+        length = uniform_length(item, position) if multi_row else None
+        if length is None or (self.bottom.k == 0 and self.near.k == 0):
+            return Encoded(pre, active, length)
+        size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)  # blocks tile items
+        return Encoded(pre, active, length, size, *block_extremes_pair(pre, size))
+
+    def candidates(self, encoder: Encoder, x: torch.Tensor, encoded: Encoded, item: torch.Tensor,
+                   position: torch.Tensor, row_id: torch.Tensor, recon_p: float) -> Candidates:
         """Update the row-level statistics with an encoded batch and return its per-item candidates.
-        x [B, d]; pre its pre-activations (encoder.preacts, overwritten here) and active their nonzeros
-        (encoder.active); item, position, row_id [B] (item and position of every row)."""
-        r, f, v = active
+        x [B, d]; encoded from `encode` (its pre-activations are overwritten here); item, position, row_id
+        [B] (item and position of every row)."""
+        pre, (r, f, v), length = encoded.pre, encoded.active, encoded.length
         windows = None
         if self.window:
             windows = BatchWindows(item, position, r.int(), f.int(), v, self.features, self.config.trace_window)
@@ -123,12 +152,10 @@ class Accumulator:
         if self.near.k and multi_row:  # (item, feature) pairs that fire: no near miss anywhere in the item
             fired = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
             fired.view(-1).index_fill_(0, (fire_item - item[0]) * self.features + f, True)
-        length = uniform_length(item, position) if multi_row else None
-        if length is not None:  # whole items of `length` rows: each item's extremes from blocks of rows
-            size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)  # blocks tile items
-            high, low = block_extremes_pair(pre, size)
-            low = self._item_scan(pre, low, -1, self.bottom, item, position, length // size, None)
-            hard = self._item_scan(pre, high, 1, self.near, item, position, length // size, fired)
+        if encoded.high is not None:  # whole items of `length` rows: each item's extremes from blocks of rows
+            per_item = length // encoded.size
+            low = self._item_scan(pre, encoded.low, -1, self.bottom, item, position, per_item, None)
+            hard = self._item_scan(pre, encoded.high, 1, self.near, item, position, per_item, fired)
         else:
             low = self._extremes(pre, -1, self.bottom, item, position)
             if fired is not None:  # a near miss is where the feature does not fire anywhere in the item

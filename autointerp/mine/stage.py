@@ -160,8 +160,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
         return x, copied
 
     def encode(step, x, copied, buffer):
-        """A batch's rows checked for NaN and Inf, and encoded into `buffer` (None: a fresh tensor).
-        Returns (x, pre-activations, their nonzeros, item, position, row id) of its rows left (None: no
+        """A batch's rows checked for NaN and Inf, and encoded into `buffer`.
+        Returns (x, its encoding (Accumulator.encode), item, position, row id) of its rows left (None: no
         rows left) and how many were skipped."""
         _, _, row_lo, row_hi, _ = step
         if copied is not None:
@@ -183,8 +183,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
         if not x.shape[0]:
             return None, len(bad)
-        pre = enc.preacts(x, buffer[:len(x)] if buffer is not None else None)
-        return (x, pre, enc.active(pre), item, position, row_id), len(bad)
+        encoded = acc.encode(enc, x, item, position, buffer[:len(x)])
+        return (x, encoded, item, position, row_id), len(bad)
 
     def lane(index, step, x, copied):
         """One batch, in one of the LANES lanes: its encoding, beside the other lanes' batches, on its
@@ -197,15 +197,14 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
         torch.set_num_threads(share)
         with torch.inference_mode():
             try:
-                batch, skipped = encode(step, x, copied, buffers[index % LANES] if buffers else None)
+                batch, skipped = encode(step, x, copied, buffers[index % LANES])
             except BaseException:
                 with turns(index):  # reported in order; later lanes abandon their turns
                     raise
             with turns(index), at_most(1):
                 acc.skipped += skipped
                 if batch is not None:
-                    x, pre, active, item, position, row_id = batch
-                    pending.append(acc.candidates(enc, x, pre, active, item, position, row_id, recon_p))
+                    pending.append(acc.candidates(enc, *batch, recon_p))
                 if complete:
                     _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
                     pending.clear()
@@ -217,10 +216,9 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
                     reached(row_hi)
 
     steps = list(plan(corpus, next_item, stop_item, rows_per_batch))
-    # A pre-activation buffer per lane, reused batch after batch (float32 weights: see Encoder.preacts).
+    # A pre-activation buffer per lane, reused batch after batch (see Encoder.preacts).
     width = max((hi - lo for _, _, lo, hi, _ in steps), default=0)
-    buffers = [torch.empty((width, enc.d_sae), device=device) for _ in steps[:LANES]] \
-        if enc.W_enc.dtype == torch.float32 else []
+    buffers = [torch.empty((width, enc.d_sae), device=device) for _ in steps[:LANES]]
     with restored() as count, Progress("mine", total, "rows") as bar, ThreadPoolExecutor(1) as reader, \
             ThreadPoolExecutor(LANES) as lanes:
         share = max(1, count // LANES)
