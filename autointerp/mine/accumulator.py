@@ -257,7 +257,7 @@ class Accumulator:
         self.recon_rows += n
 
     def offer(self, c: Candidates, items: torch.Tensor, split: bool = False) -> None:
-        """Offer the candidates of complete items (items: every item id the candidates cover; split: they
+        """Offer the candidates of complete items (items: the consecutive item ids they cover; split: they
         come from the batches of one item too long for a batch, each batch's candidates). The pass calls
         it in its bookkeeping thread, on one intra-op thread (see stage.run_pass)."""
         source = self.held.add(c.windows) if c.windows is not None else -1
@@ -292,11 +292,13 @@ class Accumulator:
         better = (keys > worst) | ((keys == worst) & (items < self.pool_items[-1]))
         if not bool(better.any()):
             return
-        new_items, new_keys = items[better], keys[better]
+        chosen = torch.nonzero(better).flatten()
+        new_items, new_keys = items.index_select(0, chosen), keys.index_select(0, chosen)
         firing = torch.zeros((len(new_items), self.features), dtype=torch.bool, device=self.device)
-        where = torch.searchsorted(new_items, c.fire_item)
-        hit = torch.nonzero((where < len(new_items))
-                            & (new_items.index_select(0, where.clamp(max=len(new_items) - 1)) == c.fire_item)).flatten()
+        slot = torch.full_like(items, -1)  # each item's row in firing (-1: not entering the pool)
+        slot[chosen] = torch.arange(len(chosen), device=self.device)
+        where = slot.index_select(0, c.fire_item - items[0])  # (items are consecutive)
+        hit = torch.nonzero(where >= 0).flatten()
         firing.view(-1).index_fill_(0, where.index_select(0, hit) * self.features + c.fire_feature.index_select(0, hit),
                                     True)
         self._merge_pool(new_keys, new_items, firing)
