@@ -44,9 +44,10 @@ def test_torch_started_after_configure_uses_the_restricted_cpu_set():
 
 
 def test_threads_started_after_the_pass_get_the_thread_count(tmp_path):
-    """torch starts a new thread with the intra-op count last set by any thread; the pass's bookkeeping
-    thread runs on one (threads.at_most) and must leave the count as it found it, or every thread
-    started afterwards (a later stage's) would run on one."""
+    """torch starts a new thread with the intra-op count last set by any thread; the pass's lanes set
+    their own (a share of the threads, one for the bookkeeping) and must leave the last set count as they
+    found it (threads.restored), or every thread started afterwards (a later stage's) would run on a
+    lane's share."""
     import threading
 
     import torch

@@ -259,7 +259,7 @@ class Accumulator:
     def offer(self, c: Candidates, items: torch.Tensor, split: bool = False) -> None:
         """Offer the candidates of complete items (items: the consecutive item ids they cover; split: they
         come from the batches of one item too long for a batch, each batch's candidates). The pass calls
-        it in its bookkeeping thread, on one intra-op thread (see stage.run_pass)."""
+        it in the batch's bookkeeping turn, on one intra-op thread (see stage.run_pass)."""
         source = self.held.add(c.windows) if c.windows is not None else -1
         self.top.offer(c.fire_feature, float_key(c.fire_value), c.fire_item, c.fire_value, c.fire_position, source)
         self.bottom.offer(c.low_feature, float_key(-c.low_value), c.low_item, c.low_value, c.low_position)

@@ -9,8 +9,7 @@ feature is placed at the distance-weighted mean of its TSNE_NEIGHBOURS nearest f
 PCA projection itself. Runs are deterministic (fixed seeds).
 
 Both depend on the decoder only, so the mine stage starts them (Layout) before its pass over the
-corpus, in a background thread: the map's t-SNE then runs beside the pass, on the cores the pass's
-single-threaded bookkeeping leaves free."""
+corpus, in a background thread: the map's t-SNE then runs beside the pass."""
 
 from __future__ import annotations
 
