@@ -32,11 +32,10 @@ class BatchWindows:
         self._keys = self.features.index_select(0, self._order).long() * len(self.item) \
             + self.rows.index_select(0, self._order)
 
-    def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
-        """[n, 2 * width + 1] float32 (written into `out` when given): the activation of `feature` at each
-        position of the window around `peak` in `item`; NaN where that position's row is not in this
-        batch (another batch, a skipped row, or outside the item)."""
+    def __call__(self, item: torch.Tensor, feature: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+        """[n, 2 * width + 1] float32: the activation of `feature` at each position of the window around
+        `peak` in `item`; NaN where that position's row is not in this batch (another batch, a skipped
+        row, or outside the item)."""
         B, W = len(self.item), 2 * self.width + 1
         first = torch.searchsorted(self.item, item)  # the item's rows in the batch: first .. last
         last = torch.searchsorted(self.item, item, right=True) - 1
@@ -46,7 +45,7 @@ class BatchWindows:
         # a table of every such row ([(W + 1)^2, W]) instead of comparisons over [n, W].
         begin = torch.where(whole, (first - start).clamp(0, W), W)
         end = (last - start + 1).clamp(0, W)
-        out = torch.index_select(_spans(W, item.device), 0, begin * (W + 1) + end, out=out)
+        out = torch.index_select(_spans(W, item.device), 0, begin * (W + 1) + end)
         base = feature * B + start
         lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
         count = hi - lo
