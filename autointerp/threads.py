@@ -52,25 +52,6 @@ def configure(environ: MutableMapping[str, str] | None = None) -> int:
 
 
 @contextmanager
-def at_most(n: int) -> Iterator[None]:
-    """Run the block's torch operations on at most n intra-op threads. For the bookkeeping of small
-    tensors: a parallel sort meets its threads at a barrier many times, and on a busy machine each
-    barrier waits for a descheduled sibling (sorting 200k integers: 14 ms on 1 thread, 120-300 ms on
-    2 beside busy processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if before <= n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
 def restored() -> Iterator[int]:
     """Yield the calling thread's intra-op thread count and set it again after the block. torch starts
     each new thread with the count last set by any thread: a block whose threads set their own counts
@@ -83,6 +64,20 @@ def restored() -> Iterator[int]:
         yield before
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def at_most(n: int) -> Iterator[None]:
+    """Run the block's torch operations on at most n intra-op threads (restored after). For the
+    bookkeeping of small tensors: a parallel sort meets its threads at a barrier many times, and on a
+    busy machine each barrier waits for a descheduled sibling (sorting 200k integers: 14 ms on 1
+    thread, 120-300 ms on 2 beside busy processes)."""
+    import torch
+
+    with restored() as before:
+        if before > n:
+            torch.set_num_threads(n)
+        yield
 
 
 class Abandoned(RuntimeError):
