@@ -161,8 +161,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
 
     def encode(step, x, copied, buffer):
         """A batch's rows checked for NaN and Inf, and encoded into `buffer`.
-        Returns (x, its encoding (Accumulator.encode), item, position, row id) of its rows left (None: no
-        rows left) and how many were skipped."""
+        Returns (its encoding (Accumulator.encode), item, position) of its rows left (None: no rows
+        left) and how many were skipped."""
         _, _, row_lo, row_hi, _ = step
         if copied is not None:
             torch.cuda.current_stream(device).wait_event(copied)
@@ -183,8 +183,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             x, row_id, item, position = x[keep], row_id[keep], item[keep], position[keep]
         if not x.shape[0]:
             return None, len(bad)
-        encoded = acc.encode(enc, x, item, position, buffer[:len(x)])
-        return (x, encoded, item, position, row_id), len(bad)
+        return (acc.encode(enc, x, item, position, row_id, recon_p, buffer[:len(x)]), item, position), len(bad)
 
     def lane(index, step, x, copied):
         """One batch, in one of the LANES lanes: its encoding, beside the other lanes' batches, on its
@@ -204,7 +203,7 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
             with turns(index), at_most(1):
                 acc.skipped += skipped
                 if batch is not None:
-                    pending.append(acc.candidates(enc, *batch, recon_p))
+                    pending.append(acc.candidates(*batch))
                 if complete:
                     _offer(acc, pending, item_lo, item_hi, enc.d_sae, device)
                     pending.clear()
