@@ -27,7 +27,7 @@ class BatchWindows:
 
     def __post_init__(self) -> None:
         """Active entries by (feature, row), where a window's entries are one run (sorted here, in the
-        batch's bookkeeping turn, rather than when the windows are asked after the pass)."""
+        pass's lane that encoded the batch, rather than when the windows are asked after the pass)."""
         self._order = torch.argsort(self.features.int(), stable=True)  # (rows in order already)
         self._keys = self.features.index_select(0, self._order).long() * len(self.item) \
             + self.rows.index_select(0, self._order)
