@@ -143,13 +143,12 @@ class Accumulator:
         if multi_row:  # several rows per item: keep each item's peak
             peak = best_per_group(*fire, self.features)
             fire = tuple(t.index_select(0, peak) for t in fire)
-        encoded = Encoded(pre, active, fire, fired, windows, reconstruction)
-        encoded.length = uniform_length(item, position) if multi_row else None
-        if encoded.length is not None and (self.bottom.k or self.near.k):
-            encoded.size = max(d for d in range(1, min(BLOCK_ROWS, encoded.length) + 1)
-                               if encoded.length % d == 0)  # blocks that tile the items
-            encoded.high, encoded.low = block_extremes_pair(pre, encoded.size)
-        return encoded
+        length = uniform_length(item, position) if multi_row else None
+        if length is None or not (self.bottom.k or self.near.k):
+            return Encoded(pre, active, fire, fired, windows, reconstruction, length)
+        size = max(d for d in range(1, min(BLOCK_ROWS, length) + 1) if length % d == 0)  # blocks tile items
+        return Encoded(pre, active, fire, fired, windows, reconstruction, length, size,
+                       *block_extremes_pair(pre, size))
 
     def candidates(self, encoded: Encoded, item: torch.Tensor, position: torch.Tensor) -> Candidates:
         """Update the statistics with an encoded batch (from `encode`; its pre-activations are
