@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from autointerp.config import MineConfig  # noqa: E402
 from autointerp.corpus.items import Corpus, ItemRow  # noqa: E402
-from autointerp.mine.stage import Shard, batch_rows, pick_device, plan, release_large_buffers, run_pass  # noqa: E402
+from autointerp.mine.stage import Shard, batch_rows, pick_device, plan, tune_allocator, run_pass  # noqa: E402
 from autointerp.mine.traces import traced  # noqa: E402
 from autointerp.mine.write import chosen_examples  # noqa: E402
 from autointerp.sae.encoder import Encoder  # noqa: E402
@@ -239,7 +239,7 @@ def main() -> None:
     if args.child:
         return child(args)
     device = pick_device(args.device)
-    release_large_buffers()  # as mining does, so that the bare encode runs under the same allocator setting
+    tune_allocator()  # as mining does, so that the bare encode runs under the same allocator setting
     print(f"device {device}, {describe_threads()}; shape {args.shape}: d={args.dim} F={args.features} "
           f"{args.activation} k={args.k}, N={args.rows:,}, batch {batch_rows(args.batch, args.features, device):,} "
           f"rows, {args.positions} row(s) per item")

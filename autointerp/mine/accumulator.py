@@ -159,7 +159,7 @@ class Accumulator:
         self.act_sum.index_add_(0, f, v.double())
         self.max_act.scatter_reduce_(0, f, v.float(), reduce="amax")
         b = (torch.floor(torch.log2(v.double()) * 4) + HIST_OFFSET).clamp(0, HIST_BINS - 1).long()
-        self.hist.index_add_(0, f * HIST_BINS + b, torch.ones_like(b))
+        self.hist.scatter_add_(0, f * HIST_BINS + b, torch.ones_like(b))  # (counts: any order; 2-3x index_add_)
         if encoded.reconstruction is not None:
             sq_err, rel_err, sum_x, sum_sq, n = encoded.reconstruction
             self.sq_err += sq_err
