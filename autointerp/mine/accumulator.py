@@ -43,7 +43,8 @@ beyond it, those of batches let go are lost, and traces encode them again after 
 class Encoded:
     """What a batch gives without reading the accumulator's state (Accumulator.encode): pre-activations,
     their nonzeros (row, feature, value, in row order), each (item, feature)'s peak where it fires, the
-    items where each feature fires (near-miss scans, sequences), the activation windows, the
+    (item, feature) pairs that fire, as flat indices into [the batch's items, features] (near-miss
+    scans, sequences), the activation windows, the
     reconstruction sample's sums; and for a batch of whole items of one length, each block of rows'
     highest pre-activation and minus its lowest per feature (blocks of `size` rows tiling the items)."""
     pre: torch.Tensor
@@ -135,14 +136,13 @@ class Accumulator:
         reconstruction = self._reconstruction(encoder, x, active, row_id, recon_p) if recon_p > 0 else None
         multi_row = bool(item[-1] - item[0] + 1 < len(item))
         fire_item = item.index_select(0, r)  # (index_select: 3-4x faster than [] or take on the CPU)
-        fired = None
-        if self.near.k and multi_row:  # (item, feature) pairs that fire: no near miss anywhere in the item
-            fired = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
-            fired.view(-1).index_fill_(0, (fire_item - item[0]) * self.features + f, True)
         fire = fire_item, f, v, position.index_select(0, r)
+        fired = None
         if multi_row:  # several rows per item: keep each item's peak
             peak = best_per_group(*fire, self.features)
             fire = tuple(t.index_select(0, peak) for t in fire)
+            if self.near.k:  # (item, feature) pairs that fire: no near miss anywhere in the item
+                fired = (fire[0] - item[0]) * self.features + fire[1]
         length = uniform_length(item, position) if multi_row else None
         if length is None or not (self.bottom.k or self.near.k):
             return Encoded(pre, active, fire, fired, windows, reconstruction, length)
@@ -175,7 +175,9 @@ class Accumulator:
         else:
             low = self._extremes(pre, -1, self.bottom, item, position)
             if fired is not None:  # a near miss is where the feature does not fire anywhere in the item
-                pre.masked_fill_(fired[item - item[0]], -torch.inf)  # (pre is not used after this)
+                table = torch.zeros((int(item[-1] - item[0]) + 1, self.features), dtype=torch.bool, device=pre.device)
+                table.view(-1).index_fill_(0, fired, True)
+                pre.masked_fill_(table[item - item[0]], -torch.inf)  # (pre is not used after this)
             elif self.near.k:
                 pre.view(-1).index_fill_(0, r * self.features + f, -torch.inf)
             hard = self._extremes(pre, 1, self.near, item, position)
@@ -204,7 +206,7 @@ class Accumulator:
         size = len(pre) // len(blocks)
         best = blocks.view(-1, per_item, F).amax(1)  # [items, F]
         if fired is not None:
-            best.masked_fill_(fired, -torch.inf)
+            best.view(-1).index_fill_(0, fired, -torch.inf)
         limit = self._limit(top, best, pre.dtype)
         local, feature = torch.nonzero(best >= limit[None, :], as_tuple=True)
         extreme = cells(best, local * F + feature)[:, None]
