@@ -213,19 +213,19 @@ class TopPerFeature:
               rows: torch.Tensor, workers: int = 1) -> None:
         """Write the payloads of these entries (each waiting on a held source) into rows `rows` of out,
         source by source, on `workers` threads (each source's are a few small operations on one)."""
-        cell = feature * self.k + slot
-        source = cells(self.source, cell)
-        order = torch.argsort(source, stable=True)
+        source = cells(self.source, feature * self.k + slot)
+        order = torch.argsort(source, stable=True)  # each source's entries one run, split into views
         sources, counts = torch.unique_consecutive(source.index_select(0, order), return_counts=True)
-        ids, peaks = unpack_ids(cells(self.packed, cell)), cells(self.positions, cell)
+        feature, slot, rows = (t.index_select(0, order) for t in (feature, slot, rows))
+        cell = feature * self.k + slot
+        columns = zip(*(t.split(counts.tolist()) for t in (unpack_ids(cells(self.packed, cell)), feature,
+                                                             cells(self.positions, cell), rows)))
 
-        def one(s: int, mine: torch.Tensor) -> None:
+        def one(s: int, ids: torch.Tensor, features: torch.Tensor, peaks: torch.Tensor, at: torch.Tensor) -> None:
             with at_most(1):
-                out.index_copy_(0, rows.index_select(0, mine), held[s](ids.index_select(0, mine),
-                                                                        feature.index_select(0, mine),
-                                                                        peaks.index_select(0, mine)))
+                out.index_copy_(0, at, held[s](ids, features, peaks))
 
-        groups = list(zip(sources.tolist(), order.split(counts.tolist())))
+        groups = [(s, *parts) for s, parts in zip(sources.tolist(), columns)]
         if workers > 1 and len(groups) > 1:
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(lambda group: one(*group), groups))
