@@ -128,3 +128,58 @@ def test_neighbors_are_the_closest_decoder_directions(planted, config, store):
             assert [c for _, c in feature.neighbors] == pytest.approx(best.tolist(), abs=1e-4)
             assert [cosine[feature.id][n] for n, _ in feature.neighbors] == pytest.approx(best.tolist(), abs=1e-4)
             assert feature.id not in [n for n, _ in feature.neighbors]
+
+
+
+ALLOCATOR_PROBE = """
+import ctypes, resource, sys
+from autointerp.mine import stage
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "tuned":
+    stage.tune_allocator()
+else:  # the setting before tune_allocator: only large buffers mapped afresh
+    libc.mallopt(stage.M_MMAP_THRESHOLD, stage.MMAP_FROM)
+
+def faults(times, nbytes):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        p = libc.malloc(nbytes)
+        ctypes.memset(p, 1, nbytes)  # every page written
+        libc.free(p)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+faults(1, 4 << 20)
+small = faults(20, 4 << 20)
+before = rss()
+big = libc.malloc(4 * stage.MMAP_FROM)
+ctypes.memset(big, 1, 4 * stage.MMAP_FROM)
+during = rss()
+libc.free(big)
+print(small, during - before, rss() - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_tune_allocator_reuses_small_buffers_and_returns_large_ones():
+    """After tune_allocator a batch's 4 MB temporaries reuse the heap's pages (the setting before it,
+    which torch's allocations go through too, faulted them in afresh every time: 1,024 faults each), and
+    a buffer of MMAP_FROM or more goes back to the OS when freed."""
+    import subprocess
+    import sys
+    from autointerp.mine.stage import MMAP_FROM
+
+    def probe(mode):
+        out = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, mode], capture_output=True, text=True, check=True)
+        return [int(n) for n in out.stdout.split()]
+
+    small, grown, kept = probe("tuned")
+    before_small, _, _ = probe("before")
+    pages = (4 << 20) // 4096
+    assert small < pages < 15 * pages < before_small  # 20 buffers: about 0 pages vs about 20 x 1,024
+    assert grown >= 4 * MMAP_FROM * 0.9 and kept < 4 * MMAP_FROM * 0.1
