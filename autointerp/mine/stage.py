@@ -55,9 +55,10 @@ MMAP_FROM = 8 << 20
 and are reused (from 1 MB on, the pass's per-batch temporaries took fresh zeroed pages every batch:
 10-12% of the pass on the LM shape)."""
 TRIM_FROM = 128 << 20
-"""The heap gives memory back to the OS once this much at its top is free (glibc's default, 128 kB,
-holds once MMAP_FROM is set: the pass's small temporaries then took fresh zeroed pages at almost every
-batch, 95-160k page faults per pass on the LM shape instead of 22k)."""
+"""During the pass the heap gives memory back to the OS once this much at its top is free (glibc's
+default, TRIM_DEFAULT, holds once MMAP_FROM is set: the pass's small temporaries then took fresh zeroed
+pages at almost every batch, 95-160k page faults per pass on the LM shape instead of 22k)."""
+TRIM_DEFAULT = 128 << 10
 
 
 @dataclass
@@ -100,21 +101,37 @@ def batch_rows(requested: int | None, features: int, device: torch.device) -> in
     return max(1, min(wanted, int(free // 4 // per_row)))
 
 
+def _libc() -> ctypes.CDLL | None:
+    """glibc, for mallopt and malloc_trim (None elsewhere)."""
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
 def tune_allocator() -> None:
     """Set glibc's allocator for the pass (a no-op off glibc):
     - allocations of MMAP_FROM or more come from fresh mappings that go back to the OS when freed. By
       default the threshold rises to the size of the largest buffer freed, after which the batch-sized
       temporaries of the pass come from heap arenas that fragment and keep memory, so the peak crept up
       with the length of the pass (+15-25% for 4x the rows; +5% with this);
-    - the smaller ones are reused: the heap keeps up to TRIM_FROM free at its top, and all threads
-      share one heap (a thread's own arena is unmapped whenever it empties, and its pages fault in
-      afresh)."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    - the smaller ones are reused: the heap keeps up to TRIM_FROM free at its top (until release_heap),
+      and all threads share one heap (a thread's own arena is unmapped whenever it empties, and its
+      pages fault in afresh)."""
+    libc = _libc()
+    if libc is not None:
         for parameter, value in ((M_MMAP_THRESHOLD, MMAP_FROM), (M_TRIM_THRESHOLD, TRIM_FROM), (M_ARENA_MAX, 1)):
-            mallopt(parameter, value)
-    except (OSError, AttributeError):
-        pass
+            libc.mallopt(parameter, value)
+
+
+def release_heap() -> None:
+    """After the pass: the heap's free memory goes back to the OS and glibc's default trim threshold
+    holds again, for the write stage's Python objects (its peak, the mine's, was 80-140 MB higher without
+    this on the peers bench's 262,144 rows: bench/peers.py)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_DEFAULT)
+        libc.malloc_trim(0)
 
 
 def plan(corpus: Corpus, first_item: int, stop_item: int, rows: int):
@@ -310,6 +327,7 @@ def mine(store: Store, encoder: Encoder, corpus: Corpus, config: MineConfig, dev
     checkpoint = whole.path(folder, partial=True) if shard_dir is not None else None
     layout = Layout(encoder.W_dec)  # beside the pass: it needs the decoder only
     acc = run_pass(encoder, corpus, config, device, nonfinite, whole, checkpoint)
+    release_heap()
     sync_sae(store, encoder, corpus)
     result = write(store, acc, encoder, corpus, config, device, layout)
     if checkpoint is not None:

@@ -131,6 +131,7 @@ def test_neighbors_are_the_closest_decoder_directions(planted, config, store):
 
 
 
+
 ALLOCATOR_PROBE = """
 import ctypes, resource, sys
 from autointerp.mine import stage
@@ -161,15 +162,18 @@ big = libc.malloc(4 * stage.MMAP_FROM)
 ctypes.memset(big, 1, 4 * stage.MMAP_FROM)
 during = rss()
 libc.free(big)
-print(small, during - before, rss() - before)
+kept = rss() - before
+stage.release_heap()
+print(small, during - before, kept, before - rss())
 """
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_tune_allocator_reuses_small_buffers_and_returns_large_ones():
     """After tune_allocator a batch's 4 MB temporaries reuse the heap's pages (the setting before it,
-    which torch's allocations go through too, faulted them in afresh every time: 1,024 faults each), and
-    a buffer of MMAP_FROM or more goes back to the OS when freed."""
+    which torch's allocations go through too, faulted them in afresh every time: 1,024 faults each), a
+    buffer of MMAP_FROM or more goes back to the OS when freed, and release_heap gives back the 4 MB
+    the heap kept free."""
     import subprocess
     import sys
     from autointerp.mine.stage import MMAP_FROM
@@ -178,8 +182,9 @@ def test_tune_allocator_reuses_small_buffers_and_returns_large_ones():
         out = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, mode], capture_output=True, text=True, check=True)
         return [int(n) for n in out.stdout.split()]
 
-    small, grown, kept = probe("tuned")
-    before_small, _, _ = probe("before")
+    small, grown, kept, released = probe("tuned")
+    before_small, _, _, before_released = probe("before")
     pages = (4 << 20) // 4096
     assert small < pages < 15 * pages < before_small  # 20 buffers: about 0 pages vs about 20 x 1,024
     assert grown >= 4 * MMAP_FROM * 0.9 and kept < 4 * MMAP_FROM * 0.1
+    assert released >= 0.9 * (4 << 20) and abs(before_released) < (1 << 20)
