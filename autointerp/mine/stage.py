@@ -104,8 +104,10 @@ def batch_rows(requested: int | None, features: int, device: torch.device) -> in
 def _libc() -> ctypes.CDLL | None:
     """glibc, for mallopt and malloc_trim (None elsewhere)."""
     try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # both looked up: AttributeError off glibc
+        return libc
+    except (OSError, AttributeError):  # not glibc
         return None
 
 
