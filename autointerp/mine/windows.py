@@ -47,7 +47,8 @@ class BatchWindows:
         end = (last - start + 1).clamp(0, W)
         out = torch.index_select(_spans(W, item.device), 0, begin * (W + 1) + end)
         base = feature * B + start
-        lo, hi = torch.searchsorted(self._keys, base), torch.searchsorted(self._keys, base + W)
+        # (each window's two searches side by side: the second walks the cache lines the first brought in)
+        lo, hi = torch.searchsorted(self._keys, torch.stack([base, base + W], 1)).unbind(1)
         count = hi - lo
         which = torch.repeat_interleave(torch.arange(len(item), device=item.device), count)
         entry = (lo - torch.cumsum(count, 0) + count).index_select(0, which) + torch.arange(len(which), device=item.device)
