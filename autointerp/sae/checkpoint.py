@@ -8,6 +8,7 @@ line naming the file, the tensor, and what was expected against what was found.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -28,9 +29,22 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a float's range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_json(path: Path, what: str = "SAE config") -> dict[str, Any]:
+    """A JSON object; NaN, Infinity and numbers beyond a float's range are refused (Python's json accepts
+    them, and no config size or k can be one)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{what} {path} cannot be read ({first_line(exc)}): restore the checkpoint's "
                          f"{path.name}") from None
@@ -128,10 +142,9 @@ class Tensors:
         self.used: set[str] = set()
 
     def bind(self, name: str, value: Any, source: str) -> None:
-        try:
-            size = int(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{source} = {value!r} is not an integer: fix the checkpoint's config") from None
+        size = positive_int(value)
+        if size is None:
+            raise InputError(f"{source} = {value!r} is not a positive integer: fix the checkpoint's config")
         self.dims[name] = (size, source)
 
     def has(self, *keys: str) -> bool:
@@ -146,6 +159,13 @@ class Tensors:
         if not isinstance(value, torch.Tensor):
             raise InputError(f"SAE weights {self.file}: {key} is a {type(value).__name__}, expected a tensor: not "
                              f"the {self.layout} layout")
+        if not value.is_floating_point():  # (an int8 or 4-bit quantized file needs its scales applied first)
+            raise InputError(f"SAE weights {self.file}: {key} holds {dtype_name(value)} values, expected floating "
+                             f"point (float32, float16 or bfloat16): not an SAE's weights, or a quantized checkpoint "
+                             f"to convert to floating point first")
+        if value.numel() == 0:
+            raise InputError(f"SAE weights {self.file}: {key} has shape {tuple(value.shape)}, with no values: the "
+                             f"file is damaged or not an SAE's weights")
         self._check_shape(key, tuple(value.shape), shape)
         self.used.add(key)
         return value.detach().to(torch.float32)
@@ -178,17 +198,25 @@ class Tensors:
         return self.get(key, shape) if key in self.state else None
 
     def scalar(self, key: str) -> float | None:
-        """A number stored as a 0-d or 1-element tensor or a plain int/float; None when absent."""
+        """A finite real number stored as a 0-d or 1-element tensor (integer or floating point) or a plain
+        int/float; None when absent."""
         value = self.state.get(key)
         if value is None:
             return None
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            return float(value.item())
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise InputError(f"SAE weights {self.file}: {key} is {type(value).__name__} "
-                         f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, expected one number: "
-                         f"not the {self.layout} layout")
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() \
+                and value.dtype != torch.bool:
+            number = float(value.item())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            found = f"a {dtype_name(value)} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
+                else f"a {type(value).__name__}"
+            raise InputError(f"SAE weights {self.file}: {key} is {found}, expected one real number: not the "
+                             f"{self.layout} layout")
+        if not math.isfinite(number):
+            raise InputError(f"SAE weights {self.file}: {key} is {number}, expected a finite number: the checkpoint "
+                             f"is damaged; use an intact copy")
+        return number
 
     def dim(self, name: str) -> int:
         return self.dims[name][0]
@@ -202,13 +230,21 @@ class Tensors:
                    if isinstance(self.state.get(key), torch.Tensor))
 
 
+def positive_int(value: Any) -> int | None:
+    """value as an int when it is a whole number above 0 (an int, or a float such as 16.0), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)) or int(value) != value or value <= 0:
+        return None
+    return int(value)
+
+
 def config_int(config: Mapping[str, Any], key: str, path: Path, fix: str) -> int:
     """An integer config entry, or a one-line error naming the file, the key and the fix."""
-    value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
-        found = "missing" if key not in config else f"{value!r}"
+    value = positive_int(config.get(key))
+    if value is None:
+        found = "missing" if key not in config else f"{config.get(key)!r}"
         raise InputError(f"SAE config {path}: {key} is {found}, expected a positive integer: {fix}")
-    return int(value)
+    return value
 
 
 def check_k(k: int, d_sae: int, source: str) -> int:

@@ -1,6 +1,7 @@
 """What every format shares: detection, the format override, safe loading of untrusted files,
 one-line errors for broken checkpoints, precision, and the config's list of formats."""
 
+import json
 from typing import get_args
 
 import pytest
@@ -171,3 +172,84 @@ def test_preacts_into_a_buffer_equal_a_fresh_encode(tmp_path, precision):
     assert torch.equal(got, encoder.preacts(x)) and got.dtype == torch.float32
     assert got.data_ptr() == buffer.data_ptr()
     assert buffer[32:].isnan().all()
+
+
+SPOILED_WEIGHTS = {
+    "int64": lambda t: t.long(),
+    "int8 (quantized, no scales)": lambda t: t.to(torch.int8),
+    "bool": lambda t: t > 0,
+    "complex64": lambda t: t.to(torch.complex64),
+    "no rows": lambda t: t[:0],
+}
+
+
+@pytest.mark.parametrize("spoil", list(SPOILED_WEIGHTS))
+@pytest.mark.parametrize("name", ["gemma_scope", "saelens", "dictionary_learning"])  # npz, safetensors, pickle
+def test_weights_that_are_not_real_numbers_or_empty_are_one_line(tmp_path, name, spoil):
+    """Each reader (npz, safetensors, torch pickle) hands its tensors to one check: an encoder matrix of
+    integers, booleans or complex numbers, or with no rows, is refused, naming the file and the tensor."""
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    root = LAYOUTS[name](tmp_path / "sae")
+    weights = root / WEIGHTS[name]
+    key = {"gemma_scope": "W_enc", "saelens": "W_enc", "dictionary_learning": "encoder.weight"}[name]
+    if name == "gemma_scope":
+        state = {k: torch.from_numpy(v) for k, v in np.load(weights).items()}
+        state[key] = SPOILED_WEIGHTS[spoil](state[key])
+        np.savez(weights, **{k: v.numpy() for k, v in state.items()})
+    elif name == "saelens":
+        state = load_file(weights)
+        state[key] = SPOILED_WEIGHTS[spoil](state[key]).contiguous()
+        save_file(state, str(weights))
+    else:
+        state = torch.load(weights, weights_only=True)
+        state[key] = SPOILED_WEIGHTS[spoil](state[key])
+        torch.save(state, weights)
+    match = "with no values" if spoil == "no rows" else f"{key} holds {str(state[key].dtype)[6:]} values"
+    message = one_line_error(lambda: load_sae(root, name), match)
+    assert str(weights) in message
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("k", torch.tensor(float("nan")), "k is nan, expected a finite number"),
+    ("k", torch.tensor(1 + 2j), "k is a complex64 tensor"),
+    ("k", torch.tensor(True), "k is a bool tensor"),
+    ("k", torch.tensor(2.5), "k is 2.5, expected a positive integer"),
+    ("k", torch.tensor(-3), "k is -3, expected a positive integer"),
+    ("threshold", torch.tensor(float("inf")), "threshold is inf, expected a finite number"),
+    ("threshold", torch.ones(3), r"threshold is a float32 tensor of shape \(3,\), expected one real number"),
+])
+def test_stored_numbers_that_are_not_finite_real_numbers_are_one_line(tmp_path, key, value, match):
+    write_dictionary_learning(tmp_path / "sae", "BatchTopKSAE")
+    state = torch.load(tmp_path / "sae/ae.pt", weights_only=True)
+    state[key] = value
+    torch.save(state, tmp_path / "sae/ae.pt")
+    one_line_error(lambda: load_sae(tmp_path / "sae"), match)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("NaN", "NaN is not a JSON number"), ("-Infinity", "-Infinity is not a JSON number"),
+    ("1e400", "1e400 is out of a float's range"), ('"5"', "k is '5', expected a positive integer"),
+    ("[5]", r"k is \[5\], expected a positive integer"), ("5.5", "k is 5.5, expected a positive integer")])
+@pytest.mark.parametrize("name", ["sparsify", "dictionary_learning"])
+def test_config_numbers_that_are_not_positive_integers_are_one_line(tmp_path, name, text, match):
+    """Python's json reads NaN, Infinity and 1e400 (as inf): no config size or k can be one, and int() of
+    them raised instead of a one-line error."""
+    root = LAYOUTS[name](tmp_path / "sae")
+    config = root / ("cfg.json" if name == "sparsify" else "config.json")
+    data = json.loads(config.read_text())
+    trainer = data["trainer"] if name == "dictionary_learning" else data
+    trainer["k"] = "@K@"
+    config.write_text(json.dumps(data).replace('"@K@"', text))
+    message = one_line_error(lambda: load_sae(root, name), match)
+    assert str(config) in message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0, -4, 12.5, True, "12"])
+def test_a_pickled_config_size_that_is_not_a_positive_integer_is_one_line(tmp_path, value):
+    write_topk_pt(tmp_path / "sae.pt")
+    checkpoint = torch.load(tmp_path / "sae.pt", weights_only=True)
+    checkpoint["config"]["d_in"] = value
+    torch.save(checkpoint, tmp_path / "sae.pt")
+    one_line_error(lambda: load_sae(tmp_path / "sae.pt"), r"d_in is .*, expected a positive integer")
