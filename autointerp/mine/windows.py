@@ -41,11 +41,10 @@ class BatchWindows:
         last = torch.searchsorted(self.item, item, right=True) - 1
         whole = self.position[last] - self.position[first] == last - first  # no skipped row inside
         start = first + peak - self.width - self.position[first]  # the window's first row
-        # Columns first - start .. last - start hold rows of the item: 0 there, NaN elsewhere, read from
-        # a table of every such row ([(W + 1)^2, W]) instead of comparisons over [n, W].
+        # Columns first - start .. last - start hold rows of the item: 0 there, NaN elsewhere.
         begin = torch.where(whole, (first - start).clamp(0, W), W)
         end = (last - start + 1).clamp(0, W)
-        out = torch.index_select(_spans(W, item.device), 0, begin * (W + 1) + end)
+        out = _span_rows(begin, end, W)
         base = feature * B + start
         # (each window's two searches side by side: the second walks the cache lines the first brought in)
         lo, hi = torch.searchsorted(self._keys, torch.stack([base, base + W], 1)).unbind(1)
@@ -89,10 +88,27 @@ class Held:
         self.nbytes -= self._batches.pop(batch).nbytes
 
 
+SPAN_TABLE_BYTES = 16 << 20
+"""_span_rows reads its rows from a table of every (begin, end) while the table takes at most this many
+bytes ((W + 1)^2 x W float32: windows up to about 160 wide), else compares."""
+
+
+def _span_rows(begin: torch.Tensor, end: torch.Tensor, W: int) -> torch.Tensor:
+    """[n, W] float32: row j is 0 at columns begin[j] <= c < end[j], NaN elsewhere; for narrow windows
+    read from a table of every such row instead of comparisons over [n, W] (the table grows as W^3:
+    8 GB for trace_window = 1000)."""
+    if (W + 1) ** 2 * W * 4 <= SPAN_TABLE_BYTES:
+        return torch.index_select(_spans(W, begin.device), 0, begin * (W + 1) + end)
+    return _inside(begin, end, W)
+
+
+def _inside(begin: torch.Tensor, end: torch.Tensor, W: int) -> torch.Tensor:
+    column = torch.arange(W, device=begin.device)
+    return torch.where((column >= begin[:, None]) & (column < end[:, None]), 0.0, torch.nan)
+
+
 @functools.cache
 def _spans(W: int, device: torch.device) -> torch.Tensor:
     """[(W + 1)^2, W] float32: row b * (W + 1) + e is 0 at columns b <= c < e, NaN elsewhere."""
-    column = torch.arange(W, device=device)
     edge = torch.arange(W + 1, device=device)
-    inside = (column >= edge[:, None, None]) & (column < edge[None, :, None])  # [b, e, c]
-    return torch.where(inside, 0.0, torch.nan).reshape(-1, W)
+    return _inside(edge.repeat_interleave(W + 1), edge.repeat(W + 1), W)

@@ -138,12 +138,18 @@ def test_payloads_follow_their_entries(features, workers):
     assert rows[len(entries):].isnan().all()
 
 
+@pytest.mark.parametrize("table", [True, False], ids=["span table", "comparisons"])
 @pytest.mark.parametrize("seed", range(6))
-def test_batch_windows_equal_a_dense_lookup(seed):
+def test_batch_windows_equal_a_dense_lookup(seed, table, monkeypatch):
     """BatchWindows against windows read one position at a time from the batch's dense activations:
     items cut at both batch edges, skipped rows (a window of such an item is unknown: all NaN), windows
-    running past the item's ends."""
+    running past the item's ends; with the windows' NaN/0 rows from the table of every span (narrow
+    windows) and from comparisons (wide ones, whose table would not fit in memory)."""
+    from autointerp.mine import windows as windows_module
     from autointerp.mine.windows import BatchWindows
+
+    if not table:
+        monkeypatch.setattr(windows_module, "SPAN_TABLE_BYTES", 0)
 
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 30, (25,), generator=g)
@@ -170,3 +176,32 @@ def test_batch_windows_equal_a_dense_lookup(seed):
                 expected[n, j] = dense[at[0], f]
     torch.testing.assert_close(windows(ask_item, ask_feature, ask_peak), expected, equal_nan=True, rtol=0, atol=0)
     assert torch.isnan(expected).any() and not torch.isnan(expected).all()
+
+
+def test_wide_windows_take_memory_in_proportion_to_their_width(tmp_path):
+    """trace_window = 1000 (2,001 positions: 40 s of 20 ms frames): the windows of the pass equal those
+    of a narrow table-read pass where both are known, and building them takes no [(W + 1)^2, W] table
+    (8 GB at this width; the process's peak stays under 1 GB above its start)."""
+    import resource
+
+    from autointerp.mine.windows import BatchWindows, _span_rows
+
+    g = torch.Generator().manual_seed(0)
+    item = torch.repeat_interleave(torch.arange(3), torch.tensor([1500, 2500, 800]))
+    position = torch.cat([torch.arange(1500), torch.arange(2500), torch.arange(800)])
+    dense = torch.rand(len(item), 5, generator=g) * (torch.rand(len(item), 5, generator=g) < 0.2)
+    rows, features = dense.nonzero(as_tuple=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wide = BatchWindows(item, position, rows, features, dense[rows, features], 5, 1000)
+    out = wide(torch.tensor([0, 1, 2]), torch.tensor([1, 3, 4]), torch.tensor([10, 1999, 400]))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1 << 20  # kB
+    for n, (i, f, p) in enumerate([(0, 1, 10), (1, 3, 1999), (2, 4, 400)]):
+        mine = (item == i).nonzero().flatten()
+        for j in range(2001):
+            at = mine[position[mine] == p - 1000 + j]
+            expected = dense[at[0], f] if len(at) else torch.tensor(float("nan"))
+            torch.testing.assert_close(out[n, j], expected, equal_nan=True, rtol=0, atol=0)
+    begin, end = torch.tensor([0, 3, 7, 7]), torch.tensor([7, 5, 7, 2])
+    inside = torch.arange(7)
+    reference = torch.where((inside >= begin[:, None]) & (inside < end[:, None]), 0.0, torch.nan)
+    torch.testing.assert_close(_span_rows(begin, end, 7), reference, equal_nan=True, rtol=0, atol=0)
