@@ -22,7 +22,7 @@ from autointerp.mine.scans import (BLOCK_ROWS, best_per_group, block_extremes, b
                                    uniform_length)
 from autointerp.mine.windows import BatchWindows, Held
 from autointerp.mine.topk import (EMPTY, TopPerFeature, cells, float_key, hash_bits, hash_key, hash_unit, key_float,
-                                  lexsort_groups)
+                                  lexsort_groups, unpack_ids)
 
 HIST_BINS = 128
 HIST_OFFSET = 80
@@ -347,6 +347,48 @@ class Accumulator:
         out |= {name: getattr(self, name).state() for name in ("top", "bottom", "near", "sample")}
         out |= {"recon_rows": self.recon_rows, "rows": self.rows, "skipped": self.skipped}
         return out
+
+    @staticmethod
+    def check_state(state: dict, first_row: np.ndarray, first_item: int, stop_item: int) -> None:
+        """Raise ValueError naming the first field of a saved state (see checkpoint.read_state, which has
+        checked its names, shapes and dtypes) whose values no pass over the items [first_item, stop_item)
+        can produce (first_row: each item's first corpus row, and the total after the last): a damaged
+        or edited checkpoint or shard file would otherwise be merged into wrong results or fail later."""
+        def bad(name: str, what: str) -> ValueError:
+            return ValueError(f"{name} holds {what}")
+
+        counts, hist = state["fire_count"], state["hist"].view(len(state["fire_count"]), HIST_BINS)
+        if bool((counts < 0).any()) or bool((counts > state["rows"]).any()):
+            raise bad("fire_count", "counts below 0 or above the rows it saw")
+        if bool((hist < 0).any()) or not torch.equal(hist.sum(1), counts):
+            raise bad("hist", "counts that are negative or do not add up to fire_count")
+        for name in ("act_sum", "max_act", "sq_err", "rel_err", "sum_x", "sum_sq"):
+            if not bool(torch.isfinite(state[name]).all()):
+                raise bad(name, "NaN or infinite values")
+        if bool((state["max_act"] < 0).any()) or bool((state["act_sum"] < 0).any()):
+            raise bad("max_act", "negative activations")
+        lengths = torch.from_numpy(np.diff(first_row).astype(np.int64))
+        filled = torch.isfinite(state["pool_keys"])
+        items = state["pool_items"]
+        if bool(((state["pool_keys"] < 0) | (state["pool_keys"] >= 1))[filled].any()) or \
+                bool(((items < first_item) | (items >= stop_item))[filled].any()) or bool((items[~filled] != -1).any()):
+            raise bad("pool_items", "entries that are not items of this part of the corpus")
+        for name in ("top", "bottom", "near", "sample"):
+            packed, values, positions = (state[name][key] for key in ("packed", "values", "positions"))
+            full = packed != EMPTY
+            if bool((full[:, 1:] & ~full[:, :-1]).any()) or bool((packed[:, 1:] >= packed[:, :-1])[full[:, 1:]].any()):
+                raise bad(f"{name}.packed", "rows that are not sorted best first")
+            ids = unpack_ids(packed[full])
+            if bool(((ids < first_item) | (ids >= stop_item)).any()):
+                raise bad(f"{name}.packed", "items outside this part of the corpus")
+            where = positions[full]
+            if bool(((where < 0) | (where >= lengths.index_select(0, ids))).any()):
+                raise bad(f"{name}.positions", "positions outside their items")
+            if not bool(torch.isfinite(values[full]).all()):
+                raise bad(f"{name}.values", "NaN or infinite values")
+            sign = {"top": 1, "near": 1, "bottom": -1}.get(name)  # (the sample's keys are hashes)
+            if sign is not None and not torch.equal(packed[full] >> 32, float_key(sign * values[full])):
+                raise bad(f"{name}.values", "values that disagree with their entries' keys")
 
     def load(self, state: dict) -> None:
         for name in self._TENSORS:

@@ -75,8 +75,14 @@ def merge_shards(folder: Path, encoder: Encoder, corpus: Corpus, config: MineCon
             raise InputError(f"shard file {path} cannot be used ({exc}): run `mine --shard {i}/{n}` again") from None
         if saved.identity != identity(encoder, corpus, config, shard):
             raise InputError(f"shard {i} of {n} in {folder} was mined with another SAE, corpus or [mine] config: mine it again")
-        if saved.next_item != shard.items(len(corpus.items))[1]:
+        first, stop = shard.items(len(corpus.items))
+        if saved.next_item != stop:
             raise InputError(f"shard {i} of {n} in {folder} is incomplete: run `mine --shard {i}/{n}` again to finish it")
+        try:
+            Accumulator.check_state(saved.state, corpus.first_row, first, stop)
+        except ValueError as exc:
+            raise InputError(f"shard file {path} cannot be used ({exc}: the file is damaged): run "
+                             f"`mine --shard {i}/{n}` again") from None
         part = Accumulator(encoder.d_in, encoder.d_sae, config, torch.device("cpu"))
         part.load(saved.state)
         acc.merge(part)

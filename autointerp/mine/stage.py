@@ -165,7 +165,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     acc = Accumulator(enc.d_in, enc.d_sae, config, device, corpus.is_sequence and windows)
     first_item, stop_item = shard.items(len(corpus.items))
     expected = identity(encoder, corpus, config, shard) if checkpoint is not None else {}
-    next_item = resume(checkpoint, expected, acc, first_item, stop_item) if checkpoint is not None else first_item
+    next_item = resume(checkpoint, expected, acc, first_item, stop_item, corpus.first_row) if checkpoint is not None \
+        else first_item
     recon_p = min(1.0, config.reconstruction_rows / max(corpus.rows, 1))
     rows_per_batch = batch_rows(config.batch_size, enc.d_sae, device)
     total = int(corpus.row_of(stop_item)) - int(corpus.row_of(next_item))
@@ -264,9 +265,11 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     return acc
 
 
-def resume(checkpoint: Path, expected: dict, acc: Accumulator, first_item: int, stop_item: int) -> int:
+def resume(checkpoint: Path, expected: dict, acc: Accumulator, first_item: int, stop_item: int,
+           first_row: np.ndarray) -> int:
     """The item to start from: where a saved checkpoint of this very pass stopped (its state loaded into
-    acc), else the shard's first. A file that cannot be read is no checkpoint, with a warning."""
+    acc), else the shard's first. A file that cannot be read, or whose values no pass can produce (see
+    Accumulator.check_state; first_row: the corpus's), is no checkpoint, with a warning."""
     if not checkpoint.is_file():
         return first_item
     try:
@@ -277,6 +280,12 @@ def resume(checkpoint: Path, expected: dict, acc: Accumulator, first_item: int, 
     if saved.identity != expected or not first_item <= saved.next_item <= stop_item:
         warn(f"mining checkpoint {checkpoint} is for another SAE, corpus or [mine] config: starting the pass "
              f"from the beginning")
+        return first_item
+    try:
+        Accumulator.check_state(saved.state, first_row, first_item, saved.next_item)
+    except ValueError as exc:
+        warn(f"mining checkpoint {checkpoint} cannot be used ({exc}: the file is damaged): starting the pass from "
+             f"the beginning")
         return first_item
     acc.load(saved.state)
     return saved.next_item

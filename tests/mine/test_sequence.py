@@ -298,3 +298,69 @@ def test_checkpoint_resumes_a_killed_pass(tmp_path, monkeypatch):
     assert not partial.exists()
     key = lambda e: (e.feature_id, e.kind, e.rank, e.item_id, e.position, e.activation)  # noqa: E731
     assert [key(e) for e in mined(reference_config)["examples"]] == [key(e) for e in mined(config)["examples"]]
+
+
+SPOILED_STATES = {  # (field, change of its tensor x, the error's words)
+    "an item id past the shard": ("top.packed", "x[0, 0] = (x[0, 0] >> 32 << 32) + 5", "items outside this part"),
+    "a sample item of the other shard": ("sample.packed", "x[1, 0] = (x[1, 0] >> 32 << 32) + (2**32 - 1 - 0)",
+                                         "items outside this part"),  # (item 0: in shard 0, not 1)
+    "a position past its item": ("top.positions", "x[0, 0] = 10**6", "positions outside their items"),
+    "a list row out of order": ("sample.packed", "x[2] = x[2].flip(0)", "not sorted best first"),
+    "a value that is not its key's": ("top.values", "x[0, 0] = x[0, 0] + 1", "disagree with their entries' keys"),
+    "a bottom value that is not its key's": ("bottom.values", "x[3, 1] = x[3, 1] - 1", "disagree"),
+    "a negative count": ("fire_count", "x[0] = -5", "counts below 0"),
+    "a histogram off its count": ("hist", "x[3] += 1", "do not add up to fire_count"),
+    "a NaN maximum": ("max_act", "x[0] = float('nan')", "NaN or infinite"),
+    "an infinite error sum": ("sq_err", "x.fill_(float('inf'))", "NaN or infinite"),
+    "a pool item of another shard": ("pool_items", "x[0] = 10**12", "not items of this part"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPOILED_STATES))
+def test_a_shard_or_checkpoint_with_impossible_values_is_refused(tmp_path, capsys, case):
+    """A shard file edited or damaged inside its valid structure (names, shapes and dtypes intact) is
+    refused by `merge` in one line naming the file and the field, writing no features; the same values
+    in a pass's checkpoint make the pass start again (with a warning) and end with the one-pass result."""
+    import sqlite3
+
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from autointerp.cli import main
+
+    field, change, words = SPOILED_STATES[case]
+
+    def spoil(path: Path) -> None:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata, tensors = handle.metadata(), {key: handle.get_tensor(key).clone() for key in handle.keys()}
+        exec(change, {}, {"x": tensors[field]})
+        path.write_bytes(save(tensors, metadata=metadata))
+
+    lengths = [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2]
+    config = make_corpus(tmp_path / "split", lengths)
+    for i in range(2):
+        run(config, "mine", "--shard", f"{i}/2")
+    shard = tmp_path / "split" / "out" / "shards" / "shard-1-of-2.safetensors"
+    spoil(shard)
+    capsys.readouterr()
+    assert main(["merge", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"shard file {shard} cannot be used ({field}" in err and words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    with sqlite3.connect(tmp_path / "split" / "out" / "autointerp.db") as conn:
+        assert conn.execute("SELECT count(*) FROM features").fetchone()[0] == 0
+
+    if "other shard" in case:  # (an item of the whole pass: possible in its checkpoint)
+        return
+    whole = make_corpus(tmp_path / "whole", lengths)
+    run(whole, "mine", "--shard", "0/1")  # a complete state of the whole pass, in the checkpoint's place
+    partial = tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.partial.safetensors"
+    (tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.safetensors").rename(partial)
+    spoil(partial)
+    capsys.readouterr()
+    run(whole, "mine")
+    assert f"mining checkpoint {partial} cannot be used ({field}" in capsys.readouterr().err
+    reference = make_corpus(tmp_path / "ref", lengths)
+    run(reference, "mine")
+    key = lambda e: (e.feature_id, e.kind, e.rank, e.item_id, e.position, e.activation)  # noqa: E731
+    assert [key(e) for e in mined(reference)["examples"]] == [key(e) for e in mined(whole)["examples"]]
