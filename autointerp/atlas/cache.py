@@ -177,6 +177,15 @@ class Entry:
     mtime_ns: int
 
 
+def _entry(value: object) -> Entry:
+    """A manifest's [digest, size, mtime_ns] (ValueError for anything else: floats such as 1e400, which
+    JSON reads as inf, or strings)."""
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in value[1:])):
+        raise ValueError(f"a page entry is {value!r}, not [digest, size, mtime]")
+    return Entry(*value)
+
+
 @dataclass
 class Manifest:
     """The pages written by the last run, and those of this run as it goes (saved by `save`)."""
@@ -204,8 +213,7 @@ class Manifest:
                 raise ValueError("not a manifest of this format")
             if data["fingerprint"] != fingerprint:
                 return manifest
-            manifest.old = {str(name): Entry(str(d), int(size), int(mtime))
-                            for name, (d, size, mtime) in data["pages"].items()}
+            manifest.old = {str(name): _entry(value) for name, value in data["pages"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning("render manifest %s is corrupt (%s): rendering every page", path, exc)
         return manifest

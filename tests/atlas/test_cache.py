@@ -144,7 +144,11 @@ def test_deleted_or_edited_page_is_rendered_again(atlas):
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": 1}', '{"format": 99, "fingerprint": "x", "pages": {}}',
                                   '{"format": 1, "fingerprint": "%s", "pages": {"index.html": [1]}}',
-                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", "big", 0]}}'])
+                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", "big", 0]}}',
+                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, Infinity]}}',
+                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, 1e400]}}',
+                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1.5, 2]}}',
+                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, 2, 3]}}'])
 def test_corrupt_manifest_renders_everything_with_a_warning(atlas, caplog, text):
     store, audio_root, out, _, rendered = atlas
     manifest = out / MANIFEST
