@@ -94,6 +94,8 @@ class FakeOpenAIServer(FakeServer):
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_line_status: dict[str, int] = {}
         """custom_id -> HTTP status its batch line answers with (default 200)."""
+        self.batch_line_text: dict[str, str] = {}
+        """custom_id -> the text written in place of its batch line (a damaged output file)."""
         super().__init__()
 
     @property
@@ -170,7 +172,8 @@ class FakeOpenAIServer(FakeServer):
         for name, rows in (("output_file_id", out), ("error_file_id", errors)):
             if rows:
                 file_id = f"file-{len(self.files) + 1}"
-                self.files[file_id] = ("\n".join(json.dumps(r) for r in rows) + "\n").encode()
+                text = [self.batch_line_text.get(r["custom_id"], json.dumps(r)) for r in rows]
+                self.files[file_id] = ("\n".join(text) + "\n").encode()
                 obj[name] = file_id
         obj["status"] = "completed"
         obj["completed_at"] = int(time.time())

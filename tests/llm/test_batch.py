@@ -232,3 +232,25 @@ def test_score_through_batch_resumes_the_submitted_job_after_a_kill(tmp_path, mo
     with st.session() as s:
         assert len(s.scalars(select(Score).where(Score.status == "done")).all()) == 7
     st.close()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"custom_id": 7}', "null",
+                                  '{"custom_id": "%s", "response": "ok"}',
+                                  '{"custom_id": "%s", "response": {"status_code": "200", "body": {}}}',
+                                  '{"custom_id": "%s", "response": {"status_code": 1e400}, "error": "boom"}',
+                                  '{"custom_id": "%s", "response": {"status_code": 400, "body": {"error": "x"}}, '
+                                  '"error": {"code": 5}}'])
+def test_damaged_batch_output_lines_are_data(store, text):
+    """A line of the job's output file that is not the Batch API's (not JSON, no custom_id, fields of
+    other types) fails only its own request, which the next run sends again; the others land."""
+    with FakeOpenAIServer() as fake:
+        config = config_for("openai", fake.url)
+        reqs = requests(4)
+        key = reqs[2].request_hash("openai", "gpt-4.1-mini")
+        fake.batch_line_text[key] = text.replace("%s", key)
+        got, _ = run(store, config, "openai", reqs)
+        assert got[2].value is None and got[2].error
+        assert [got[i].value is not None for i in (0, 1, 3)] == [True, True, True]
+        fake.batch_line_text.clear()
+        got, runner = run(store, config, "openai", reqs)
+        assert runner.submitted == 1 and all(r.value is not None for r in got.values())

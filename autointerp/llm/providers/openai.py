@@ -199,25 +199,34 @@ class OpenAIChatModel(KeyedModel):
                 continue
             content = await self.guard(self._client.files.content(file_id))
             for line in content.text.splitlines():
-                if line.strip():
-                    key, answer = self._batch_line(json.loads(line))
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except ValueError:
+                    row = None
+                if isinstance(row, dict) and isinstance(row.get("custom_id"), str):  # else no request's answer:
+                    key, answer = self._batch_line(row)  # (those left unanswered are sent again next run)
                     out[key] = answer
         return out
 
     def _batch_line(self, row: dict) -> tuple[str, Completion | Exception]:
-        key = row.get("custom_id", "")
-        response = row.get("response") or {}
-        error = row.get("error")
-        status = int(response.get("status_code") or 0)
+        """One line of a batch job's output or error file (a JSON object with its custom_id), read as data:
+        a field of another type than the Batch API's counts as absent."""
+        key = row["custom_id"]
+        response = row.get("response") if isinstance(row.get("response"), dict) else {}
+        error = row.get("error") if isinstance(row.get("error"), dict) else ({"message": str(row["error"])}
+                                                                           if row.get("error") else None)
+        code = response.get("status_code")
+        status = code if isinstance(code, int) and not isinstance(code, bool) else 0
         if status == 200 and not error:
             try:
                 return key, self.completion(ChatCompletion.model_validate(response.get("body")))
             except (ValueError, TransientError) as exc:
                 return key, TransientError(f"batch answer is not a chat completion ({exc})")
         body = response.get("body") or {}
-        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-        message = message or (error or {}).get("message") or f"status {status}"
-        code = (error or {}).get("code") or ""
+        failure = body.get("error") if isinstance(body, dict) else None
+        message = failure.get("message") if isinstance(failure, dict) else None
+        message = str(message or (error or {}).get("message") or f"status {status}")
+        code = str((error or {}).get("code") or "")
         if status in (0, 408, 409, 429) or status >= 500 or code in ("batch_expired", "batch_cancelled"):
             return key, TransientError(f"batch request failed ({status or code}): {self.scrub(message)}")
         return key, FatalError(f"batch request rejected ({status}): {self.scrub(message)}")
