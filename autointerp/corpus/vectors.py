@@ -38,6 +38,9 @@ class _Npy:
             self.array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise InputError(f"corpus vectors {path} cannot be read ({exc}): the file is corrupt or not a .npy array") from None
+        if not isinstance(self.array, np.ndarray):  # (np.load opens an .npz archive whatever its name)
+            raise InputError(f"corpus vectors {path} is an .npz archive, not a .npy array: save the vectors with "
+                             f"numpy.save, or name the archive's array file itself")
         if self.array.ndim != 2 or not np.issubdtype(self.array.dtype, np.floating):
             raise InputError(f"corpus vectors {path} has shape {self.array.shape} and dtype {self.array.dtype}: "
                              f"expected a 2-D float array [rows, dim]")

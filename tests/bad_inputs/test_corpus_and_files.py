@@ -81,6 +81,13 @@ def as_vectors(root: Path, name: str, write: Callable[[Path], None]) -> list[str
     return []
 
 
+def _npz_bytes(x: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x)
+    return buffer.getvalue()
+
+
 def parquet_vectors(root: Path, lists: list, type_: pa.DataType | None = None) -> list[str]:
     column = pa.array(lists, type=type_) if type_ is not None else pa.array(lists)
     return as_vectors(root, "v.parquet", lambda p: pq.write_table(pa.table({"emb": column}), p))
@@ -179,6 +186,8 @@ CASES: list[tuple[str, Prepare, str]] = [
     ("complex npy vectors", lambda r: np.save(r / "vectors.npy", vectors(r).astype(np.complex64)) or [], "dtype complex64"),
     ("object npy vectors (a pickle)", lambda r: np.save(r / "vectors.npy", np.array([[1.0], [None]], dtype=object)) or [],
      "cannot be read"),
+    ("an npz archive named .npy", lambda r: as_vectors(r, "v.npy", lambda p: p.write_bytes(
+        _npz_bytes(vectors(r)))), "is an .npz archive"),
     ("int8 safetensors vectors", lambda r: as_vectors(r, "v.safetensors", lambda p: save_file(
         {"x": torch.from_numpy(vectors(r)).to(torch.int8)}, str(p))), "dtype I8"),
     ("bool safetensors vectors", lambda r: as_vectors(r, "v.safetensors", lambda p: save_file(
