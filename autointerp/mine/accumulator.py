@@ -365,8 +365,8 @@ class Accumulator:
         for name in ("act_sum", "max_act", "sq_err", "rel_err", "sum_x", "sum_sq"):
             if not bool(torch.isfinite(state[name]).all()):
                 raise bad(name, "NaN or infinite values")
-        if bool((state["max_act"] < 0).any()) or bool((state["act_sum"] < 0).any()):
-            raise bad("max_act", "negative activations")
+            if name in ("act_sum", "max_act") and bool((state[name] < 0).any()):
+                raise bad(name, "negative activations")
         lengths = torch.from_numpy(np.diff(first_row).astype(np.int64))
         filled = torch.isfinite(state["pool_keys"])
         items = state["pool_items"]

@@ -27,7 +27,8 @@ import torch
 
 from autointerp.errors import InputError, warn
 from autointerp.sae import LoadOptions, register
-from autointerp.sae.checkpoint import Tensors, check_k, config_int, load_pickled, peek_pickled, read_json
+from autointerp.sae.checkpoint import (Tensors, check_k, config_int, load_pickled, peek_pickled, positive_int,
+                                       read_json)
 from autointerp.sae.encoder import Encoder
 
 LAYOUT = "dictionary_learning"
@@ -144,17 +145,17 @@ def _class_name(trainer: Mapping[str, Any], source: str) -> str | None:
 
 
 def _k(t: Tensors, trainer: Mapping[str, Any], source: str, weights: Path) -> int | None:
-    stored = t.scalar("k")
-    if stored is not None and (stored != int(stored) or stored <= 0):
-        raise InputError(f"SAE weights {weights}: k is {stored:g}, expected a positive integer: the checkpoint is "
+    number = t.scalar("k")
+    stored = None if number is None else positive_int(number)
+    if number is not None and stored is None:
+        raise InputError(f"SAE weights {weights}: k is {number:g}, expected a positive integer: the checkpoint is "
                          f"damaged or not the {LAYOUT} layout")
     configured = None if trainer.get("k") is None else \
         config_int(trainer, "k", source, "set trainer.k to the SAE's k (the active features per row)")
-    if stored is not None and configured is not None and int(stored) != configured:
-        raise InputError(f"SAE config {source}: k = {configured} but {weights} holds k = {int(stored)}: the config "
+    if stored is not None and configured is not None and stored != configured:
+        raise InputError(f"SAE config {source}: k = {configured} but {weights} holds k = {stored}: the config "
                          f"and weights do not belong together")
-    value = stored if stored is not None else configured
-    return None if value is None else int(value)
+    return stored if stored is not None else configured
 
 
 def load(path: Path, options: LoadOptions) -> Encoder:

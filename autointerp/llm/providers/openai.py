@@ -213,8 +213,9 @@ class OpenAIChatModel(KeyedModel):
         a field of another type than the Batch API's counts as absent."""
         key = row["custom_id"]
         response = row.get("response") if isinstance(row.get("response"), dict) else {}
-        error = row.get("error") if isinstance(row.get("error"), dict) else ({"message": str(row["error"])}
-                                                                           if row.get("error") else None)
+        error = row.get("error") or None
+        if error is not None and not isinstance(error, dict):
+            error = {"message": str(error)}
         code = response.get("status_code")
         status = code if isinstance(code, int) and not isinstance(code, bool) else 0
         if status == 200 and not error:
