@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
@@ -22,11 +23,11 @@ TRACED = ("top", "quantile")
 def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, list[tuple[int, float, int]]]],
            config: MineConfig, device: torch.device,
            known: Callable[[list[tuple[int, int]]], tuple[list[bool], torch.Tensor]] | None = None,
-           ) -> dict[tuple[int, int], dict]:
+           quiet: bool = False) -> dict[tuple[int, int], dict]:
     """{(feature, item): {trace_start, trace, start, end}} for the traced kinds' examples. known: for a
     list of (feature, item), (found, rows): whether the pass kept each one's window, and the windows,
     each the activations at the 2 * trace_window + 1 positions centred on the peak, NaN where not seen
-    (Accumulator.windows)."""
+    (Accumulator.windows). quiet: no progress bar (the caller's counts this work)."""
     w = config.trace_window
     out: dict[tuple[int, int], dict] = {}
     wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)], to encode
@@ -55,7 +56,7 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
     enc = encoder.to(device)
     limit = batch_rows(config.batch_size, enc.d_sae, device)
     items = sorted(wanted)
-    with torch.inference_mode(), Progress("mine: traces", len(items), "items") as bar:
+    with torch.inference_mode(), nullcontext() if quiet else Progress("mine: traces", len(items), "items") as bar:
         begin = 0
         while begin < len(items):
             chunk, spans, total = [], [], 0
@@ -85,7 +86,8 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
             for (item, f, s, e, _), row in zip(windows, values):
                 trace = row[:e - s]
                 out[(f, item)] = _window(corpus, item, s, e, trace if clean else [None if v != v else v for v in trace])
-            bar.update(len(chunk))
+            if bar is not None:
+                bar.update(len(chunk))
     return out
 
 

@@ -29,6 +29,11 @@ from autointerp.store.schema import SAE, Example, Feature, Item
 
 WRITE_BATCH = 256
 """Features written per transaction."""
+TRACE_MEMORY = 256 << 20
+"""Sequence corpora: the traces of the features to write are computed for a group of features at a
+time, each group's traces within about this many bytes (a value is a Python float in a list, about
+TRACE_VALUE_BYTES), so that a wide trace_window or a large SAE does not hold every trace at once."""
+TRACE_VALUE_BYTES = 40
 LOW_FVE = 0.5
 
 
@@ -175,11 +180,17 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
     todo = [f for f in range(encoder.d_sae) if f not in done]
     per_feature = chosen_examples(acc, config, todo)
     sequence = corpus.is_sequence
-    windows = traces(encoder, corpus, per_feature, config, device, acc.windows) if sequence else {}
+    group = len(todo) or 1
+    if sequence:  # traces for a group of features at a time (within TRACE_MEMORY)
+        traced = (config.n_top + config.n_holdout) * (2 * config.trace_window + 1) * TRACE_VALUE_BYTES
+        group = max(1, min(group, TRACE_MEMORY // traced))
     no_window = {"start": None, "end": None, "trace_start": None, "trace": None}
+    windows: dict[tuple[int, int], dict] = {}
     with Progress("mine: write", len(todo), "features") as bar:
-        for begin in range(0, len(todo), WRITE_BATCH):
-            chunk = todo[begin:begin + WRITE_BATCH]
+        for chunk, first in _chunks(todo, group):
+            if sequence and first:
+                windows = traces(encoder, corpus, {f: per_feature[f] for f in first}, config, device, acc.windows,
+                                 quiet=group < len(todo))
             features = [{"id": f, "fire_count": fire[f], "density": fire[f] / max(rows, 1), "max_act": maxes[f],
                          "mean_act": sums[f] / fire[f] if fire[f] else 0.0, "dead": fire[f] == 0,
                          "histogram": histograms[f], "neighbors": neighbors[f],
@@ -197,6 +208,15 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
     dead = sum(1 for count in fire if count == 0)
     return MineResult(rows, encoder.d_sae, dead, len(todo), fve, acc.normalized_l2() if measured else float("nan"),
                       acc.skipped)
+
+
+def _chunks(todo: list[int], group: int):
+    """(chunk, group's features or []): the features to write, a transaction (WRITE_BATCH) at a time, in
+    groups of `group` (a chunk never spans two groups); the group's features come with its first chunk."""
+    for g in range(0, len(todo), group):
+        features = todo[g:g + group]
+        for begin in range(0, len(features), WRITE_BATCH):
+            yield features[begin:begin + WRITE_BATCH], features if begin == 0 else []
 
 
 def chosen_examples(acc: Accumulator, config: MineConfig,

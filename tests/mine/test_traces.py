@@ -205,3 +205,33 @@ def test_wide_windows_take_memory_in_proportion_to_their_width(tmp_path):
     inside = torch.arange(7)
     reference = torch.where((inside >= begin[:, None]) & (inside < end[:, None]), 0.0, torch.nan)
     torch.testing.assert_close(_span_rows(begin, end, 7), reference, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("group, batch", [(1, 256), (5, 2), (7, 3), (12, 256)])
+def test_traces_are_written_a_group_of_features_at_a_time(tmp_path, monkeypatch, group, batch):
+    """The write stage computes traces for a group of features at a time (within write.TRACE_MEMORY, so
+    that a wide trace_window does not hold every trace at once), its transactions (WRITE_BATCH) inside
+    the groups: the examples written, traces included, are the one-group run's, and the brute force's."""
+    from autointerp.mine import traces as traces_module, write
+    from tests.mine.test_sequence import F, check, mined, run
+    lengths = [2, 15, 1, 3, 20, 2, 4, 6, 6, 5]
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "grouped").mkdir()
+    whole = make_corpus(tmp_path / "whole", lengths)
+    run(whole, "mine")
+    config = make_corpus(tmp_path / "grouped", lengths)
+    traced = (4 + 3) * (2 * 2 + 1) * write.TRACE_VALUE_BYTES  # (n_top + n_holdout) x (2 trace_window + 1)
+    monkeypatch.setattr(write, "TRACE_MEMORY", group * traced + traced - 1)
+    monkeypatch.setattr(write, "WRITE_BATCH", batch)
+    groups, real = [], traces_module.traces
+    monkeypatch.setattr(traces_module, "traces", lambda enc, corpus, per_feature, *a, **k:
+                        groups.append(sorted(per_feature)) or real(enc, corpus, per_feature, *a, **k))
+    run(config, "mine")
+    assert groups == [list(range(g, min(g + group, F))) for g in range(0, F, group)]
+    check(config)
+
+    def rows(path):
+        return [(e.feature_id, e.kind, e.rank, e.item_id, e.position, e.activation, e.trace_start, e.trace)
+                for e in mined(path)["examples"]]
+    grouped = rows(config)
+    assert grouped == rows(whole) and sum(trace is not None for *_, trace in grouped) > 50
