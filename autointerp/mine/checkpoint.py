@@ -1,12 +1,14 @@
 """The mining states the program writes and reads back: a partial pass's checkpoint and a finished
 shard. They are data, never code: the tensors in a safetensors file, everything else (identity, the
-next item, counters) as JSON in its metadata. A state is checked against the shapes and dtypes of a
-fresh one before use, so a damaged or foreign file is refused, never half-loaded. Writes go to a
+next item, counters) as JSON in its metadata, with a SHA-256 of it all. A state is checked against its
+checksum (bytes changed in copying or on disk) and the shapes and dtypes of a fresh one before use, so
+a damaged or foreign file is refused, never half-loaded. Writes go to a
 temporary file renamed into place; a write that fails (disk full, file too large) removes it."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,7 +21,8 @@ import torch
 
 from autointerp.errors import InputError
 
-FORMAT = "autointerp-mine-state/1"
+FORMAT = "autointerp-mine-state/2"
+"""/2: with a checksum (/1 had none)."""
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -81,6 +84,17 @@ def disk_space(target: Path | str, fix: str = "free some space and run the same 
         raise
 
 
+def digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 of a state file's contents: its metadata (but the checksum) and every tensor's name,
+    dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
+    for key in sorted(tensors):
+        tensor = tensors[key].contiguous()
+        h.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def save_state(path: Path, saved: SavedState) -> None:
     """Write atomically: a complete file or none (no *.tmp left behind). The bytes are built in memory
     and written to PATH.tmp here, not by safetensors' save_file, which writes through a randomly named
@@ -91,6 +105,7 @@ def save_state(path: Path, saved: SavedState) -> None:
     tensors, scalars = _flatten(saved.state)
     metadata = {"format": FORMAT, "identity": json.dumps(saved.identity, sort_keys=True),
                 "scalars": json.dumps(scalars, sort_keys=True), "next_item": str(int(saved.next_item))}
+    metadata["sha256"] = digest(tensors, metadata)
     tmp = path.with_name(path.name + ".tmp")
     with disk_space(path, "free some space and run the same command again (the pass resumes from its last checkpoint)"):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +129,11 @@ def read_state(path: Path, template: dict[str, Any]) -> SavedState:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"not a safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if metadata.get("format") != FORMAT:
-        raise ValueError("not a mining state written by autointerp")
+        written = str(metadata.get("format", ""))
+        raise ValueError(f"a mining state of another autointerp version ({written})" if
+                         written.startswith(FORMAT.split("/")[0] + "/") else "not a mining state written by autointerp")
+    if metadata.get("sha256") != digest(tensors, metadata):
+        raise ValueError("its contents do not match its checksum: the file was changed or damaged after it was written")
     try:
         identity = json.loads(metadata["identity"])
         scalars = json.loads(metadata["scalars"])

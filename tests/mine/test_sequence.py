@@ -327,6 +327,7 @@ def test_a_shard_or_checkpoint_with_impossible_values_is_refused(tmp_path, capsy
     from safetensors.torch import save
 
     from autointerp.cli import main
+    from autointerp.mine.checkpoint import digest
 
     field, change, words = SPOILED_STATES[case]
 
@@ -334,6 +335,7 @@ def test_a_shard_or_checkpoint_with_impossible_values_is_refused(tmp_path, capsy
         with safe_open(str(path), framework="pt") as handle:
             metadata, tensors = handle.metadata(), {key: handle.get_tensor(key).clone() for key in handle.keys()}
         exec(change, {}, {"x": tensors[field]})
+        metadata["sha256"] = digest(tensors, metadata)  # edited with intent: the checksum agrees
         path.write_bytes(save(tensors, metadata=metadata))
 
     lengths = [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2]
@@ -364,3 +366,67 @@ def test_a_shard_or_checkpoint_with_impossible_values_is_refused(tmp_path, capsy
     run(reference, "mine")
     key = lambda e: (e.feature_id, e.kind, e.rank, e.item_id, e.position, e.activation)  # noqa: E731
     assert [key(e) for e in mined(reference)["examples"]] == [key(e) for e in mined(whole)["examples"]]
+
+
+def _flip_a_byte_of(field: str):
+    def flip(path: Path) -> None:  # in place, as bit rot or a bad copy would: the file stays well formed
+        data = bytearray(path.read_bytes())
+        n = int.from_bytes(data[:8], "little")
+        begin, _ = json.loads(data[8:8 + n])[field]["data_offsets"]
+        data[8 + n + begin + 6] ^= 0x01  # a low bit of the exponent's neighbour: a plausible float64 still
+        path.write_bytes(bytes(data))
+    return flip
+
+
+def _metadata(change: str):
+    def edit(path: Path) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import save
+        with safe_open(str(path), framework="pt") as handle:
+            metadata, tensors = handle.metadata(), {key: handle.get_tensor(key).clone() for key in handle.keys()}
+        exec(change, {}, {"m": metadata})
+        path.write_bytes(save(tensors, metadata=metadata))
+    return edit
+
+
+DAMAGED_STATES = {  # (damage, the error's words)
+    "a byte of sum_x flipped": (_flip_a_byte_of("sum_x"), "do not match its checksum"),
+    "a counter changed in the metadata": (_metadata("m['scalars'] = m['scalars'].replace(':', ': 1', 1)"),
+                                          "do not match its checksum"),
+    "the checksum removed": (_metadata("del m['sha256']"), "do not match its checksum"),
+    "a state of version 1": (_metadata("m['format'] = 'autointerp-mine-state/1'"), "another autointerp version"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_STATES))
+def test_a_state_file_changed_after_it_was_written_is_refused(tmp_path, capsys, case):
+    """A shard file or checkpoint whose bytes changed after it was written (even into values a pass could
+    produce: a sum off in one bit) fails its checksum: `merge` refuses the shard in one line, writing no
+    features; a resumed pass starts again with a warning and ends with the one-pass result."""
+    import sqlite3
+
+    from autointerp.cli import main
+    damage, words = DAMAGED_STATES[case]
+    lengths = [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2]
+    config = make_corpus(tmp_path / "split", lengths)
+    for i in range(2):
+        run(config, "mine", "--shard", f"{i}/2")
+    shard = tmp_path / "split" / "out" / "shards" / "shard-0-of-2.safetensors"
+    damage(shard)
+    capsys.readouterr()
+    assert main(["merge", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"shard file {shard} cannot be used (" in err and words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    with sqlite3.connect(tmp_path / "split" / "out" / "autointerp.db") as conn:
+        assert conn.execute("SELECT count(*) FROM features").fetchone()[0] == 0
+
+    whole = make_corpus(tmp_path / "whole", lengths)
+    run(whole, "mine", "--shard", "0/1")
+    partial = tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.partial.safetensors"
+    (tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.safetensors").rename(partial)
+    damage(partial)
+    capsys.readouterr()
+    run(whole, "mine")
+    assert f"mining checkpoint {partial} cannot be used (" in capsys.readouterr().err
+    check(whole)
