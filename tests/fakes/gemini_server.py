@@ -10,8 +10,10 @@ GET .../batches (the list).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.openai_server import FakeServer, Received, Reply, example_for_schema
@@ -32,12 +34,15 @@ class FakeGeminiServer(FakeServer):
                  candidates_tokens: int = 5, thoughts_tokens: int = 0, audio_tokens: int = 0,
                  batch_polls: int = 1) -> None:
         self.answer = answer
+        """Fixed answer text (a dict is sent as JSON text); None builds one from the request's schema."""
         self.audio_tokens = audio_tokens
         """Reported as the AUDIO part of promptTokenCount (promptTokensDetails)."""
         self.batch_polls = batch_polls
         """A batch job succeeds on this GET of it (a huge number: never)."""
         self.batches: dict[str, dict[str, Any]] = {}
-        """Fixed answer text (a dict is sent as JSON text); None builds one from the request's schema."""
+        self.finished_job: Callable[[dict[str, Any]], Any] | None = None
+        """Rewrites the body of a GET of a finished batch job (a damaged answer: any JSON value, or a str
+        or bytes sent as is); it gets a copy of the body the fake would send."""
         self.prompt_tokens = prompt_tokens
         self.candidates_tokens = candidates_tokens
         self.thoughts_tokens = thoughts_tokens
@@ -141,4 +146,7 @@ class FakeGeminiServer(FakeServer):
         elif job["metadata"]["state"] == "BATCH_STATE_PENDING":
             job["metadata"]["state"] = "BATCH_STATE_RUNNING"
         done = job["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
-        return Reply(200, {"name": name, "metadata": job["metadata"], "done": done})
+        body = {"name": name, "metadata": job["metadata"], "done": done}
+        if done and self.finished_job is not None:
+            return Reply(200, self.finished_job(copy.deepcopy(body)))
+        return Reply(200, body)
