@@ -21,7 +21,7 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from autointerp.errors import CostLimitReached
-from autointerp.llm.base import FatalError, Request, TransientError
+from autointerp.llm.base import BatchStatus, FatalError, Request, TransientError
 from autointerp.llm.client import CallResult, LLMClient
 from autointerp.llm.pricing import cost_usd
 from autointerp.store.schema import LLMBatch, utcnow
@@ -176,34 +176,39 @@ class BatchRunner:
 
     # polling and collecting -----------------------------------------------------------------------------
     async def _collect(self, rows: set[int], waiting: dict[str, dict], schema) -> AsyncIterator[BatchAnswer]:
+        """Poll each job until it ends, then land its answers. A job that cannot be read max_attempts times
+        in a row (TransientError: the server failing, or answering what is not a job) is left for the next
+        run: its requests land as errors this run and the job stays open, polled again by the next run."""
         pending = set(rows)
+        misses: dict[int, int] = {}
         while pending:
             for row_id in sorted(pending):
                 with self.client.store.session() as s:
                     row = s.get(LLMBatch, row_id)
+                status: BatchStatus | None
                 try:
                     status = await self.model.poll_batch(row.batch_id)
-                except TransientError:
-                    continue  # polled again next round
+                    answers = await self.model.batch_results(row.batch_id) if status.state == "done" else {}
+                except TransientError as exc:
+                    misses[row_id] = misses.get(row_id, 0) + 1
+                    if misses[row_id] < self.config.max_attempts:
+                        continue  # polled again next round
+                    status, answers = None, dict.fromkeys(row.requests, TransientError(
+                        f"batch job {row.batch_id} could not be read {misses[row_id]} times in a row ({exc}); "
+                        f"the next run polls it again"))
                 except FatalError as exc:
                     raise self.client.stop(exc) from None
-                if status.state == "running":
+                if status is not None and status.state == "running":
+                    misses.pop(row_id, None)
                     self._finish(row_id, "submitted", status.detail)
                     continue
                 pending.discard(row_id)
-                if status.state == "failed":
-                    answers = {}
-                else:
-                    try:
-                        answers = await self.model.batch_results(row.batch_id)
-                    except TransientError:
-                        pending.add(row_id)
-                        continue
                 for key, meta in row.requests.items():
-                    result = self._land(row, key, meta, answers.get(key), status.detail, schema)
+                    result = self._land(row, key, meta, answers.get(key), status.detail if status else "", schema)
                     for asked in waiting.pop(key, []):
                         yield BatchAnswer(key, asked, result)
-                self._finish(row_id, "collected" if status.state == "done" else "failed", status.detail)
+                if status is not None:  # else the job stays open
+                    self._finish(row_id, "collected" if status.state == "done" else "failed", status.detail)
             if pending:
                 await asyncio.sleep(self.config.batch_poll_s)
 

@@ -34,6 +34,8 @@ def http_error(status: int, said: str, *, where: str, key_env: str, headers: Any
         return TransientError(f"{where}: rate limited (429): {said}", wait)
     if status >= 500 or status in (408, 409):
         return TransientError(f"{where}: server error {status}: {said}", wait)
+    if status < 400:  # no error status, yet not the answer either (a 204, a redirect not followed)
+        return TransientError(f"{where}: unexpected status {status}: {said}", wait)
     if status == 401 or key_rejected:
         return FatalError(f"{where} rejected the API key ({status}): check {key_env} "
                           f"(or name another variable in [llm] api_key_env): {said}")

@@ -18,7 +18,7 @@ from autointerp.llm.providers.gemini import GeminiModel
 from autointerp.llm.providers.openai import OpenAIChatModel
 from autointerp.store.schema import LLMBatch, LLMCall
 from autointerp.store.engine import Store
-from tests.fakes.gemini_server import FakeGeminiServer
+from tests.fakes.gemini_server import FakeGeminiServer, Reply
 from tests.fakes.openai_server import FakeOpenAIServer
 
 
@@ -44,7 +44,8 @@ def make(provider: str, config: LLMConfig):
 
 
 def run(store: Store, config: LLMConfig, provider: str, reqs, timeout: float | None = None, chunk: int = 100):
-    """Answers as {feature_id: CallResult}; with a timeout, the run is cut off like a crash."""
+    """Answers as {feature_id: CallResult}; with a timeout, the run is cut off like a crash (without one,
+    a run still going after 30 s fails the test)."""
     async def go():
         client = LLMClient(make(provider, config), store, config)
         runner = BatchRunner(client)
@@ -56,7 +57,7 @@ def run(store: Store, config: LLMConfig, provider: str, reqs, timeout: float | N
             await client.aclose()
         return got, runner
     if timeout is None:
-        return asyncio.run(go())
+        return asyncio.run(asyncio.wait_for(go(), 30))  # a run that never ends fails the test
     with pytest.raises(TimeoutError):
         asyncio.run(asyncio.wait_for(go(), timeout))
     return None
@@ -254,3 +255,116 @@ def test_damaged_batch_output_lines_are_data(store, text):
         fake.batch_line_text.clear()
         got, runner = run(store, config, "openai", reqs)
         assert runner.submitted == 1 and all(r.value is not None for r in got.values())
+
+
+def inlined(body: dict) -> list:
+    """The inlined responses of a finished Gemini batch job's body (in the order of the requests)."""
+    return body["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
+
+
+def damage(index: int, change):
+    """A finished job's body with its index-th inlined response replaced by change(that response)."""
+    def edit(body: dict) -> dict:
+        inlined(body)[index] = change(inlined(body)[index])
+        return body
+    return edit
+
+
+def usage(**counts):
+    return lambda entry: {**entry, "response": {**entry["response"], "usageMetadata": counts}}
+
+
+def failed_with(error):
+    return lambda entry: {"metadata": entry["metadata"], "error": error}
+
+
+@pytest.mark.parametrize("change", [
+    lambda entry: None, lambda entry: [entry], lambda entry: {**entry, "metadata": "key"},
+    lambda entry: {**entry, "metadata": {"autointerp_key": 7}},
+    lambda entry: {**entry, "response": {"candidates": [{"content": {"parts": [{"text": 5}]}}]}},
+    lambda entry: {**entry, "response": {"candidates": [{"content": {"parts": [{"text": "{}"}]}, "finishReason": 5}]}},
+    usage(promptTokenCount=float("nan")), usage(promptTokenCount=float("inf")), usage(promptTokenCount=-100),
+    usage(promptTokenCount=10**30),
+    failed_with("boom"), failed_with([1]), failed_with({"code": "x", "message": "m"}),
+    failed_with({"code": 3, "message": {"text": "m"}}),
+], ids=["null", "list", "metadata-str", "key-int", "text-int", "finish-int", "nan", "infinity", "negative", "huge",
+        "error-str", "error-list", "code-str", "message-object"])
+def test_damaged_gemini_inlined_responses_fail_only_their_request(store, change):
+    """An inlined response that is not the API's (odd types, counts no answer has, errors of odd shapes)
+    fails only its own request, which the next run sends again; the others land."""
+    with FakeGeminiServer() as fake:
+        config = config_for("gemini", fake.url)
+        reqs = requests(4)
+        fake.finished_job = damage(2, change)
+        got, _ = run(store, config, "gemini", reqs)
+        assert got[2].value is None and got[2].error
+        assert [got[i].value is not None for i in (0, 1, 3)] == [True, True, True]
+        fake.finished_job = None
+        got, runner = run(store, config, "gemini", reqs)
+        assert runner.submitted == 1 and all(r.value is not None for r in got.values())
+        assert len(list(fake.batches.values())[1]["requests"]) == 1
+    assert all(c.input_tokens >= 0 for c in rows(store, LLMCall))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda body: inlined(body).append({**inlined(body)[1], "response": "not an answer"}),  # a damaged repeat
+    lambda body: inlined(body)[1]["metadata"].update(other={"not": "a string"}),
+    lambda body: inlined(body)[1]["response"].update(embedding={"values": [1.0]}),
+], ids=["repeat", "more-metadata", "embedding-field"])
+def test_gemini_inlined_responses_beyond_the_requests_lose_no_answer(store, edit):
+    """An inlined response the job should not hold (a damaged repeat of an answer) and fields we do not
+    read (more metadata, an embedding field) are ignored: every request keeps its answer."""
+    with FakeGeminiServer() as fake:
+        fake.finished_job = lambda body: edit(body) or body
+        got, _ = run(store, config_for("gemini", fake.url), "gemini", requests(3))
+    assert sorted(got) == [0, 1, 2] and all(r.value is not None for r in got.values())
+
+
+@pytest.mark.parametrize("body", ["null", "{not json", [1], {"name": "batches/fake1", "metadata": [1]},
+                                  {"name": "batches/fake1", "metadata": {"state": 4}}])
+def test_an_unreadable_gemini_batch_job_is_polled_again_by_the_next_run(store, body):
+    """A job whose GET is not a job (not JSON, not an object, a state of another type) fails its requests
+    after max_attempts polls, not a traceback and not a poll forever; the job stays open and the next run
+    collects it without submitting again."""
+    with FakeGeminiServer() as fake:
+        config = config_for("gemini", fake.url, max_attempts=3)
+        fake.finished_job = lambda job: body
+        got, _ = run(store, config, "gemini", requests(2))
+        assert all(r.value is None and "could not be read 3 times" in r.error for r in got.values())
+        assert [b.status for b in rows(store, LLMBatch)] == ["submitted"]
+        fake.finished_job = None
+        got, runner = run(store, config, "gemini", requests(2))
+    assert runner.submitted == 0 and all(r.value is not None for r in got.values())
+    assert [b.status for b in rows(store, LLMBatch)] == ["collected"]
+
+
+@pytest.mark.parametrize("edit", [lambda body: body["metadata"].update(output="gone"),
+                                  lambda body: body["metadata"]["output"]["inlinedResponses"].update(inlinedResponses={"x": 1})],
+                         ids=["output-str", "responses-object"])
+def test_a_gemini_job_without_readable_answers_resends_its_requests(store, edit):
+    """A finished job whose answers are not where the API puts them answers none of its requests: each
+    fails, and the next run sends them again."""
+    with FakeGeminiServer() as fake:
+        config = config_for("gemini", fake.url)
+        fake.finished_job = lambda body: edit(body) or body
+        got, _ = run(store, config, "gemini", requests(2))
+        assert all(r.value is None and "without answering it" in r.error for r in got.values())
+        fake.finished_job = None
+        got, runner = run(store, config, "gemini", requests(2))
+    assert runner.submitted == 1 and all(r.value is not None for r in got.values())
+
+
+@pytest.mark.parametrize("replies", [
+    [Reply(200, {"name": "batches/lost", "metadata": {"state": 5}})],  # the SDK read 5.upper()
+    [Reply(200, {"name": "batches/lost", "metadata": {"output": "x"}})],
+    [Reply(503, {"error": {"message": "busy"}}),
+     Reply(200, {"operations": [5, {"metadata": "x"}, {"name": 3, "metadata": {"displayName": None}}],
+                 "nextPageToken": 7})],  # then a damaged page of the job list
+], ids=["state-int", "output-str", "list-page"])
+def test_an_unreadable_gemini_submit_is_retried(store, replies):
+    """A created job the SDK cannot read, or a damaged page of jobs while looking for one, is a failed
+    attempt at submitting: looked for by its tag, then sent again, never a traceback."""
+    with FakeGeminiServer() as fake:
+        fake.enqueue(*replies)
+        got, runner = run(store, config_for("gemini", fake.url), "gemini", requests(2))
+    assert runner.submitted == 1 and all(r.value is not None for r in got.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -133,3 +134,58 @@ def test_other_bad_request_is_fatal(fake):
     fake.fail(400, "Invalid JSON payload received.")
     assert "400" in str(fails(model_for(fake), FatalError))
     assert len(fake.requests) == 1
+
+
+def answer(**fields) -> dict:
+    """A generateContent body with a good answer, then `fields` set over it."""
+    return {"candidates": [{"content": {"role": "model", "parts": [{"text": '{"title": "x", "confidence": "high"}'}]},
+                            "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 13, "candidatesTokenCount": 5}, "modelVersion": "m", **fields}
+
+
+def candidate(**fields) -> list[dict]:
+    return [{"content": {"role": "model", "parts": [{"text": "{}"}]}, "finishReason": "STOP", **fields}]
+
+
+@pytest.mark.parametrize(("body", "part"), [
+    ("7", "body"),
+    ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    (answer(candidates="x"), "candidates"),
+    (answer(candidates=[1]), "candidates.0"),
+    (answer(candidates=candidate(content={"parts": [{"text": 7}]})), "candidates.0.content.parts.0.text"),
+    (answer(candidates=candidate(content={"parts": [{"text": "{}", "thought": "yes"}]})), "parts.0.thought"),
+    (answer(candidates=candidate(finishReason=3)), "candidates.0.finishReason"),
+    (answer(usageMetadata="many"), "usageMetadata"),
+    (answer(usageMetadata={"promptTokenCount": float("nan")}), "usageMetadata.promptTokenCount"),
+    (json.dumps(answer()).replace('"promptTokenCount": 13', '"promptTokenCount": 1e400'), "promptTokenCount"),
+    (answer(usageMetadata={"promptTokenCount": -5}), "usageMetadata.promptTokenCount"),
+    (answer(usageMetadata={"promptTokenCount": 10**30}), "usageMetadata.promptTokenCount"),
+    (answer(usageMetadata={"promptTokenCount": True}), "usageMetadata.promptTokenCount"),
+    (answer(usageMetadata={"promptTokensDetails": [None]}), "usageMetadata.promptTokensDetails.0"),
+    (answer(promptFeedback="blocked"), "promptFeedback"),
+    (answer(promptFeedback={"blockReason": 5}), "promptFeedback.blockReason"),
+    (answer(modelVersion={"v": 1}), "modelVersion"),
+    ({"error": {"code": 500, "message": "upstream crashed"}}, "answered 200 with an error: upstream crashed"),
+])
+def test_a_200_of_the_wrong_shape_is_a_failed_attempt_naming_the_part(fake, body, part):
+    """Fields of other types than the API's, counts no answer can have (negative, NaN, 1e400, past int32)
+    and bodies that are not a response fail the attempt with the part named, never a traceback and never
+    an answer read wrong."""
+    fake.enqueue(Reply(200, body))
+    assert part in str(fails(model_for(fake), TransientError))
+
+
+@pytest.mark.parametrize(("reply", "kind", "said"), [
+    (Reply(429, {"error": {"message": ["quota"], "code": 429}}), TransientError, "rate limited (429)"),
+    (Reply(429, {"error": {"message": 5}}), TransientError, "rate limited (429)"),
+    (Reply(429, {"error": {"message": "slow down", "details": 5}}), TransientError, "slow down"),
+    (Reply(503, "[" * 100_000 + "]" * 100_000), TransientError, "not readable"),
+    (Reply(400, {"error": {"message": [f"bad key {KEY}"]}}), FatalError, "rejected the request (400)"),
+    (Reply(204, ""), TransientError, "unexpected status 204"),
+])
+def test_error_answers_of_odd_shapes_keep_their_class(fake, reply, kind, said):
+    """An error body whose message or details are of another type, too deep to parse, or a status that is
+    neither an answer nor an error: still the error its status means, never the key."""
+    fake.enqueue(reply)
+    error = fails(model_for(fake), kind)
+    assert said in str(error) and KEY not in str(error)
