@@ -7,9 +7,12 @@ name and the keys that are allowed. Relative paths are resolved against the conf
 from __future__ import annotations
 
 import math
+import numbers
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -18,8 +21,50 @@ from autointerp.errors import ConfigError
 from autointerp.selection import parse_feature_spec
 
 
+def _kinds(annotation: Any) -> tuple[Any, ...]:
+    """The types a field's annotation allows besides None (int | None -> (int,))."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return tuple(a for a in args if a is not NoneType)
+
+
+def _path_problem(value: Any) -> str | None:
+    """Why a path value cannot name a file or folder (None: it can, or it is not text and pydantic says why)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    if not value.strip():
+        return "an empty path: name a file or folder, or leave the key out"
+    if "\x00" in value:
+        return "a path with a NUL character: no file has such a name"
+    return None
+
+
 class Section(BaseModel):
+    """TOML has integers, floats and booleans of their own: a field of one of these types takes exactly
+    that type (an integer field no float, boolean or text; a float field a finite number, not a
+    boolean or text; a boolean field true or false), never a value pydantic would coerce (n_top = true
+    as 1, "yes" as true, 5.0 as 5); a path field takes a non-empty path. One rule for every section."""
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _toml_types(cls, value: Any, info: ValidationInfo) -> Any:
+        kinds = _kinds(cls.model_fields[info.field_name].annotation)
+        if value is None or len(kinds) != 1:
+            return value
+        kind = kinds[0]
+        if kind is Path and (why := _path_problem(value)):
+            raise PydanticCustomError("path", why)
+        if kind is bool and not isinstance(value, bool):
+            raise PydanticCustomError("toml_bool", "Input should be a valid boolean: true or false, unquoted")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise PydanticCustomError("toml_int", "Input should be a valid integer: a whole number, unquoted, without a decimal point")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise PydanticCustomError("toml_float", "Input should be a valid number, unquoted")
+        if kind is float and not math.isfinite(value):
+            raise PydanticCustomError("toml_float", "Input should be a finite number: leave the key out for its default")
+        return value
 
 
 class SAEConfig(Section):
@@ -61,6 +106,16 @@ class CorpusConfig(Section):
     """Rows with NaN or Inf: reject the corpus (naming the row), or skip them and report the count."""
     allow_outside_root: bool = False
     """Allow audio paths (absolute, or with ..) that lead outside audio_root; the atlas publishes cuts of them."""
+
+    @field_validator("vectors", mode="before")
+    @classmethod
+    def _vector_paths(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise PydanticCustomError("path", "an empty list: name one or more vector files (a path, a glob or a list)")
+        for entry in value if isinstance(value, list) else [value]:
+            if why := _path_problem(entry):
+                raise PydanticCustomError("path", why)
+        return value
 
 
 class MineConfig(Section):
@@ -136,6 +191,21 @@ class LLMConfig(Section):
     """Payload per batch job in MB (Gemini inline batches must stay under 20 MB, OpenAI files under 200 MB)."""
     batch_discount: float = Field(0.5, gt=0, le=1)
     """Share of the live price that batch jobs cost."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise PydanticCustomError("env_name", "not an environment variable name (letters, digits and _): name the "
+                                      "variable that holds the key, never the key itself")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/?#]+\S*", value):
+            raise PydanticCustomError("url", "not an http:// or https:// URL (e.g. http://localhost:8000/v1)")
+        return value
 
     @field_validator("provider")
     @classmethod
@@ -360,11 +430,20 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         data = base
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder: pass the path of a TOML file")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass the path of an existing TOML file")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML's concern
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read ({exc.strerror}): make it readable") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 (bad byte at offset {exc.start}): re-save it as "
+                              f"UTF-8") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML ({exc}): fix the syntax") from None
         root = path.resolve().parent
     for dotted, value in (overrides or {}).items():
@@ -374,17 +453,28 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         data.setdefault(section, {})[key] = value
     if isinstance(data.get("output", {}), dict) and not data.get("output", {}).get("dir"):
         data.setdefault("output", {})["dir"] = "autointerp-out"
+    where = f"config file {path}" if path is not None else "config"
+
+    def resolved(value: Any, section: str, key: str) -> Any:
+        """A path as written, resolved against the config's folder (an empty one is left for the model to refuse)."""
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
+            return value
+        try:
+            return str(root / Path(value).expanduser())
+        except RuntimeError:  # ~name of no user on this machine
+            raise ConfigError(f"{where}: [{section}] {key} = {value!r}: {value.split('/')[0]} names no user on this "
+                              f"machine: write the path out") from None
+
     for section, key in _PATH_FIELDS:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if isinstance(value, str) and value:
-            data[section][key] = str((root / Path(value).expanduser()))
-        elif isinstance(value, list):
-            data[section][key] = [str(root / Path(v).expanduser()) if isinstance(v, str) else v for v in value]
+        if isinstance(value, list):
+            data[section][key] = [resolved(v, section, key) for v in value]
+        elif value is not None:
+            data[section][key] = resolved(value, section, key)
     if isinstance(data.get("output"), dict) and isinstance(data["output"].get("db"), str):
         db = data["output"]["db"]
         if db and "://" not in db:
-            data["output"]["db"] = str(root / Path(db).expanduser())
-    where = f"config file {path}" if path is not None else "config"
+            data["output"]["db"] = resolved(db, "output", "db")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -37,6 +37,14 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
     (MINIMAL + "[extra]\n", "unknown key 'extra' in the top level"),
     (MINIMAL + "[select]\nfeatures = '5-2'\n", "bad feature range '5-2'"),
     ("[sae\n", "is not valid TOML"),
+    (MINIMAL + "[mine]\nn_top = 10.0\n", "[mine] n_top = 10.0: Input should be a valid integer"),
+    (MINIMAL + "[llm]\nbatch = 'true'\n", "[llm] batch = 'true': Input should be a valid boolean"),
+    (MINIMAL + "[llm]\nmax_cost = inf\n", "[llm] max_cost = inf: Input should be a finite number"),
+    (MINIMAL + "[output]\naudio_budget_mb = nan\n", "[output] audio_budget_mb = nan: Input should be a finite number"),
+    (MINIMAL + "[explain]\nprompts_dir = ''\n", "[explain] prompts_dir = '': an empty path"),
+    (MINIMAL.replace('"v.npy"', '[]'), "[corpus] vectors = []: an empty list"),
+    (MINIMAL + "[llm]\napi_key_env = 'MY KEY'\n", "not an environment variable name"),
+    (MINIMAL + "[llm]\nbase_url = 'ftp://host/v1'\n", "not an http:// or https:// URL"),
 ])
 def test_bad_configs_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
@@ -44,6 +52,19 @@ def test_bad_configs_name_the_key(tmp_path, text, message):
     assert message in str(err.value)
     assert str(tmp_path / "c.toml") in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_toml(tmp_path):
+    """Windows editors start UTF-8 files with a BOM; the config reads as without it."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    config = load_config(path)
+    assert config.sae.path == tmp_path / "sae" and config.corpus.items == tmp_path / "i.csv"
+
+
+def test_a_folder_as_config(tmp_path):
+    with pytest.raises(ConfigError, match="config file .* is a folder: pass the path of a TOML file"):
+        load_config(tmp_path)
 
 
 def test_missing_file(tmp_path):
