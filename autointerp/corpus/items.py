@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ __all__ = ["ItemRow", "ItemTable", "Corpus", "parse_items", "iter_items", "load_
 
 RESERVED = ("id", "audio", "start", "end", "text", "positions", "tokens")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+MAX_POSITIONS = 2**32
+"""Most vector rows one item may span (a day of audio at 50 frames a second is 4.3 million): a larger
+count is a typo, and the running total of rows must stay far inside 64 bits."""
 HEADER_CHECKS = 20000
 """Audio headers read at load: all of them up to this many files, else an evenly spread sample."""
 
@@ -103,8 +106,10 @@ def _number(value: Any) -> float | None:
     """A JSON/Parquet number or a numeric string as a float; None when it is neither."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
+    if isinstance(value, int):
+        return float(value) if abs(value) < 2**1023 else math.inf  # float() raises OverflowError past ~1.8e308
+    if isinstance(value, float):
+        return value
     if isinstance(value, str):
         try:
             return float(value.strip())
@@ -145,8 +150,8 @@ def _positions(value: Any, where: Where) -> int:
     if value is None or value == "":
         return 1
     count = _number(value)
-    if count is None or not math.isfinite(count) or not count.is_integer() or count < 1:
-        raise _bad(where, "positions", value, "a whole count of vector rows >= 1")
+    if count is None or not math.isfinite(count) or not count.is_integer() or not 1 <= count <= MAX_POSITIONS:
+        raise _bad(where, "positions", value, f"a whole count of vector rows from 1 to {MAX_POSITIONS:,}")
     return int(count)
 
 
@@ -180,6 +185,13 @@ def _tag(value: Any, where: Where, name: str) -> str | None:
     return str(value)
 
 
+def _tag_name(name: Any, where: Where, kind: str) -> None:
+    """A tag is shown and grouped by its name: a blank one (a JSON key "" or "  ") names nothing."""
+    if not str(name).strip():
+        raise InputError(f"items table {where[0]} row {where[1]}: {kind} with the blank name {str(name)!r} holds a "
+                         f"value: name the tag, or remove it")
+
+
 def _tags(row: dict[str, Any], where: Where) -> dict[str, str]:
     """Free tags: every column that is not reserved, plus the entries of a `tags` object (a JSON object,
     or its text in CSV); a name given both ways is refused, never one of them dropped."""
@@ -196,11 +208,13 @@ def _tags(row: dict[str, Any], where: Where) -> dict[str, str]:
         raise _bad(where, "tags", nested, "an object of tag name -> value (rename the column to use it as one tag)")
     for name, value in (nested or {}).items():
         if (text := _tag(value, where, f"tags.{name}")) is not None:
+            _tag_name(name, where, "an entry of tags")
             tags[str(name)] = text
     for name, value in row.items():
         if name in RESERVED or name == "tags":
             continue
         if (text := _tag(value, where, str(name))) is not None:
+            _tag_name(name, where, "a column")
             if str(name) in tags:
                 raise InputError(f"items table {where[0]} row {where[1]}: tag {name!r} is both a column and an "
                                  f"entry of tags: keep one")
@@ -257,7 +271,7 @@ def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
     if d_in is not None and vectors.dim != d_in:
         raise InputError(f"corpus vectors {where} have dimension {vectors.dim} but the SAE expects {d_in}: "
                          f"extract the activations at the layer the SAE was trained on")
-    files: set[str] = set()
+    files: dict[str, float] = {}
     items = ItemTable(_noting_audio(iter_items(config.items), files))
     positions = items.rows
     if positions != vectors.rows:
@@ -270,20 +284,30 @@ def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:
                   fingerprint=fingerprint(vectors.paths, config.items))
 
 
-def _noting_audio(items: Iterable[ItemRow], files: set[str]) -> Iterator[ItemRow]:
-    """The items, each one's audio file added to `files` on the way."""
+def _noting_audio(items: Iterable[ItemRow], files: dict[str, float]) -> Iterator[ItemRow]:
+    """The items, each one's audio file noted in `files` on the way, with the latest start of an item in it."""
     for item in items:
         if item.audio:
-            files.add(item.audio)
+            files[item.audio] = max(files.get(item.audio, 0.0), item.start or 0.0)
         yield item
 
 
-def check_audio(names: Iterable[str], audio_root: Path, table: Path, allow_outside_root: bool = False) -> None:
+def check_audio(names: Iterable[str] | Mapping[str, float], audio_root: Path, table: Path,
+                allow_outside_root: bool = False) -> None:
     """Every referenced audio file lies under the audio root (the atlas publishes cuts of them; an
     absolute path or `..` reaching elsewhere needs [corpus] allow_outside_root), exists and has a
     supported extension; headers are read (all of them, or an evenly spread sample of HEADER_CHECKS
-    files for very large corpora) to catch corrupt files."""
+    files for very large corpora) to catch corrupt files, files of no audio, and (given a mapping of
+    file -> the latest start of an item in it) items that start where the file has already ended."""
+    starts = names if isinstance(names, Mapping) else {}
     files = sorted(set(names))
+    for name in files:  # a name no file system can hold (a NUL byte, a component too long) cannot be looked up
+        try:
+            (audio_root / name).resolve().is_file()
+        except (ValueError, OSError) as exc:
+            why = "a NUL character" if isinstance(exc, ValueError) else exc.strerror or str(exc)
+            raise InputError(f"audio path {name[:80]!r} in {table} is not a usable file name ({why}): fix the "
+                             f"path") from None
     if not allow_outside_root:
         root = audio_root.resolve()
         outside = [name for name in files if not (audio_root / name).resolve().is_relative_to(root)]
@@ -306,7 +330,13 @@ def check_audio(names: Iterable[str], audio_root: Path, table: Path, allow_outsi
     step = max(1, len(files) // HEADER_CHECKS)
     for name in files[::step]:
         try:
-            soundfile.info(str(audio_root / name))
+            info = soundfile.info(str(audio_root / name))
         except (soundfile.LibsndfileError, RuntimeError) as exc:
             raise InputError(f"audio file {audio_root / name} cannot be read ({str(exc).splitlines()[0]}): "
                              f"replace or re-encode it") from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise InputError(f"audio file {audio_root / name} holds no audio (0 samples): replace it, or clear the "
+                             f"audio of its items in {table}")
+        if (latest := starts.get(name, 0.0)) and latest >= info.duration:
+            raise InputError(f"audio file {audio_root / name} lasts {info.duration:.3f} s but an item in {table} "
+                             f"starts at {latest:g} s in it: fix the item's start (seconds within that file)")

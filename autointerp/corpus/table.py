@@ -1,6 +1,8 @@
 """Reading an items table (CSV, TSV, JSONL or Parquet) as a stream of rows of column -> value, refusing
-what would silently lose data: duplicate or unnamed columns, CSV rows with more fields than the
-header, lines that are not JSON objects. Lines are split on newlines only, never on the other
+what would silently lose data: duplicate or unnamed columns (a JSON object naming a key twice), CSV
+rows with more fields than the header, lines that are not JSON objects, JSON strings that are not text
+(half a UTF-16 surrogate pair). A CSV field may be as long as a JSONL one (the csv module's default
+limit of 131,072 characters is lifted). Lines are split on newlines only, never on the other
 characters str.splitlines() treats as line breaks (U+2028, U+0085, ...), which are valid inside a JSON
 or a quoted CSV string. Rows are read one at a time (Parquet: one batch at a time), so a table of
 millions of rows is never held whole in memory."""
@@ -80,21 +82,65 @@ def _bad_byte(path: Path) -> int:
     return offset
 
 
+class _Repeated(ValueError):
+    """A JSON object names a key twice (json.loads would keep the last value and drop the other)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        raise _Repeated(next(k for k, count in Counter(k for k, _ in pairs).items() if count > 1))
+    return row
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string in a parsed JSON value that is not Unicode text (a \\ud800-style escape of half a
+    UTF-16 pair, which no UTF-8 file, database or page can hold), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        value = [*value, *value.values()]
+    if isinstance(value, list):
+        return next((bad for item in value if (bad := _lone_surrogate(item)) is not None), None)
+    return None
+
+
 def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
     for number, raw in enumerate(handle, 1):  # binary lines: split on b"\n" only
         line = (raw[len(BOM):] if number == 1 and raw.startswith(BOM) else raw).decode("utf-8")
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_object)
+        except _Repeated as exc:
+            raise InputError(f"items table {path} line {number} names the key {exc.key!r} more than once: give each "
+                             f"column one value") from None
         except ValueError:
             raise InputError(f"items table {path} line {number} is not JSON: fix or remove it") from None
         if not isinstance(row, dict):
             raise InputError(f"items table {path} line {number} is not a JSON object: write one object per line")
+        if "\\u" in line and (bad := _lone_surrogate(row)) is not None:
+            raise InputError(f"items table {path} line {number} holds {bad[:40]!r}, half of a UTF-16 surrogate pair "
+                             f"(an escape like \\ud800 alone), which is not text: write the character itself or its "
+                             f"whole pair")
         yield row
 
 
+FIELD_LIMIT = 1 << 30
+"""Longest CSV field in characters: the csv module's default (131,072) would refuse a long transcript,
+which JSONL and Parquet take whole."""
+
+
 def _csv(path: Path, text: IO[str], delimiter: str) -> Iterator[dict[str, Any]]:
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     records = csv.reader(text, delimiter=delimiter, strict=True)
     try:
         header = next(records, [])

@@ -4,7 +4,8 @@ A source is one file or several (a list or a glob, concatenated in order): .npy 
 .safetensors (one 2-D tensor, sliced lazily), or Parquet (a list/array column of floats, as datasets
 store an embedding column; read one row group at a time). Values are floating point (float16,
 bfloat16 in safetensors, float32, float64) and read as float32; integer or boolean vectors are
-refused, as are Parquet rows of another length than the first (named by row number).
+refused, as are Parquet rows of another length than the first or holding a null (named by row
+number), files of no bytes, and rows of 0 values.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class _Npy:
     def __init__(self, path: Path) -> None:
         try:
             self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except EOFError:  # an empty file
+            raise InputError(f"corpus vectors {path} is empty (0 bytes): the file is truncated or was never "
+                             f"written; save the vectors with numpy.save") from None
         except (ValueError, OSError) as exc:
             raise InputError(f"corpus vectors {path} cannot be read ({exc}): the file is corrupt or not a .npy array") from None
         if not isinstance(self.array, np.ndarray):  # (np.load opens an .npz archive whatever its name)
@@ -141,16 +145,30 @@ class _Parquet:
     def _group(self, index: int) -> np.ndarray:
         if self._cache is not None and self._cache[0] == index:
             return self._cache[1]
-        table = self.file.read_row_group(index, columns=[self.column])
+        try:
+            table = self.file.read_row_group(index, columns=[self.column])
+        except Exception as exc:  # pyarrow raises several types for a corrupt page
+            raise InputError(f"corpus vectors {self.path}: row group {index} cannot be read "
+                             f"({str(exc).splitlines()[0]}): the file is corrupt; write it again") from None
         values = table.column(0).combine_chunks()
         lengths = np.asarray(values.value_lengths().fill_null(-1)) if hasattr(values, "value_lengths") else None
+        if index == 0 and lengths is not None and len(lengths) and lengths[0] <= 0:
+            got = "no value (null)" if lengths[0] < 0 else "an empty list"
+            raise InputError(f"corpus vectors {self.path}: row 0 of column {self.column!r} is {got}: every row must "
+                             f"be a vector of the same length")
         dim = self.dim or (int(lengths[0]) if lengths is not None and len(lengths) else 0)
         if lengths is not None and len(lengths) and (bad := np.flatnonzero(lengths != dim)).size:
             row = self.group_starts[index] + int(bad[0])
             got = "no value (null)" if lengths[bad[0]] < 0 else f"{int(lengths[bad[0]])} values"
             raise InputError(f"corpus vectors {self.path}: row {row} has {got}, expected {dim} like the first row: "
                              f"every row of column {self.column!r} must have the same length")
-        flat = np.asarray(values.flatten(), dtype=np.float32)
+        flat_values = values.flatten()
+        if flat_values.null_count:  # numpy would read a null as NaN: a missing value, not a measured one
+            position = int(np.flatnonzero(np.asarray(flat_values.is_null()))[0])
+            row = self.group_starts[index] + position // max(dim, 1)
+            raise InputError(f"corpus vectors {self.path}: row {row} of column {self.column!r} holds a null value "
+                             f"(at {position % max(dim, 1)}): write every value of every vector")
+        flat = np.asarray(flat_values, dtype=np.float32)
         array = flat.reshape(len(values), -1) if len(values) else flat.reshape(0, 0)
         self._cache = (index, array)
         return array
@@ -181,7 +199,8 @@ class VectorSource:
 
     @property
     def dim(self) -> int:
-        return self.readers[0].dim
+        """The width of the files that hold rows (a file of 0 rows may have any)."""
+        return next((r.dim for r in self.readers if r.rows), self.readers[0].dim)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) as a float32 array."""
@@ -216,8 +235,13 @@ def expand(spec: str | Path | list) -> list[Path]:
 
 def open_vectors(spec: str | Path | list, key: str = "", column: str = "") -> VectorSource:
     paths = expand(spec)
+    if not paths:
+        raise InputError("corpus vectors: no file named: set [corpus] vectors to .npy, .safetensors or .parquet files")
     readers: list[_Reader] = []
     for path in paths:
+        if path.is_dir():
+            raise InputError(f"corpus vectors {path} is a folder: name the files in it (a list, or a glob such as "
+                             f"'{path / '*.npy'}') in [corpus] vectors")
         if not path.is_file():
             raise InputError(f"corpus vectors {path} not found: set [corpus] vectors to existing .npy, .safetensors or .parquet files")
         suffix = path.suffix.lower()
@@ -232,5 +256,9 @@ def open_vectors(spec: str | Path | list, key: str = "", column: str = "") -> Ve
     dims = {r.dim for r in readers if r.rows}
     if len(dims) > 1:
         raise InputError(f"corpus vector files disagree on the dimension ({sorted(dims)}): all shards must have the same width")
+    if dims == {0}:
+        path = next(p for p, r in zip(paths, readers) if r.rows)
+        raise InputError(f"corpus vectors {path} holds rows of 0 values: each row must be a vector (shape [rows, dim], "
+                         f"dim >= 1)")
     starts = np.concatenate([[0], np.cumsum([r.rows for r in readers])]).astype(int).tolist()
     return VectorSource(paths, readers, starts)

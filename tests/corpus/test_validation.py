@@ -87,3 +87,21 @@ def test_audio_outside_the_root_is_accepted_when_allowed(tmp_path):
     planted.config.write_text(planted.config.read_text().replace('items = "items.csv"',
                                                                   'items = "items.csv"\nallow_outside_root = true'))
     assert main(["mine", str(planted.config)]) == 0
+
+
+def test_a_csv_text_longer_than_the_csv_modules_default_limit_is_kept(tmp_path):
+    """A long transcript in a quoted CSV field is read whole, as JSONL and Parquet read it."""
+    long = "word " * 60_000  # 300,000 characters; the csv module refuses fields over 131,072 by default
+    (tmp_path / "items.csv").write_text(f'id,text\nx1,"{long}"\nx2,short\n')
+    items = parse_items(tmp_path / "items.csv")
+    assert [i.key for i in items] == ["x1", "x2"] and items[0].text == long
+
+
+def test_an_empty_shard_of_any_width_does_not_set_the_corpus_width(tmp_path):
+    """A (0, 0) .npy shard (an extraction that got no input) listed first: the width is the others'."""
+    planted = planted_corpus(tmp_path / "c")
+    np.save(planted.root / "empty.npy", np.zeros((0, 0), np.float32))
+    planted.config.write_text(planted.config.read_text().replace('vectors = "vectors.npy"',
+                                                                 'vectors = ["empty.npy", "vectors.npy"]'))
+    assert main(["mine", str(planted.config)]) == 0
+    assert mined_rows(planted.root / "out/autointerp.db")

@@ -1,0 +1,180 @@
+"""New members of the bad-input classes met by a first run (nothing mined yet): config files whose values
+TOML types differently from the key, or name no path; corpus files (vectors, items, audio) that are
+empty, corrupt, hold nulls, half-characters, repeated keys, numbers past a float, or audio paths no file
+system holds. Each gives exactly one stderr line that starts with "autointerp: error:", names the input
+file and says what to fix, exits 2 with no traceback, and leaves the project folder byte for byte as it
+was: no database, no output folder, no file changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from autointerp.cli import main
+from tests.factory import make_wavs, planted_corpus
+
+
+def set_config(root: Path, old: str, new: str) -> None:
+    config = root / "config.toml"
+    assert old in config.read_text()
+    config.write_text(config.read_text().replace(old, new))
+
+
+def add_config(root: Path, text: str) -> None:
+    config = root / "config.toml"
+    config.write_text(config.read_text() + "\n" + text + "\n")
+
+
+def items_jsonl(root: Path, first: str) -> None:
+    """The items as JSONL, the first line's object written as `first` (raw JSON text) around its id."""
+    lines = [json.dumps({"id": f"item{i:04d}"}) for i in range(240)]
+    lines[0] = "{" + first + "}"
+    (root / "items.jsonl").write_text("\n".join(lines) + "\n")
+    set_config(root, 'items = "items.csv"', 'items = "items.jsonl"')
+
+
+def parquet_vectors(root: Path, column: pa.Array) -> None:
+    pq.write_table(pa.table({"emb": column}), root / "v.parquet")
+    set_config(root, 'vectors = "vectors.npy"', 'vectors = "v.parquet"')
+
+
+def rows(root: Path) -> list[list[float]]:
+    return [list(map(float, row)) for row in np.load(root / "vectors.npy")]
+
+
+def corrupt_parquet_page(root: Path) -> None:
+    """A valid footer over data pages of zeros: the schema reads, the first row group does not."""
+    parquet_vectors(root, pa.array(rows(root)))
+    data = (root / "v.parquet").read_bytes()
+    (root / "v.parquet").write_bytes(b"PAR1" + b"\x00" * 3000 + data[3004:])
+
+
+def audio_item(root: Path, path: str, start: str = "") -> None:
+    """Item 0 plays `path` (relative to the items table's folder) from `start` seconds."""
+    text = (root / "items.csv").read_text().splitlines()
+    text[1] = text[1].replace("item0000,,,", f"item0000,{path},{start},", 1)
+    (root / "items.csv").write_text("\n".join(text) + "\n")
+
+
+def empty_wav(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"")
+
+
+Prepare = Callable[[Path], None]
+
+CASES: list[tuple[str, Prepare, str, str]] = [
+    # config files: TOML's own types, finite numbers, paths that name something
+    ("integer key given true", lambda r: set_config(r, "n_top = 8", "n_top = true"), "config.toml",
+     "[mine] n_top = True: Input should be a valid integer"),
+    ("integer key given 50.0", lambda r: set_config(r, "batch_size = 50", "batch_size = 50.0"), "config.toml",
+     "[mine] batch_size = 50.0: Input should be a valid integer"),
+    ("integer key given text", lambda r: set_config(r, "n_holdout = 8", 'n_holdout = "8"'), "config.toml",
+     "[mine] n_holdout = '8': Input should be a valid integer"),
+    ("boolean key given text", lambda r: set_config(r, 'path = "sae"', 'path = "sae"\ntrust_pickle = "yes"'),
+     "config.toml", "[sae] trust_pickle = 'yes': Input should be a valid boolean"),
+    ("boolean key given 1", lambda r: add_config(r, "[score]\naudio = 1"), "config.toml",
+     "[score] audio = 1: Input should be a valid boolean"),
+    ("float key given inf", lambda r: set_config(r, "batch_size = 50", "batch_size = 50\ncheckpoint_s = inf"),
+     "config.toml", "[mine] checkpoint_s = inf: Input should be a finite number"),
+    ("float key given -inf", lambda r: add_config(r, "[llm]\nretry_base_s = -inf"), "config.toml",
+     "[llm] retry_base_s = -inf: Input should be a finite number"),
+    ("float key given a boolean", lambda r: add_config(r, "[llm]\ntemperature = false"), "config.toml",
+     "[llm] temperature = False: Input should be a valid number"),
+    ("empty SAE path", lambda r: set_config(r, 'path = "sae"', 'path = ""'), "config.toml",
+     "[sae] path = '': an empty path"),
+    ("blank items path", lambda r: set_config(r, 'items = "items.csv"', 'items = "   "'), "config.toml",
+     "[corpus] items = '   ': an empty path"),
+    ("empty vectors list", lambda r: set_config(r, 'vectors = "vectors.npy"', "vectors = []"), "config.toml",
+     "[corpus] vectors = []: an empty list"),
+    ("vectors list with an empty entry", lambda r: set_config(r, 'vectors = "vectors.npy"', 'vectors = ["vectors.npy", ""]'),
+     "config.toml", "an empty path"),
+    ("path with a NUL", lambda r: set_config(r, 'path = "sae"', 'path = "sa\\u0000e"'), "config.toml",
+     "a path with a NUL character"),
+    ("path of an unknown ~user", lambda r: set_config(r, 'path = "sae"', 'path = "~no-such-user-here/sae"'),
+     "config.toml", "~no-such-user-here names no user on this machine"),
+    ("api_key_env holding a key", lambda r: add_config(r, '[llm]\napi_key_env = "sk-proj-abc123"'), "config.toml",
+     "[llm] api_key_env = 'sk-proj-abc123': not an environment variable name"),
+    ("base_url without a scheme", lambda r: add_config(r, '[llm]\nbase_url = "localhost:8000/v1"'), "config.toml",
+     "[llm] base_url = 'localhost:8000/v1': not an http:// or https:// URL"),
+    ("config not UTF-8", lambda r: (r / "config.toml").write_bytes((r / "config.toml").read_bytes() + b'\n# caf\xe9\n'),
+     "config.toml", "is not UTF-8 (bad byte at offset"),
+    # corpus vectors
+    ("empty .npy file", lambda r: (r / "vectors.npy").write_bytes(b""), "vectors.npy", "is empty (0 bytes)"),
+    ("vectors path is a folder", lambda r: (r / "vecs").mkdir() or set_config(r, '"vectors.npy"', '"vecs"'), "vecs",
+     "is a folder: name the files in it"),
+    ("Parquet vectors with a null value", lambda r: parquet_vectors(r, pa.array(
+        rows(r)[:7] + [[None] + rows(r)[7][1:]] + rows(r)[8:], pa.list_(pa.float32()))), "v.parquet",
+     "row 7 of column 'emb' holds a null value"),
+    ("Parquet vectors, first row null", lambda r: parquet_vectors(r, pa.array(
+        [None] + rows(r)[1:], pa.list_(pa.float32()))), "v.parquet", "row 0 of column 'emb' is no value (null)"),
+    ("Parquet vectors of empty lists", lambda r: parquet_vectors(r, pa.array([[]] * 240, pa.list_(pa.float32()))),
+     "v.parquet", "row 0 of column 'emb' is an empty list"),
+    ("Parquet vectors, corrupt page", corrupt_parquet_page, "v.parquet", "row group 0 cannot be read"),
+    # items
+    ("JSONL key twice in a line", lambda r: items_jsonl(r, '"id": "item0000", "color": "red", "color": "blue"'),
+     "items.jsonl", "line 1 names the key 'color' more than once"),
+    ("JSONL half a surrogate pair", lambda r: items_jsonl(r, '"id": "item0000", "text": "caf\\ud800"'), "items.jsonl",
+     "line 1 holds 'caf\\ud800', half of a UTF-16 surrogate pair"),
+    ("JSONL tag of a blank name", lambda r: items_jsonl(r, '"id": "item0000", " ": "loud"'), "items.jsonl",
+     "row 1: a column with the blank name ' ' holds a value"),
+    ("JSONL tags entry of an empty name", lambda r: items_jsonl(r, '"id": "item0000", "tags": {"": "loud"}'),
+     "items.jsonl", "row 1: an entry of tags with the blank name '' holds a value"),
+    ("JSONL start past a float", lambda r: items_jsonl(r, '"id": "item0000", "start": 1' + "0" * 400), "items.jsonl",
+     "row 1: start = 1000"),
+    ("JSONL positions past 2**32", lambda r: items_jsonl(r, '"id": "item0000", "positions": 1' + "0" * 30),
+     "items.jsonl", "positions = 1000000000000000000000000000000 is not a whole count of vector rows from 1 to"),
+    # audio
+    ("audio path with a NUL", lambda r: audio_item(r, "clips/a\x00.wav"), "items.csv",
+     "audio path 'clips/a\\x00.wav' in"),
+    ("audio path too long", lambda r: audio_item(r, "a" * 400 + ".wav"), "items.csv",
+     "is not a usable file name (File name too long)"),
+    ("audio file of no samples", lambda r: (empty_wav(r / "clips/silent.wav"), audio_item(r, "clips/silent.wav")),
+     "clips/silent.wav", "holds no audio (0 samples)"),
+    ("item starting past its audio's end", lambda r: (make_wavs(r / "clips", 1), audio_item(r, "clips/0.wav", "12.5")),
+     "clips/0.wav", "lasts 0.400 s but an item in"),
+]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    return planted_corpus(tmp_path_factory.mktemp("fresh") / "corpus").root
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file and folder under root, with a digest of each file's bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("name, prepare, names, fragment", CASES, ids=[c[0] for c in CASES])
+def test_first_run_refused_in_one_line_writing_nothing(template, tmp_path, capsys, monkeypatch, name, prepare,
+                                                      names, fragment):
+    root = tmp_path / "corpus"
+    shutil.copytree(template, root)
+    monkeypatch.chdir(root)
+    prepare(root)
+    before = tree(root)
+    capsys.readouterr()
+    code = main(["mine", str(root / "config.toml")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("autointerp: error: "), err
+    assert names in lines[0] and fragment in lines[0], lines[0]
+    assert tree(root) == before, "a refused first run created or changed a file"
+    assert not (root / "out").exists()
