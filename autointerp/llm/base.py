@@ -102,6 +102,10 @@ def json_schema(schema: type[BaseModel]) -> dict:
     return schema.model_json_schema()
 
 
+MAX_TOKENS = 2**31 - 1
+"""The most tokens an answer may count in each of its usage fields."""
+
+
 @dataclass
 class Completion:
     """What one successful HTTP exchange (or one answer of a batch job) returned."""
@@ -113,6 +117,18 @@ class Completion:
     extra: dict = field(default_factory=dict)
     audio_tokens: int = 0
     """The part of input_tokens that was audio (priced separately)."""
+
+    def __post_init__(self) -> None:
+        """An answer's token counts are read as data, whatever the provider: whole numbers from 0 to
+        MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database); else the
+        answer is a failed attempt (TransientError), retried, or in a batch sent again next run."""
+        counts = {"input": self.input_tokens, "output": self.output_tokens, "audio": self.audio_tokens}
+        bad = {name: n for name, n in counts.items()
+               if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_TOKENS}
+        if bad:
+            name, n = next(iter(bad.items()))
+            raise TransientError(f"the answer counts {str(n)[:40]!r} {name} tokens: not a whole number from 0 to "
+                                 f"{MAX_TOKENS:,}")
 
 
 class TransientError(Exception):

@@ -113,6 +113,27 @@ def test_a_200_of_the_wrong_shape_is_a_failed_attempt_naming_the_part(store, bod
     assert result.value is None and "not a chat completion" in result.error and f"({part}" in result.error, result.error
 
 
+@pytest.mark.parametrize("usage, name", [
+    ({"prompt_tokens": 10**30, "completion_tokens": 5, "total_tokens": 10**30 + 5}, "input"),
+    ({"prompt_tokens": 50, "completion_tokens": -9, "total_tokens": 41}, "output"),
+    ({"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55, "prompt_tokens_details": {"audio_tokens": 2**31}},
+     "audio"),
+])
+def test_token_counts_no_answer_has_are_a_failed_attempt(store, usage, name):
+    """An answer counting tokens no answer has (negative: a refund; past int32: past the database's
+    integers) is a failed attempt, its counts never logged or priced."""
+    body = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],
+            "usage": usage}
+    with FakeOpenAIServer() as fake:
+        fake.enqueue(Reply(200, body), Reply(200, body))
+        result, _ = run(store, config_for(fake, max_attempts=2))
+        assert result.value is None and f"{name} tokens: not a whole number from 0 to 2,147,483,647" in result.error
+    with store.session() as s:
+        calls = s.execute(select(LLMCall.status, LLMCall.input_tokens, LLMCall.output_tokens, LLMCall.cost)).all()
+    assert calls and all(status != "ok" and not tokens_in and not tokens_out and not cost
+                         for status, tokens_in, tokens_out, cost in calls)
+
+
 def test_hostile_server_through_the_explain_stage(planted, config, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     store = Store(config.db_url)

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from autointerp.config import LLMConfig
-from autointerp.llm.base import BatchStatus, Completion, FatalError, KeyedModel, Request, Structured, TransientError
+from autointerp.llm.base import (MAX_TOKENS, BatchStatus, Completion, FatalError, KeyedModel, Request, Structured,
+                                 TransientError)
 from autointerp.llm.http import http_error
 from autointerp.llm.registry import Provider, register
 
@@ -69,7 +70,7 @@ class _Read(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", alias_generator=to_camel, frozen=True)
 
 
-_Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+_Count = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 """A token count: the API's int32, never negative."""
 
 
