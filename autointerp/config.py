@@ -168,7 +168,8 @@ class LLMConfig(Section):
     max_retry_wait_s: float = Field(120.0, ge=0)
     """Longest wait on a server's Retry-After before the next attempt (a longer one is capped to this)."""
     temperature: float = Field(0.0, ge=0, le=2)
-    max_output_tokens: int = Field(1200, ge=16)
+    max_output_tokens: int = Field(1200, ge=16, le=2**31 - 1)
+    """The most tokens one answer may write (at most 2^31 - 1, the most an answer may count: llm.base.MAX_TOKENS)."""
     retry_base_s: float = Field(1.0, ge=0)
     """First back-off between retries (grows exponentially with jitter); a server's Retry-After wins."""
     max_cost: float | None = Field(None, ge=0)

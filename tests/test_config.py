@@ -45,6 +45,8 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
     (MINIMAL.replace('"v.npy"', '[]'), "[corpus] vectors = []: an empty list"),
     (MINIMAL + "[llm]\napi_key_env = 'MY KEY'\n", "not an environment variable name"),
     (MINIMAL + "[llm]\nbase_url = 'ftp://host/v1'\n", "not an http:// or https:// URL"),
+    (MINIMAL + "[llm]\nmax_output_tokens = 9223372036854775807\n", "[llm] max_output_tokens = 9223372036854775807: "
+                                                                   "Input should be less than or equal to 2147483647"),
 ])
 def test_bad_configs_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:

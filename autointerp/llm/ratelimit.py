@@ -4,13 +4,18 @@ A bucket holds at most one second of its rate (so a burst never exceeds what the
 per-minute window would let through in that second) and refills continuously. A request takes one
 request and its estimated tokens; when the answer reports the real usage, the difference is settled,
 so a run whose estimates are off still converges on the limit. A request larger than a bucket waits
-for a full bucket and then goes (the bucket goes negative and later requests wait it off).
+for a full bucket and then goes (the bucket goes negative and later requests wait it off, or until
+its answer reports fewer tokens than the estimate).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+RECHECK_S = 1.0
+"""A waiting request looks at the buckets again after at most this many seconds: an answer that used
+fewer tokens than its estimate gives them back meanwhile."""
 
 
 class Bucket:
@@ -61,7 +66,7 @@ class RateLimiter:
                            self.tokens.wait_for(tokens) if self.tokens else 0.0)
                 if wait <= 0:
                     break
-                await asyncio.sleep(wait)
+                await asyncio.sleep(min(wait, RECHECK_S))  # answers settling meanwhile may shorten the wait
             if self.requests:
                 self.requests.take(1)
             if self.tokens:

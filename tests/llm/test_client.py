@@ -93,6 +93,22 @@ def test_limiter_settles_on_reported_usage():
     assert -50 <= limiter.tokens.level <= -30  # plus what refilled meanwhile (100 per second)
 
 
+def test_a_waiting_request_goes_when_an_answer_settles_the_debt():
+    """A request far above the bucket (a large max_output_tokens) leaves it 10 minutes in debt; the next
+    request waits only until the answer reports its real usage, not the 10 minutes."""
+    async def go() -> float:
+        limiter = RateLimiter(tpm=6000)  # 100 per second, capacity 100
+        await limiter.acquire(60_100)  # waits for a full bucket, goes, leaves 60,000 (600 s) of debt
+        waiter = asyncio.create_task(limiter.acquire(50))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        started = time.monotonic()
+        limiter.settle(60_100, 200)  # the answer used 200 tokens
+        await asyncio.wait_for(waiter, 30)
+        return time.monotonic() - started
+    assert asyncio.run(go()) < 30
+
+
 def test_retry_after_is_honored(store):
     with FakeOpenAIServer() as fake:
         fake.fail(429, "slow down", retry_after=1)
