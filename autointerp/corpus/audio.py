@@ -4,6 +4,11 @@ MP3) for an LLM prompt or the atlas. libsndfile (through soundfile) does the fil
 from __future__ import annotations
 
 import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,6 +45,30 @@ def read_clip(path: Path, start: float | None = None, end: float | None = None) 
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
         raise InputError(f"audio file {path} cannot be read ({exc}): convert it to WAV, FLAC, Ogg or MP3") from None
     return Clip(data.mean(axis=1).astype(np.float32), rate)
+
+
+@contextmanager
+def decoder_notes() -> Iterator[Callable[[], str]]:
+    """Within the block, what libsndfile's decoders (mpg123) print to the process's stderr themselves
+    ("Note: Illegal Audio-MPEG-Header ...") is kept from the terminal, so that a bad file gives one
+    line of ours; the block gets a function returning (and forgetting) the first line printed since its
+    last call. Redirects file descriptor 2: only for single-threaded work (checking a corpus at load)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+
+        def first_note() -> str:
+            sink.seek(0)
+            text = sink.read(2000).decode("utf-8", "replace").strip()
+            sink.seek(0)
+            sink.truncate()
+            return text.splitlines()[0] if text else ""
+        try:
+            yield first_note
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def resample(clip: Clip, rate: int) -> Clip:

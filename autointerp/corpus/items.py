@@ -27,6 +27,7 @@ import numpy as np
 
 from autointerp.config import CorpusConfig
 from autointerp.errors import InputError
+from autointerp.corpus.audio import decoder_notes
 from autointerp.corpus.columns import ItemRow, ItemTable
 from autointerp.corpus.fingerprint import fingerprint
 from autointerp.corpus.table import read_table
@@ -328,15 +329,26 @@ def check_audio(names: Iterable[str] | Mapping[str, float], audio_root: Path, ta
     import soundfile
 
     step = max(1, len(files) // HEADER_CHECKS)
-    for name in files[::step]:
-        try:
-            info = soundfile.info(str(audio_root / name))
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise InputError(f"audio file {audio_root / name} cannot be read ({str(exc).splitlines()[0]}): "
-                             f"replace or re-encode it") from None
-        if info.frames <= 0 or info.samplerate <= 0:
-            raise InputError(f"audio file {audio_root / name} holds no audio (0 samples): replace it, or clear the "
-                             f"audio of its items in {table}")
-        if (latest := starts.get(name, 0.0)) and latest >= info.duration:
-            raise InputError(f"audio file {audio_root / name} lasts {info.duration:.3f} s but an item in {table} "
-                             f"starts at {latest:g} s in it: fix the item's start (seconds within that file)")
+    with decoder_notes() as note:
+        for name in files[::step]:
+            note()  # (what a readable file made the decoder say is not shown)
+            try:
+                info = soundfile.info(str(audio_root / name))
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if "does not exist" in error:  # (libsndfile's words for any file its decoder gave up on)
+                    error = f"not a {Path(name).suffix.lower()[1:]} file libsndfile can decode"
+                said = note()
+                raise InputError(f"audio file {audio_root / name} cannot be read ({error}"
+                                 f"{'; the decoder said: ' + said if said else ''}): replace or re-encode it") from None
+            _check_length(info, name, audio_root, table, starts)
+
+
+def _check_length(info, name: str, audio_root: Path, table: Path, starts: Mapping[str, float]) -> None:
+    """A file's header (soundfile.info) holds audio, and lasts past the latest start of an item in it."""
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise InputError(f"audio file {audio_root / name} holds no audio (0 samples): replace it, or clear the "
+                         f"audio of its items in {table}")
+    if (latest := starts.get(name, 0.0)) and latest >= info.duration:
+        raise InputError(f"audio file {audio_root / name} lasts {info.duration:.3f} s but an item in {table} "
+                         f"starts at {latest:g} s in it: fix the item's start (seconds within that file)")

@@ -74,6 +74,11 @@ def empty_wav(path: Path) -> None:
         w.writeframes(b"")
 
 
+def garbage(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 Prepare = Callable[[Path], None]
 
 CASES: list[tuple[str, Prepare, str, str]] = [
@@ -144,6 +149,11 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "is not a usable file name (File name too long)"),
     ("audio file of no samples", lambda r: (empty_wav(r / "clips/silent.wav"), audio_item(r, "clips/silent.wav")),
      "clips/silent.wav", "holds no audio (0 samples)"),
+    ("mp3 of noise", lambda r: (garbage(r / "clips/noise.mp3", np.random.default_rng(0).bytes(5000)),
+                                audio_item(r, "clips/noise.mp3")),
+     "clips/noise.mp3", "cannot be read (not a mp3 file libsndfile can decode; the decoder said: Note: "),
+    ("mp3 of a broken ID3 tag", lambda r: (garbage(r / "clips/tag.mp3", b"ID3garbage"), audio_item(r, "clips/tag.mp3")),
+     "clips/tag.mp3", "cannot be read (not a mp3 file libsndfile can decode"),
     ("item starting past its audio's end", lambda r: (make_wavs(r / "clips", 1), audio_item(r, "clips/0.wav", "12.5")),
      "clips/0.wav", "lasts 0.400 s but an item in"),
 ]
@@ -161,16 +171,17 @@ def tree(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name, prepare, names, fragment", CASES, ids=[c[0] for c in CASES])
-def test_first_run_refused_in_one_line_writing_nothing(template, tmp_path, capsys, monkeypatch, name, prepare,
+def test_first_run_refused_in_one_line_writing_nothing(template, tmp_path, capfd, monkeypatch, name, prepare,
                                                       names, fragment):
+    """(capfd: what native libraries print to the process's stderr counts too.)"""
     root = tmp_path / "corpus"
     shutil.copytree(template, root)
     monkeypatch.chdir(root)
     prepare(root)
     before = tree(root)
-    capsys.readouterr()
+    capfd.readouterr()
     code = main(["mine", str(root / "config.toml")])
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
     assert "Traceback" not in err
