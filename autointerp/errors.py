@@ -25,6 +25,11 @@ class StoreError(AutointerpError):
     """The database cannot be opened or was written by another schema version."""
 
 
+class DamagedDatabase(StoreError):
+    """The database holds a value of the wrong kind (text where a number belongs, bytes that are not
+    UTF-8, ...): it was changed outside autointerp, or damaged."""
+
+
 class ProviderError(AutointerpError):
     """An LLM provider refused the stage's requests for a reason retrying cannot fix (bad key, unknown model)."""
 

@@ -3,21 +3,25 @@ with a schema version check so a database from another version is never misread.
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect, select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy import LargeBinary, Table, cast, create_engine, event, func, inspect, select, text
+from sqlalchemy.engine import Engine, ExceptionContext
+from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, OperationalError,
+                            SQLAlchemyError)
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import visitors
 
 from autointerp.errors import StoreError
 from autointerp.resources import resource_dir
 from autointerp.store.deferred import DeferredDeletes
 from autointerp.store.lock import advisory_lock, file_lock
-from autointerp.store.schema import SCHEMA_VERSION, Base, SchemaInfo
+from autointerp.store.schema import SCHEMA_VERSION, Base, Json, SchemaInfo, Str, Txt, damaged, shown
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -28,6 +32,62 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+NOT_UTF8 = re.compile(r"Could not decode to UTF-8 column '(.*?)' with text '(.*)", re.S)
+"""sqlite3's error for a text value whose bytes are not UTF-8, raised as the row is fetched (the text
+shown with U+FFFD for the bad bytes, and cut short when long)."""
+
+
+def _around_bad_byte(text: str) -> str:
+    """The part of a text (decoded with U+FFFD for bad bytes) around its first bad byte, between control
+    characters (a text the database built of several columns)."""
+    text = next((part for part in re.split(r"[\x00-\x1f]", text) if "\ufffd" in part), text)
+    bad = max(text.find("\ufffd"), 0)
+    return text[max(0, bad - 16):bad + 16]
+
+
+def _column_not_utf8(engine: Engine, table: str) -> tuple[str, str] | None:
+    """(column, its text around the bad byte) of the first text or JSON column of `table` holding bytes
+    that are not UTF-8, read anew as bytes; None if none does or it cannot be read. Only on the way to
+    an error: for a text the database built of several columns (the atlas's row hashes)."""
+    try:
+        with engine.connect() as conn:
+            for column in Base.metadata.tables[table].columns:
+                if not isinstance(column.type, (Str, Txt, Json)):
+                    continue
+                query = select(cast(column, LargeBinary)).where(func.typeof(column).in_(("text", "blob")))
+                for raw in conn.scalars(query):
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return column.name, _around_bad_byte(raw.decode("utf-8", "replace"))
+    except SQLAlchemyError:
+        pass
+    return None
+
+
+def _not_utf8(context: ExceptionContext) -> BaseException | None:
+    """A SQLite text value that is not UTF-8, met while fetching rows: DamagedDatabase naming the
+    table.column and the text around the first bad byte, in place of sqlite3's error. The column is the
+    one of that name of the tables the statement reads, or else found by reading their text columns."""
+    match = NOT_UTF8.match(str(context.original_exception))
+    if not isinstance(context.original_exception, sqlite3.OperationalError) or match is None:
+        return None
+    name, value = match.groups()
+    value = _around_bad_byte(value.removesuffix("'"))
+    compiled = context.execution_context.compiled if context.execution_context is not None else None
+    statement = compiled.statement if compiled is not None else None
+    tables = sorted({t.name for t in visitors.iterate(statement) if isinstance(t, Table)} & set(Base.metadata.tables)
+                    if statement is not None else ())
+    owners = [t for t in tables if name in Base.metadata.tables[t].c]
+    if len(owners) == 1:
+        return damaged(shown(value), f"{owners[0]}.{name}", "UTF-8 text")
+    for table in tables:
+        if found := _column_not_utf8(context.engine, table):
+            return damaged(shown(found[1]), f"{table}.{found[0]}", "UTF-8 text")
+    return damaged(shown(value), f"a text column of {', '.join(tables) or 'a table'}", "UTF-8 text",
+                   tables[0] if len(tables) == 1 else "")
 
 
 DRIVER_EXTRAS = {"postgresql": "postgres"}
@@ -73,6 +133,7 @@ class Store:
         """The URL as shown to users: the password masked."""
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "handle_error", _not_utf8)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._deferred: DeferredDeletes | None = None
         self._prepare(create)

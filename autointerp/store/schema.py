@@ -2,15 +2,25 @@
 
 One database holds one run over one SAE: its config, the corpus items, per-feature statistics and
 examples (mine), labels (explain), scores (score), groups and bins (taxonomy), and every LLM call.
+
+The database is a file the program reads back, so what it hands back is data: every number, text,
+time and JSON column has a checked type (Int, Real, Dbl, Str, Txt, Time, Json below)
+that refuses a value of the wrong kind (text where a number belongs, a fraction in an integer column,
+bytes in a text column, text that is not JSON, ...) with one DamagedDatabase error naming the
+table.column, the value and the fix. (Text whose bytes are not UTF-8 is refused as it is fetched:
+autointerp.store.engine.)
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Double, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from autointerp.errors import DamagedDatabase
 
 SCHEMA_VERSION = 5
 
@@ -19,43 +29,215 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+WRITTEN_BY = {"features": "mine", "examples": "mine", "labels": "explain", "refinements": "explain",
+              "scores": "score", "placements": "taxonomy", "bins": "taxonomy", "groups": "taxonomy"}
+"""The stage whose --redo rewrites a table's rows (the others are kept across runs: restore them)."""
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A value as a message shows it: its repr, cut to about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def damaged(value: str, where: str, belongs: str, table: str | None = None) -> DamagedDatabase:
+    """The error for a value of the wrong kind (`value` as shown) read from `where`: table.column, or a
+    phrase naming the table (then give `table`)."""
+    stage = WRITTEN_BY.get(table or where.split(".", 1)[0])
+    fix = (f"redo the stage that wrote it (--redo {stage}) or restore the database" if stage else
+           "restore the database, or start again with a new --db path")
+    return DamagedDatabase(f"the database holds {value} in {where}, where {belongs} belongs: it was changed "
+                           f"outside autointerp (or damaged); {fix}")
+
+
+class _Checked(TypeDecorator):
+    """A column type whose values, as the database hands them back, are checked to be of its kind (one
+    type check per value; None passes: the database itself keeps NULL out of NOT NULL columns). The DDL
+    is the impl's. Base names each column's instance after its table.column (`column`)."""
+    cache_ok = True
+    belongs: ClassVar[str]
+
+    def __init__(self, *args: Any, column: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.column = column
+
+    def named(self, column: str) -> _Checked:
+        copy = self.copy()
+        copy.column = column
+        return copy
+
+    def check(self) -> Any:
+        """The function value -> value (or DamagedDatabase) for values the impl's processor has read."""
+        raise NotImplementedError
+
+    def refuse(self, value: Any) -> DamagedDatabase:
+        return damaged(shown(value), self.column or "a column", self.belongs)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        check = self.check()
+        inner = self.impl_instance.result_processor(dialect, coltype)
+        if inner is None:
+            return check
+        return lambda value: check(inner(value))
+
+
+class Int(_Checked):
+    """INTEGER, read back as an int (a float only when it is whole: SQLite's sum() over damaged rows)."""
+    cache_ok = True
+    impl = Integer
+    belongs = "a whole number"
+
+    def check(self) -> Any:
+        def check(value: Any) -> Any:
+            if value.__class__ is int or value is None:
+                return value
+            if value.__class__ is float and value.is_integer():
+                return int(value)
+            raise self.refuse(value)
+        return check
+
+
+class Real(_Checked):
+    """FLOAT, read back as a float or an int."""
+    cache_ok = True
+    impl = Float
+    belongs = "a number"
+
+    def check(self) -> Any:
+        def check(value: Any) -> Any:
+            if value.__class__ is float or value.__class__ is int or value is None:
+                return value
+            raise self.refuse(value)
+        return check
+
+
+class Dbl(Real):
+    """DOUBLE (what a Mapped[float] is), read back as a float or an int."""
+    cache_ok = True
+    impl = Double
+
+
+class _Text(_Checked):
+    cache_ok = True
+    belongs = "text"
+
+    def check(self) -> Any:
+        def check(value: Any) -> Any:
+            if value.__class__ is str or value is None:
+                return value
+            raise self.refuse(value)
+        return check
+
+
+class Str(_Text):
+    """VARCHAR(n), read back as a str."""
+    cache_ok = True
+    impl = String
+
+
+class Txt(_Text):
+    """TEXT, read back as a str."""
+    cache_ok = True
+    impl = Text
+
+
+class Time(_Checked):
+    """DATETIME, read back as a datetime (SQLite stores text the impl parses)."""
+    cache_ok = True
+    impl = DateTime
+    belongs = "a date and time"
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        inner = self.impl_instance.result_processor(dialect, coltype)
+
+        def check(value: Any) -> Any:
+            try:
+                value = inner(value) if inner is not None else value
+            except (ValueError, TypeError):
+                raise self.refuse(value) from None
+            if value is None or isinstance(value, datetime):
+                return value
+            raise self.refuse(value)
+        return check
+
+
+class Json(_Checked):
+    """JSON, read back as what the text decodes to (the atlas and exports check the structure they use)."""
+    cache_ok = True
+    impl = JSON
+    belongs = "JSON"
+    should_evaluate_none = True
+    """As JSON's own: None is stored as JSON null."""
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        inner = self.impl_instance.result_processor(dialect, coltype)
+        if inner is None:  # the driver decodes it (PostgreSQL)
+            return None
+
+        def check(value: Any) -> Any:
+            try:
+                return inner(value)
+            except (ValueError, TypeError):  # not JSON text, not UTF-8 bytes, a number (NUMERIC affinity)
+                raise self.refuse(value) from None
+        return check
+
+
+UNCHECKED = (Integer, Float, String, DateTime, JSON)
+"""Types a column may not have unwrapped (Text is a String). Boolean stays unwrapped: a TypeDecorator over
+it compares `IS $1` where PostgreSQL wants `IS false`; SQLite reads any value as a bool, no crash."""
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map = {dict[str, Any]: Json(), list[Any]: Json(), int: Int(), float: Dbl(), str: Str(),
+                           datetime: Time()}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give each table's checked columns their own type instance, named table.column; refuse a column
+        declared with an unchecked type."""
+        super().__init_subclass__(**kwargs)
+        table = cls.__dict__.get("__table__")
+        for column in table.columns if table is not None else ():
+            kind: TypeEngine = column.type
+            if isinstance(kind, _Checked):
+                column.type = kind.named(f"{table.name}.{column.name}")
+            elif isinstance(kind, UNCHECKED):
+                raise TypeError(f"{table.name}.{column.name}: use the checked {type(kind).__name__} of "
+                                f"autointerp.store.schema (Int, Real, Dbl, Str, Txt, Time, Json)")
 
 
 class SchemaInfo(Base):
     __tablename__ = "schema_info"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Str(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Txt)
 
 
 class Run(Base):
     """One invocation of the CLI: what was asked, with which config, and how it ended."""
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(primary_key=True)
-    command: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(Str(64))
     config: Mapped[dict[str, Any]]
-    version: Mapped[str] = mapped_column(String(32))
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(16), default="running")
-    error: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Str(32))
+    started_at: Mapped[datetime] = mapped_column(Time(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Time(timezone=True))
+    status: Mapped[str] = mapped_column(Str(16), default="running")
+    error: Mapped[str | None] = mapped_column(Txt)
 
 
 class SAE(Base):
     """The checkpoint being labeled (one per database)."""
     __tablename__ = "saes"
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(Text)
-    format: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Txt)
+    format: Mapped[str] = mapped_column(Str(32))
     d_in: Mapped[int]
     d_sae: Mapped[int]
-    activation: Mapped[str] = mapped_column(String(32))
+    activation: Mapped[str] = mapped_column(Str(32))
     k: Mapped[int | None]
     threshold: Mapped[float | None]
-    dtype: Mapped[str] = mapped_column(String(16))
+    dtype: Mapped[str] = mapped_column(Str(16))
     n_params: Mapped[int]
-    fingerprint: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(Str(64))
     """sha256 of the checkpoint's tensors: a different SAE cannot be mined into this database."""
     corpus_rows: Mapped[int | None]
     fve: Mapped[float | None]
@@ -66,14 +248,14 @@ class SAE(Base):
     """Rows with NaN or Inf left out (corpus.nonfinite = "skip")."""
     corpus_fingerprint: Mapped[dict[str, Any] | None]
     """The mined corpus files' sizes, mtimes and content hashes (autointerp.corpus.fingerprint)."""
-    modality: Mapped[str | None] = mapped_column(String(16))
+    modality: Mapped[str | None] = mapped_column(Str(16))
     """What the corpus items are, recorded at mine time: audio, text (texts or token sequences) or
     vectors (neither); later stages read it here, never from the config."""
     frame_seconds: Mapped[float | None]
     """Sequence audio corpora: seconds per vector row (position)."""
-    audio_root: Mapped[str | None] = mapped_column(Text)
+    audio_root: Mapped[str | None] = mapped_column(Txt)
     """Folder that relative audio paths of the items are resolved against."""
-    map_method: Mapped[str | None] = mapped_column(String(16))
+    map_method: Mapped[str | None] = mapped_column(Str(16))
     """What placed the features on the map, recorded at mine time: pca, tsne or umap
     (autointerp.mine.featuremap.layout); NULL in databases mined before it was recorded."""
 
@@ -81,33 +263,33 @@ class SAE(Base):
 class Item(Base):
     """One corpus item (a clip or a text), in the order of the vectors file."""
     __tablename__ = "items"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    key: Mapped[str] = mapped_column(Text, unique=True)
-    audio: Mapped[str | None] = mapped_column(Text)
-    start: Mapped[float | None] = mapped_column(Float)
-    end: Mapped[float | None] = mapped_column(Float)
-    text: Mapped[str | None] = mapped_column(Text)
-    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(Txt, unique=True)
+    audio: Mapped[str | None] = mapped_column(Txt)
+    start: Mapped[float | None] = mapped_column(Real)
+    end: Mapped[float | None] = mapped_column(Real)
+    text: Mapped[str | None] = mapped_column(Txt)
+    tags: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     positions: Mapped[int] = mapped_column(default=1)
     """Vector rows of this item (1 for utterance corpora; frames or tokens for sequence corpora)."""
     first_row: Mapped[int | None]
-    tokens: Mapped[list[Any] | None] = mapped_column(JSON)
+    tokens: Mapped[list[Any] | None] = mapped_column(Json)
     """Text sequences: the token string of every position."""
 
 
 class Feature(Base):
     """Per-feature statistics from the mining pass."""
     __tablename__ = "features"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
     fire_count: Mapped[int]
     density: Mapped[float]
     max_act: Mapped[float]
     mean_act: Mapped[float]
     """Mean activation over the rows where the feature fires."""
     dead: Mapped[bool] = mapped_column(Boolean)
-    neighbors: Mapped[list[Any] | None] = mapped_column(JSON)
+    neighbors: Mapped[list[Any] | None] = mapped_column(Json)
     """The nearest features by decoder direction: [[feature, cosine], ...], closest first."""
-    histogram: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    histogram: Mapped[dict[str, Any] | None] = mapped_column(Json)
     """Counts of nonzero activations in quarter-octave bins: bin i (from first_bin) covers
     [2^((first_bin+i)/4), 2^((first_bin+i+1)/4))."""
     x: Mapped[float | None]
@@ -128,7 +310,7 @@ class Example(Base):
     __table_args__ = (UniqueConstraint("feature_id", "kind", "rank"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(Str(16))
     rank: Mapped[int]
     activation: Mapped[float]
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
@@ -136,31 +318,31 @@ class Example(Base):
     start: Mapped[float | None]
     end: Mapped[float | None]
     trace_start: Mapped[int | None]
-    trace: Mapped[list[Any] | None] = mapped_column(JSON)
+    trace: Mapped[list[Any] | None] = mapped_column(Json)
 
 
 class Label(Base):
     """The explainer's answer for a feature, or why there is none (status failed)."""
     __tablename__ = "labels"
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
-    title: Mapped[str | None] = mapped_column(Text)
-    description: Mapped[str | None] = mapped_column(Text)
-    confidence: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(Str(16))
+    title: Mapped[str | None] = mapped_column(Txt)
+    description: Mapped[str | None] = mapped_column(Txt)
+    confidence: Mapped[str | None] = mapped_column(Str(16))
     """The explainer's own confidence: high, medium or low (Majestrino's "consistency")."""
-    reasoning: Mapped[str | None] = mapped_column(Text)
-    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reasoning: Mapped[str | None] = mapped_column(Txt)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(Json)
     """Labeler-specific structure, e.g. the offline labeler's tag rule with precision and recall."""
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    prompt_template: Mapped[str | None] = mapped_column(String(128))
-    prompt_hash: Mapped[str | None] = mapped_column(String(64))
-    raw_response: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Str(32))
+    model: Mapped[str] = mapped_column(Str(128))
+    prompt_template: Mapped[str | None] = mapped_column(Str(128))
+    prompt_hash: Mapped[str | None] = mapped_column(Str(64))
+    raw_response: Mapped[str | None] = mapped_column(Txt)
     input_tokens: Mapped[int] = mapped_column(default=0)
     output_tokens: Mapped[int] = mapped_column(default=0)
     cost: Mapped[float] = mapped_column(default=0.0)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    error: Mapped[str | None] = mapped_column(Txt)
+    created_at: Mapped[datetime] = mapped_column(Time(timezone=True), default=utcnow)
 
 
 class Score(Base):
@@ -170,8 +352,8 @@ class Score(Base):
     embedding: examples ranked by sentence-embedding similarity to the label: AUC only."""
     __tablename__ = "scores"
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
-    method: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(Str(32), primary_key=True)
+    status: Mapped[str] = mapped_column(Str(16))
     balanced_accuracy: Mapped[float | None]
     precision: Mapped[float | None]
     recall: Mapped[float | None]
@@ -180,13 +362,13 @@ class Score(Base):
     """Area under the ROC curve of graded answers (LLM ratings, embedding similarities); None for yes/no judges."""
     n_pos: Mapped[int] = mapped_column(default=0)
     n_neg: Mapped[int] = mapped_column(default=0)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    details: Mapped[dict[str, Any] | None] = mapped_column(Json)
     """truth, predictions and ratings per example (with its kind and item), recall per activation
     quantile (highest first), false-positive rates on random and hard negatives."""
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    provider: Mapped[str] = mapped_column(Str(32))
+    model: Mapped[str] = mapped_column(Str(128))
+    error: Mapped[str | None] = mapped_column(Txt)
+    created_at: Mapped[datetime] = mapped_column(Time(timezone=True), default=utcnow)
 
 
 class Refinement(Base):
@@ -196,49 +378,49 @@ class Refinement(Base):
     scores higher it is kept: it replaces the row in labels and its score the row in scores."""
     __tablename__ = "refinements"
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
-    first_title: Mapped[str | None] = mapped_column(Text)
-    first_description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Str(16))
+    error: Mapped[str | None] = mapped_column(Txt)
+    first_title: Mapped[str | None] = mapped_column(Txt)
+    first_description: Mapped[str | None] = mapped_column(Txt)
     first_score: Mapped[float | None]
     """The first label's balanced accuracy on all its held-out examples."""
     first_fresh_score: Mapped[float | None]
     """The first label's balanced accuracy on the fresh examples (from the judge's first ratings)."""
-    title: Mapped[str | None] = mapped_column(Text)
-    description: Mapped[str | None] = mapped_column(Text)
-    confidence: Mapped[str | None] = mapped_column(String(16))
-    reasoning: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Txt)
+    description: Mapped[str | None] = mapped_column(Txt)
+    confidence: Mapped[str | None] = mapped_column(Str(16))
+    reasoning: Mapped[str | None] = mapped_column(Txt)
     score: Mapped[float | None]
     """The new label's balanced accuracy on the fresh examples."""
     kept: Mapped[bool] = mapped_column(Boolean, default=False)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    details: Mapped[dict[str, Any] | None] = mapped_column(Json)
     """Item ids shown (missed, wrongly picked) and judged fresh; the new label's judgement."""
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
+    provider: Mapped[str] = mapped_column(Str(32))
+    model: Mapped[str] = mapped_column(Str(128))
     input_tokens: Mapped[int] = mapped_column(default=0)
     output_tokens: Mapped[int] = mapped_column(default=0)
     cost: Mapped[float] = mapped_column(default=0.0)
     """Tokens and cost of the explain call and the new label's judge calls."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Time(timezone=True), default=utcnow)
 
 
 class Group(Base):
     """A semantic group (Majestrino has 14); ids are 1-based as in group_assignments.json."""
     __tablename__ = "groups"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    name: Mapped[str] = mapped_column(Text)
-    description: Mapped[str] = mapped_column(Text, default="")
-    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(Txt)
+    description: Mapped[str] = mapped_column(Txt, default="")
+    tags: Mapped[list[Any]] = mapped_column(Json, default=list)
     """Tag columns whose offline labels belong here."""
 
 
 class Bin(Base):
     """A fine cluster of labels (k-means over TF-IDF or embeddings), named by the LLM or by its top terms."""
     __tablename__ = "bins"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    name: Mapped[str] = mapped_column(Text)
+    id: Mapped[int] = mapped_column(Int, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(Txt)
     size: Mapped[int]
-    terms: Mapped[list[Any] | None] = mapped_column(JSON)
+    terms: Mapped[list[Any] | None] = mapped_column(Json)
     """The bin's top TF-IDF terms (the name when no LLM names it)."""
 
 
@@ -246,10 +428,10 @@ class Placement(Base):
     """A labeled feature's place in the taxonomy: its semantic groups and its bin."""
     __tablename__ = "placements"
     feature_id: Mapped[int] = mapped_column(ForeignKey("features.id", ondelete="CASCADE"), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
-    groups: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(Str(16))
+    groups: Mapped[list[Any]] = mapped_column(Json, default=list)
     bin_id: Mapped[int | None] = mapped_column(ForeignKey("bins.id", ondelete="SET NULL"))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Txt)
 
 
 class LLMCall(Base):
@@ -258,18 +440,18 @@ class LLMCall(Base):
     __tablename__ = "llm_calls"
     __table_args__ = (Index("ix_llm_calls_request_hash", "request_hash"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    purpose: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Time(timezone=True), default=utcnow)
+    provider: Mapped[str] = mapped_column(Str(32))
+    model: Mapped[str] = mapped_column(Str(128))
+    purpose: Mapped[str] = mapped_column(Str(32))
     feature_id: Mapped[int | None]
-    prompt_template: Mapped[str] = mapped_column(String(128))
-    prompt_hash: Mapped[str] = mapped_column(String(64))
-    request_hash: Mapped[str] = mapped_column(String(64))
-    request: Mapped[dict[str, Any]] = mapped_column(JSON)
-    response: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
+    prompt_template: Mapped[str] = mapped_column(Str(128))
+    prompt_hash: Mapped[str] = mapped_column(Str(64))
+    request_hash: Mapped[str] = mapped_column(Str(64))
+    request: Mapped[dict[str, Any]] = mapped_column(Json)
+    response: Mapped[str | None] = mapped_column(Txt)
+    status: Mapped[str] = mapped_column(Str(16))
+    error: Mapped[str | None] = mapped_column(Txt)
     input_tokens: Mapped[int] = mapped_column(default=0)
     output_tokens: Mapped[int] = mapped_column(default=0)
     cost: Mapped[float] = mapped_column(default=0.0)
@@ -279,7 +461,7 @@ class LLMCall(Base):
     """Seconds of audio sent with the request."""
     audio_tokens: Mapped[int] = mapped_column(default=0)
     """The part of input_tokens that was audio (priced apart)."""
-    batch_id: Mapped[str | None] = mapped_column(String(128))
+    batch_id: Mapped[str | None] = mapped_column(Str(128))
     """The provider batch job that answered, for calls sent in batch mode (llm_batches.batch_id)."""
 
 
@@ -290,18 +472,18 @@ class LLMBatch(Base):
     holds."""
     __tablename__ = "llm_batches"
     id: Mapped[int] = mapped_column(primary_key=True)
-    tag: Mapped[str] = mapped_column(String(64), unique=True)
+    tag: Mapped[str] = mapped_column(Str(64), unique=True)
     """Our name for the job, sent with it (OpenAI metadata, Gemini display name) to find it again."""
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
-    purpose: Mapped[str] = mapped_column(String(32))
-    batch_id: Mapped[str | None] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(Str(32))
+    model: Mapped[str] = mapped_column(Str(128))
+    purpose: Mapped[str] = mapped_column(Str(32))
+    batch_id: Mapped[str | None] = mapped_column(Str(128))
+    status: Mapped[str] = mapped_column(Str(16))
     """submitting (id not yet known), submitted, collected, failed or abandoned."""
-    requests: Mapped[dict[str, Any]] = mapped_column(JSON)
+    requests: Mapped[dict[str, Any]] = mapped_column(Json)
     """{request_hash: {feature_id, template, prompt_hash, request}}: enough to log every answer."""
     n_requests: Mapped[int] = mapped_column(default=0)
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    detail: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(Time(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Time(timezone=True))
+    detail: Mapped[str | None] = mapped_column(Txt)
     """The provider's last status (state and counts) or why the job failed."""
