@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import sys
 import tarfile
 from collections import defaultdict
@@ -89,7 +88,10 @@ class ReportStage(BaseStage):
     needs = ("explain", "score", "taxonomy")
 
     def forget(self, context: Context) -> None:
-        shutil.rmtree(context.out_dir / "atlas", ignore_errors=True)
+        """Forget which pages are up to date (the render manifest), so the next report renders every page
+        again; the atlas itself stays until then (a report refused meanwhile leaves it as it was), and
+        the report replaces changed files and removes stale ones."""
+        (context.out_dir / "atlas" / MANIFEST).unlink(missing_ok=True)
 
     def run(self, store: Store, context: Context) -> StageResult:
         with store.session() as s:

@@ -69,6 +69,20 @@ def test_unchanged_atlas_renders_nothing(atlas):
     assert changed(before, out) == set()
 
 
+def test_redo_report_renders_every_page_and_deletes_nothing_first(atlas):
+    """--redo report forgets only the manifest: the atlas stays as it was until the next report, which
+    renders every page again, rewrites none whose bytes are the same, and removes a stale page."""
+    from types import SimpleNamespace
+    store, audio_root, out, _, rendered = atlas
+    (out / "features" / "99999.html").write_text("a page of a feature no longer live")
+    before = mtimes(out)
+    atlas_pages.ReportStage().forget(SimpleNamespace(out_dir=out.parent))
+    assert not (out / MANIFEST).exists() and mtimes(out) == before  # nothing else deleted or touched
+    result = write_atlas(store, out, audio_root)
+    assert sorted(rendered) == sorted(ALL) and result.pages_rendered == len(ALL) and result.pages_written == 0
+    assert changed(before, out) == {"features/99999.html"} and result.pages_removed == 1
+
+
 def test_changed_label_renders_its_page_and_the_pages_that_list_it(atlas):
     store, audio_root, out, _, rendered = atlas
     with store.session() as s:
