@@ -66,9 +66,18 @@ class _Checked(TypeDecorator):
         copy.column = column
         return copy
 
+    kinds: ClassVar[tuple[type, ...]] = ()
+    """The Python classes a value may come back as (exactly: no bool for an int)."""
+
     def check(self) -> Any:
         """The function value -> value (or DamagedDatabase) for values the impl's processor has read."""
-        raise NotImplementedError
+        kinds = self.kinds
+
+        def check(value: Any) -> Any:
+            if value is None or value.__class__ in kinds:
+                return value
+            raise self.refuse(value)
+        return check
 
     def refuse(self, value: Any) -> DamagedDatabase:
         return damaged(shown(value), self.column or "a column", self.belongs)
@@ -102,13 +111,7 @@ class Real(_Checked):
     cache_ok = True
     impl = Float
     belongs = "a number"
-
-    def check(self) -> Any:
-        def check(value: Any) -> Any:
-            if value.__class__ is float or value.__class__ is int or value is None:
-                return value
-            raise self.refuse(value)
-        return check
+    kinds = (float, int)
 
 
 class Dbl(Real):
@@ -120,13 +123,7 @@ class Dbl(Real):
 class _Text(_Checked):
     cache_ok = True
     belongs = "text"
-
-    def check(self) -> Any:
-        def check(value: Any) -> Any:
-            if value.__class__ is str or value is None:
-                return value
-            raise self.refuse(value)
-        return check
+    kinds = (str,)
 
 
 class Str(_Text):
