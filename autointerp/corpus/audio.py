@@ -7,16 +7,17 @@ import io
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from autointerp.errors import InputError
 
+T = TypeVar("T")
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"), "mp3": ("MP3", "MPEG_LAYER_III")}
 
 
@@ -47,28 +48,38 @@ def read_clip(path: Path, start: float | None = None, end: float | None = None) 
     return Clip(data.mean(axis=1).astype(np.float32), rate)
 
 
-@contextmanager
-def decoder_notes() -> Iterator[Callable[[], str]]:
-    """Within the block, what libsndfile's decoders (mpg123) print to the process's stderr themselves
-    ("Note: Illegal Audio-MPEG-Header ...") is kept from the terminal, so that a bad file gives one
-    line of ours; the block gets a function returning (and forgetting) the first line printed since its
-    last call. Redirects file descriptor 2: only for single-threaded work (checking a corpus at load)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
+class DecoderNotes:
+    """Calls into libsndfile with what its decoders (mpg123) print to the process's stderr themselves
+    ("Note: Illegal Audio-MPEG-Header ...") kept aside, so that a bad file gives one line of ours, and
+    what the last call printed at hand for it. File descriptor 2 points aside only during each call
+    (milliseconds for a header), so other threads' lines (a progress note) are kept from the terminal
+    only if they land in that window."""
 
-        def first_note() -> str:
-            sink.seek(0)
-            text = sink.read(2000).decode("utf-8", "replace").strip()
-            sink.seek(0)
-            sink.truncate()
-            return text.splitlines()[0] if text else ""
+    def __enter__(self) -> DecoderNotes:
+        self._saved = os.dup(2)
+        self._sink = tempfile.TemporaryFile()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._saved)
+        self._sink.close()
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """function(*args), its decoders' stderr kept aside (said() reads it)."""
+        sys.stderr.flush()
+        self._sink.seek(0)
+        self._sink.truncate()
+        os.dup2(self._sink.fileno(), 2)
         try:
-            yield first_note
+            return function(*args)
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            os.dup2(self._saved, 2)
+
+    def said(self) -> str:
+        """The first line the last call's decoders printed ("" if none)."""
+        self._sink.seek(0)
+        text = self._sink.read(2000).decode("utf-8", "replace").strip()
+        return text.splitlines()[0] if text else ""
 
 
 def resample(clip: Clip, rate: int) -> Clip:

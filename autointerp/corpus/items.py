@@ -27,7 +27,7 @@ import numpy as np
 
 from autointerp.config import CorpusConfig
 from autointerp.errors import InputError
-from autointerp.corpus.audio import decoder_notes
+from autointerp.corpus.audio import DecoderNotes
 from autointerp.corpus.columns import ItemRow, ItemTable
 from autointerp.corpus.fingerprint import fingerprint
 from autointerp.corpus.table import read_table
@@ -329,16 +329,15 @@ def check_audio(names: Iterable[str] | Mapping[str, float], audio_root: Path, ta
     import soundfile
 
     step = max(1, len(files) // HEADER_CHECKS)
-    with decoder_notes() as note:
+    with DecoderNotes() as decoders:
         for name in files[::step]:
-            note()  # (what a readable file made the decoder say is not shown)
             try:
-                info = soundfile.info(str(audio_root / name))
+                info = decoders.call(soundfile.info, str(audio_root / name))
             except (soundfile.LibsndfileError, RuntimeError) as exc:
                 error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if "does not exist" in error:  # (libsndfile's words for any file its decoder gave up on)
                     error = f"not a {Path(name).suffix.lower()[1:]} file libsndfile can decode"
-                said = note()
+                said = decoders.said()
                 raise InputError(f"audio file {audio_root / name} cannot be read ({error}"
                                  f"{'; the decoder said: ' + said if said else ''}): replace or re-encode it") from None
             _check_length(info, name, audio_root, table, starts)

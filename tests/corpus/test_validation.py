@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,23 @@ def test_an_empty_shard_of_any_width_does_not_set_the_corpus_width(tmp_path):
                                                                  'vectors = ["empty.npy", "vectors.npy"]'))
     assert main(["mine", str(planted.config)]) == 0
     assert mined_rows(planted.root / "out/autointerp.db")
+
+
+def test_decoder_notes_are_kept_aside_only_during_a_call(capfd):
+    """What a native decoder prints to file descriptor 2 during a call is kept aside (and read back by
+    said()); what the process prints between calls, as another thread's progress note would, still
+    reaches stderr."""
+    import os
+
+    from autointerp.corpus.audio import DecoderNotes
+
+    def decoder(text: bytes) -> int:
+        return os.write(2, text)  # as C code writes: to the descriptor, not through sys.stderr
+
+    with DecoderNotes() as notes:
+        assert notes.call(decoder, b"Note: Illegal Audio-MPEG-Header\nNote: Trying to resync...\n") > 0
+        print("loading the corpus …", file=sys.stderr, flush=True)
+        assert notes.said() == "Note: Illegal Audio-MPEG-Header"
+        notes.call(decoder, b"")
+        assert notes.said() == ""
+    assert capfd.readouterr().err == "loading the corpus …\n"
