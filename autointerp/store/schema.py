@@ -67,11 +67,15 @@ class _Checked(TypeDecorator):
         return copy
 
     kinds: ClassVar[tuple[type, ...]] = ()
-    """The Python classes a value may come back as (exactly: no bool for an int)."""
+    """The Python classes a value may come back as (exactly: no bool for an int); () for any value the
+    impl's processor reads without raising."""
 
     def check(self) -> Any:
-        """The function value -> value (or DamagedDatabase) for values the impl's processor has read."""
+        """The function value -> value (or DamagedDatabase) for values the impl's processor has read;
+        None when any value is taken."""
         kinds = self.kinds
+        if not kinds:
+            return None
 
         def check(value: Any) -> Any:
             if value is None or value.__class__ in kinds:
@@ -83,11 +87,18 @@ class _Checked(TypeDecorator):
         return damaged(shown(value), self.column or "a column", self.belongs)
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        check = self.check()
         inner = self.impl_instance.result_processor(dialect, coltype)
+        check = self.check()
         if inner is None:
             return check
-        return lambda value: check(inner(value))
+
+        def read(value: Any) -> Any:
+            try:
+                decoded = inner(value)
+            except (ValueError, TypeError):  # text the impl cannot parse (not JSON, not a date, not UTF-8)
+                raise self.refuse(value) from None
+            return decoded if check is None else check(decoded)
+        return read
 
 
 class Int(_Checked):
@@ -143,19 +154,7 @@ class Time(_Checked):
     cache_ok = True
     impl = DateTime
     belongs = "a date and time"
-
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        inner = self.impl_instance.result_processor(dialect, coltype)
-
-        def check(value: Any) -> Any:
-            try:
-                value = inner(value) if inner is not None else value
-            except (ValueError, TypeError):
-                raise self.refuse(value) from None
-            if value is None or isinstance(value, datetime):
-                return value
-            raise self.refuse(value)
-        return check
+    kinds = (datetime,)
 
 
 class Json(_Checked):
@@ -165,18 +164,6 @@ class Json(_Checked):
     belongs = "JSON"
     should_evaluate_none = True
     """As JSON's own: None is stored as JSON null."""
-
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        inner = self.impl_instance.result_processor(dialect, coltype)
-        if inner is None:  # the driver decodes it (PostgreSQL)
-            return None
-
-        def check(value: Any) -> Any:
-            try:
-                return inner(value)
-            except (ValueError, TypeError):  # not JSON text, not UTF-8 bytes, a number (NUMERIC affinity)
-                raise self.refuse(value) from None
-        return check
 
 
 UNCHECKED = (Integer, Float, String, DateTime, JSON)

@@ -300,6 +300,42 @@ def test_checkpoint_resumes_a_killed_pass(tmp_path, monkeypatch):
     assert [key(e) for e in mined(reference_config)["examples"]] == [key(e) for e in mined(config)["examples"]]
 
 
+STATE_LENGTHS = [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2]
+
+
+def merge_refuses(tmp_path: Path, capsys, index: int, spoil, field: str, words: str) -> None:
+    """Two shards mined, shard `index` spoiled: `merge` refuses it in one line ("cannot be used (" then
+    `field`, and `words`), writing no features."""
+    import sqlite3
+
+    from autointerp.cli import main
+    config = make_corpus(tmp_path / "split", STATE_LENGTHS)
+    for i in range(2):
+        run(config, "mine", "--shard", f"{i}/2")
+    shard = tmp_path / "split" / "out" / "shards" / f"shard-{index}-of-2.safetensors"
+    spoil(shard)
+    capsys.readouterr()
+    assert main(["merge", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"shard file {shard} cannot be used ({field}" in err and words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    with sqlite3.connect(tmp_path / "split" / "out" / "autointerp.db") as conn:
+        assert conn.execute("SELECT count(*) FROM features").fetchone()[0] == 0
+
+
+def resumed_from_a_spoiled_checkpoint(tmp_path: Path, capsys, spoil) -> tuple[Path, str]:
+    """A complete state of the whole pass in the checkpoint's place, spoiled, then `mine` over
+    tmp_path/whole: (the checkpoint's path, what mine printed on stderr)."""
+    whole = make_corpus(tmp_path / "whole", STATE_LENGTHS)
+    run(whole, "mine", "--shard", "0/1")
+    partial = tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.partial.safetensors"
+    (tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.safetensors").rename(partial)
+    spoil(partial)
+    capsys.readouterr()
+    run(whole, "mine")
+    return partial, capsys.readouterr().err
+
+
 SPOILED_STATES = {  # (field, change of its tensor x, the error's words)
     "an item id past the shard": ("top.packed", "x[0, 0] = (x[0, 0] >> 32 << 32) + 5", "items outside this part"),
     "a sample item of the other shard": ("sample.packed", "x[1, 0] = (x[1, 0] >> 32 << 32) + (2**32 - 1 - 0)",
@@ -321,12 +357,9 @@ def test_a_shard_or_checkpoint_with_impossible_values_is_refused(tmp_path, capsy
     """A shard file edited or damaged inside its valid structure (names, shapes and dtypes intact) is
     refused by `merge` in one line naming the file and the field, writing no features; the same values
     in a pass's checkpoint make the pass start again (with a warning) and end with the one-pass result."""
-    import sqlite3
-
     from safetensors import safe_open
     from safetensors.torch import save
 
-    from autointerp.cli import main
     from autointerp.mine.checkpoint import digest
 
     field, change, words = SPOILED_STATES[case]
@@ -338,33 +371,15 @@ def test_a_shard_or_checkpoint_with_impossible_values_is_refused(tmp_path, capsy
         metadata["sha256"] = digest(tensors, metadata)  # edited with intent: the checksum agrees
         path.write_bytes(save(tensors, metadata=metadata))
 
-    lengths = [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2]
-    config = make_corpus(tmp_path / "split", lengths)
-    for i in range(2):
-        run(config, "mine", "--shard", f"{i}/2")
-    shard = tmp_path / "split" / "out" / "shards" / "shard-1-of-2.safetensors"
-    spoil(shard)
-    capsys.readouterr()
-    assert main(["merge", str(config)]) == 2
-    err = capsys.readouterr().err
-    assert f"shard file {shard} cannot be used ({field}" in err and words in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    with sqlite3.connect(tmp_path / "split" / "out" / "autointerp.db") as conn:
-        assert conn.execute("SELECT count(*) FROM features").fetchone()[0] == 0
-
+    merge_refuses(tmp_path, capsys, 1, spoil, field, words)
     if "other shard" in case:  # (an item of the whole pass: possible in its checkpoint)
         return
-    whole = make_corpus(tmp_path / "whole", lengths)
-    run(whole, "mine", "--shard", "0/1")  # a complete state of the whole pass, in the checkpoint's place
-    partial = tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.partial.safetensors"
-    (tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.safetensors").rename(partial)
-    spoil(partial)
-    capsys.readouterr()
-    run(whole, "mine")
-    assert f"mining checkpoint {partial} cannot be used ({field}" in capsys.readouterr().err
-    reference = make_corpus(tmp_path / "ref", lengths)
+    partial, err = resumed_from_a_spoiled_checkpoint(tmp_path, capsys, spoil)
+    assert f"mining checkpoint {partial} cannot be used ({field}" in err
+    reference = make_corpus(tmp_path / "ref", STATE_LENGTHS)
     run(reference, "mine")
     key = lambda e: (e.feature_id, e.kind, e.rank, e.item_id, e.position, e.activation)  # noqa: E731
+    whole = tmp_path / "whole" / "config.toml"
     assert [key(e) for e in mined(reference)["examples"]] == [key(e) for e in mined(whole)["examples"]]
 
 
@@ -403,30 +418,8 @@ def test_a_state_file_changed_after_it_was_written_is_refused(tmp_path, capsys, 
     """A shard file or checkpoint whose bytes changed after it was written (even into values a pass could
     produce: a sum off in one bit) fails its checksum: `merge` refuses the shard in one line, writing no
     features; a resumed pass starts again with a warning and ends with the one-pass result."""
-    import sqlite3
-
-    from autointerp.cli import main
     damage, words = DAMAGED_STATES[case]
-    lengths = [3, 1, 5, 2, 9, 4, 1, 6, 2, 3, 7, 2]
-    config = make_corpus(tmp_path / "split", lengths)
-    for i in range(2):
-        run(config, "mine", "--shard", f"{i}/2")
-    shard = tmp_path / "split" / "out" / "shards" / "shard-0-of-2.safetensors"
-    damage(shard)
-    capsys.readouterr()
-    assert main(["merge", str(config)]) == 2
-    err = capsys.readouterr().err
-    assert f"shard file {shard} cannot be used (" in err and words in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    with sqlite3.connect(tmp_path / "split" / "out" / "autointerp.db") as conn:
-        assert conn.execute("SELECT count(*) FROM features").fetchone()[0] == 0
-
-    whole = make_corpus(tmp_path / "whole", lengths)
-    run(whole, "mine", "--shard", "0/1")
-    partial = tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.partial.safetensors"
-    (tmp_path / "whole" / "out" / "shards" / "shard-0-of-1.safetensors").rename(partial)
-    damage(partial)
-    capsys.readouterr()
-    run(whole, "mine")
-    assert f"mining checkpoint {partial} cannot be used (" in capsys.readouterr().err
-    check(whole)
+    merge_refuses(tmp_path, capsys, 0, damage, "", words)
+    partial, err = resumed_from_a_spoiled_checkpoint(tmp_path, capsys, damage)
+    assert f"mining checkpoint {partial} cannot be used (" in err
+    check(tmp_path / "whole" / "config.toml")
