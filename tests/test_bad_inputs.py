@@ -41,6 +41,11 @@ def with_audio(root: Path, name: str, content: bytes | None = None) -> None:
     edit_items(root, lambda lines: [lines[0], lines[1].replace(",,,,", f",clips/{name},,,", 1), *lines[2:]])
 
 
+def set_audio_root(root: Path, folder: str) -> None:
+    config = root / "config.toml"
+    config.write_text(config.read_text().replace("[corpus]", f"[corpus]\naudio_root = \"{folder}\"", 1))
+
+
 class Pickled:
     pass
 
@@ -85,6 +90,10 @@ CASES: list[Case] = [
     ("non-UTF-8 items", lambda r: (r / "items.csv").write_bytes((r / "items.csv").read_bytes() + b"x\xff\xfe,,,,\n") and [], "not UTF-8"),
     ("negative start time", lambda r: edit_items(r, lambda l: [l[0], l[1].replace(",,,", ",,-3,", 1), *l[2:]]) or [], "start = '-3'"),
     ("missing audio file", lambda r: with_audio(r, "gone.wav") or [], "not found under"),
+    ("audio path is a folder", lambda r: (r / "clips" / "sub.wav").mkdir(parents=True) or with_audio(r, "sub.wav")
+     or [], "clips/sub.wav in"),
+    ("audio root not a folder", lambda r: with_audio(r, "a.wav") or set_audio_root(r, "no-such-folder") or [],
+     "no-such-folder of"),
     ("unsupported audio format", lambda r: with_audio(r, "clip.txt", b"hello") or [], "unsupported format"),
     ("corrupt audio file", lambda r: with_audio(r, "bad.wav", b"RIFF\x00\x00junkjunkjunk") or [], "bad.wav cannot be read"),
     ("unwritable output folder", lambda r: (r / "afile").write_text("x") and ["--out", str(r / "afile" / "out")], "afile"),

@@ -318,6 +318,13 @@ def check_audio(names: Iterable[str] | Mapping[str, float], audio_root: Path, ta
                              f"true to publish cuts of them in the atlas")
     missing = [name for name in files if not (audio_root / name).is_file()]
     if missing:
+        if not audio_root.is_dir():
+            raise InputError(f"audio root {audio_root} of {table} is not a folder ({len(missing)} audio file(s) "
+                             f"not found, first: {missing[0]}): set [corpus] audio_root to the folder holding them")
+        folders = [name for name in missing if (audio_root / name).is_dir()]
+        if folders:
+            raise InputError(f"audio path {folders[0]} in {table} is a folder, not a file ({len(folders)} such "
+                             f"path(s)): name each item's audio file")
         raise InputError(f"{len(missing)} audio file(s) in {table} not found under {audio_root} "
                          f"(first: {missing[0]}): fix the paths or set [corpus] audio_root")
     unsupported = [name for name in files if Path(name).suffix.lower() not in AUDIO_EXTENSIONS]

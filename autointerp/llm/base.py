@@ -144,6 +144,10 @@ class FatalError(Exception):
     """Never retried and stops the stage: bad or missing key (401/403), unknown model (404), bad request (400)."""
 
 
+class NotFound(FatalError):
+    """404: the model (or, while polling, the batch job) is not known to the server."""
+
+
 class FormatRefused(FatalError):
     """The server refused the structured-output dialect it was asked for (a 400/422/500 naming
     response_format); LLMClient falls back to the next dialect when [llm] structured = "auto"."""

@@ -21,7 +21,7 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from autointerp.errors import CostLimitReached
-from autointerp.llm.base import BatchStatus, FatalError, Request, TransientError
+from autointerp.llm.base import BatchStatus, FatalError, NotFound, Request, TransientError
 from autointerp.llm.client import CallResult, LLMClient
 from autointerp.llm.pricing import cost_usd
 from autointerp.store.schema import LLMBatch, utcnow
@@ -196,6 +196,9 @@ class BatchRunner:
                     status, answers = None, dict.fromkeys(row.requests, TransientError(
                         f"batch job {row.batch_id} could not be read {misses[row_id]} times in a row ({exc}); "
                         f"the next run polls it again"))
+                except NotFound:  # the provider has no such job (anymore): its requests are sent again next run
+                    status, answers = BatchStatus("failed", "not found (404): the job was deleted or has expired, "
+                                                  "or [llm] base_url changed since it was submitted"), {}
                 except FatalError as exc:
                     raise self.client.stop(exc) from None
                 if status is not None and status.state == "running":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -229,7 +230,8 @@ class LLMClient:
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             wait = min(max(0.0, exc.retry_after), self.config.max_retry_wait_s)
             if wait >= 1.0 or exc.retry_after > wait:
-                capped = (f" (asked {exc.retry_after:g} s, capped by [llm] max_retry_wait_s)"
+                asked = f"{exc.retry_after:g} s" if math.isfinite(exc.retry_after) else "an endless wait"
+                capped = (f" (asked {asked}, capped by [llm] max_retry_wait_s)"
                           if exc.retry_after > wait else "")
                 self.waiting = (f"{self.model.provider}: waiting {wait:g} s on the server's Retry-After{capped}, "
                                 f"attempt {retry_state.attempt_number + 1} of {self.config.max_attempts} next")

@@ -9,10 +9,14 @@ import re
 import time
 from typing import Any
 
-from autointerp.llm.base import FatalError, FormatRefused, TransientError
+from autointerp.llm.base import FatalError, FormatRefused, NotFound, TransientError
 
 _FORMAT_STATUSES = (400, 422, 500)
 _NAMES_FORMAT = re.compile(r"response_format|json_schema|json_object", re.I)
+SAID_CHARS = 500
+_HTML = re.compile(r"\s*<(!doctype|html|head|body|\?xml)", re.I)
+_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
 
 
 def refuses_format(status: int, said: str) -> bool:
@@ -27,6 +31,7 @@ def http_error(status: int, said: str, *, where: str, key_env: str, headers: Any
                model_fix: str = "check [llm] model and [llm] base_url") -> TransientError | FatalError:
     """The error an HTTP status (and what the server said, already scrubbed) means, with what to do.
     retry_wait: a wait the provider read from its own body (Gemini's RetryInfo), before Retry-After."""
+    said = one_line(said)
     wait = retry_wait if retry_wait is not None else retry_after(headers)
     if refuses_format(status, said):
         return FormatRefused(f"{where} refused the response_format ({status}): {said}")
@@ -43,8 +48,17 @@ def http_error(status: int, said: str, *, where: str, key_env: str, headers: Any
         return FatalError(f"{where}: permission denied (403): check that the key in {key_env} "
                           f"may use this model: {said}")
     if status == 404:
-        return FatalError(f"{where}: not found (404): {model_fix}: {said}")
+        return NotFound(f"{where}: not found (404): {model_fix}: {said}")
     return FatalError(f"{where} rejected the request ({status}): {said}")
+
+
+def one_line(said: str, limit: int = SAID_CHARS) -> str:
+    """What a server said, as one line of at most `limit` characters: an HTML error page's text without
+    its tags, every run of whitespace one space (the error goes to one log line and to llm_calls.error)."""
+    if _HTML.match(said):
+        said = _TAG.sub(" ", _HIDDEN.sub(" ", said))
+    said = " ".join(said.split())
+    return said if len(said) <= limit else said[:limit - 1] + "…"
 
 
 def retry_after(headers: Any) -> float | None:

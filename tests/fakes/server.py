@@ -194,10 +194,10 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if reply.trickle:
                 server.trickle_ends.append(_trickle(self.wfile, data, reply.trickle, server._closing))
                 return
-            self.wfile.write(data)
-            if reply.status == 200:
+            if reply.status == 200:  # (counted before the body goes: the client may act on it at once)
                 with server._lock:
                     server.ok_count += 1
+            self.wfile.write(data)
 
         do_POST = do_GET = _serve
 

@@ -116,6 +116,27 @@ def test_crash_before_collect_resumes_polling_without_resubmitting(store, provid
 
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_job_the_provider_no_longer_has_is_resent_by_the_next_run(store, provider):
+    """A job that answers 404 when polled (deleted in the console, expired, another base_url) ends as
+    failed with that reason; its requests fail, the stage is not stopped over it, and the next run
+    submits them again."""
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    with server(batch_polls=10**9) as fake:
+        config = config_for(provider, fake.url)
+        run(store, config, provider, requests(3), timeout=1.0)  # killed while the job runs
+        fake.batches.clear()  # ... and the job is gone when we come back
+        got, _ = run(store, config, provider, requests(3))
+        [job] = rows(store, LLMBatch)
+        assert job.status == "failed" and "not found (404): the job was deleted or has expired" in job.detail
+        assert all(r.value is None and "without answering it; the next run resends it" in r.error
+                   for r in got.values()) and sorted(got) == [0, 1, 2]
+        fake.batch_polls = 1
+        got, runner = run(store, config, provider, requests(3))
+    assert runner.submitted == 1 and sorted(got) == [0, 1, 2] and all(r.value is not None for r in got.values())
+    assert [b.status for b in rows(store, LLMBatch)] == ["failed", "collected"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
 def test_crash_between_submit_and_saving_the_id_finds_the_job_by_its_tag(store, provider, monkeypatch):
     server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
     cls = OpenAIChatModel if provider == "openai" else GeminiModel

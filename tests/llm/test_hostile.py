@@ -90,12 +90,40 @@ def test_retry_after_is_capped_and_announced(store):
     assert "waiting 0.2 s" in line and "asked 3600 s" in line and "max_retry_wait_s" in line
 
 
+@pytest.mark.parametrize("asked", ["9" * 400, "inf", "1e400"])
+def test_a_retry_after_past_any_clock_is_an_endless_wait_capped(store, asked):
+    waits: list[str] = []
+    with FakeOpenAIServer() as fake:
+        fake.fail(429, "come back never", retry_after=asked)
+        result, elapsed = run(store, config_for(fake), waits)
+    assert result.value is not None and elapsed < 0.2 + 2.0
+    [line] = waits
+    assert "waiting 0.2 s" in line and "(asked an endless wait, capped by [llm] max_retry_wait_s)" in line, line
+
+
 def test_a_200_with_an_error_body_is_a_failed_attempt_with_its_reason(store):
     with FakeOpenAIServer() as fake:
         fake.enqueue(error_200, error_200)
         result, _ = run(store, config_for(fake, max_attempts=2))
     assert result.value is None and "answered 200 with an error: upstream model crashed" in result.error
     assert "gave up after 2 attempts" in result.error and KEY not in result.error
+
+
+def test_an_html_error_page_is_one_line_in_the_log(store):
+    """A server that is no API (a plain web server's 501 page, a proxy's 502) answers HTML over many
+    lines: the error logged and returned is its text on one line, without tags, bounded in length."""
+    page = ("<!DOCTYPE HTML>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\n<title>Error response</title>"
+            "\n<style>body { color: red }</style></head>\n<body>\n<h1>Error response</h1>\n"
+            "<p>Error code: 501</p>\n<p>Message: Unsupported method ('POST').</p>\n" + "<p>filler</p>\n" * 300 +
+            "</body>\n</html>\n")
+    with FakeOpenAIServer() as fake:
+        fake.enqueue(Reply(501, page, {"Content-Type": "text/html"}), Reply(501, page, {"Content-Type": "text/html"}))
+        result, _ = run(store, config_for(fake, max_attempts=2))
+    with store.session() as s:
+        [logged] = s.execute(select(LLMCall.error)).scalars().all()
+    assert logged == result.error and "\n" not in logged and "<" not in logged and "color" not in logged
+    assert "server error 501: Error response Error code: 501 Message: Unsupported method ('POST')." in logged
+    assert logged.endswith("…") and len(logged) < 700, logged
 
 
 @pytest.mark.parametrize("body, part", [

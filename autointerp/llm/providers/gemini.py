@@ -207,7 +207,7 @@ class GeminiModel(KeyedModel):
         code = exc.code if isinstance(exc.code, int) else 0
         status = exc.status if isinstance(exc.status, str) else ""
         message = exc.message if isinstance(exc.message, str) and exc.message else str(exc)
-        said = self.scrub(f"{status}: {message}" if status else message)[:_SAID]
+        said = self.scrub(f"{status}: {message}" if status else message)
         key_rejected = "API_KEY" in json.dumps(exc.details, default=str) or "API key" in said
         return http_error(code, said, where=f"Gemini model {self.model_id!r}", key_env=self.key_env,
                           headers=getattr(exc.response, "headers", None), retry_wait=_retry_delay(exc.details),

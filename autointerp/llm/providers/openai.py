@@ -255,7 +255,7 @@ def _server_message(exc: openai.APIError) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
     if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
+        return body
     return exc.message
 
 
