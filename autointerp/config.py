@@ -467,6 +467,8 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML ({exc}): fix the syntax") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path} nests arrays or tables too deep to read: fix the syntax") from None
         root = path.resolve().parent
     for dotted, value in (overrides or {}).items():
         if value is None:

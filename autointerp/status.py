@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
 from autointerp.errors import StoreError
 
@@ -58,7 +58,7 @@ def stage_counts(store: Store, stages: list[Stage]) -> tuple[list[StageCount], d
         sae = s.scalars(select(SAE)).first()
         total = sae.d_sae if sae else 0
         mined = s.scalar(select(func.count()).select_from(Feature)) or 0
-        live = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(False))) or 0
+        live = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(false()))) or 0
         found = {stage.name: counts(s, stage) for stage in stages if stage.results is not None}
         calls = call_totals(s)
         by_stage = {purpose: call_totals(s, purpose) for purpose in dict.fromkeys(g[0] for g in calls.groups)}

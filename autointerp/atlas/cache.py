@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table, Text, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from autointerp import __version__
+from autointerp import __version__, jsontext
 from autointerp.atlas.data import SHOWN_KINDS
 from autointerp.store.engine import Store
 from autointerp.store.schema import SAE, Bin, Example, Feature, Group, Item, Label, Placement, Score
@@ -149,7 +149,7 @@ def page_inputs(store: Store, placed: Callable[[list[int]], dict[int, str]]) -> 
         # every neighbours column in one JSON text, [[id, neighbours], ...], decoded at once
         pair = "[" + cast(Feature.id, Text) + "," + func.coalesce(cast(Feature.neighbors, Text), "null") + "]"
         text = s.scalar(select(func.aggregate_strings(pair, ",")))
-    neighbors = dict(json.loads(f"[{text or ''}]"))
+    neighbors = dict(jsontext.loads(f"[{text or ''}]"))
     ids = [row.id for row in features]
     inputs = Inputs([row.id for row in features if not row.dead])
     clips = placed(inputs.live)
@@ -202,7 +202,7 @@ class Manifest:
         if not use:
             return manifest
         try:
-            data = json.loads(path.read_text("utf-8"))
+            data = jsontext.loads(path.read_text("utf-8"))
         except FileNotFoundError:
             return manifest
         except (OSError, ValueError) as exc:

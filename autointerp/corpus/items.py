@@ -15,7 +15,6 @@ columnar (autointerp.corpus.columns), so memory does not grow with the number of
 
 from __future__ import annotations
 
-import json
 import math
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from autointerp import jsontext
 from autointerp.config import CorpusConfig
 from autointerp.errors import InputError
 from autointerp.corpus.audio import DecoderNotes
@@ -161,9 +161,9 @@ def _tokens(value: Any, where: Where, positions: int) -> list[str] | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsontext.loads(value)
         except ValueError:
-            value = None
+            pass  # (the text is shown as what is not a list)
     if not isinstance(value, list):
         raise _bad(where, "tokens", value, "a JSON list of strings, one per position")
     if len(value) != positions:
@@ -200,7 +200,7 @@ def _tags(row: dict[str, Any], where: Where) -> dict[str, str]:
     nested = row.get("tags")
     if isinstance(nested, str) and nested.strip():
         try:
-            nested = json.loads(nested)
+            nested = jsontext.loads(nested)
         except ValueError:
             nested = None if not nested.strip() else nested
     if isinstance(nested, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in nested):

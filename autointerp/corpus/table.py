@@ -13,11 +13,13 @@ import codecs
 import csv
 import io
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from autointerp import jsontext
 from autointerp.errors import InputError
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
@@ -100,16 +102,18 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _lone_surrogate(value: Any) -> str | None:
     """The first string in a parsed JSON value that is not Unicode text (a \\ud800-style escape of half a
     UTF-16 pair, which no UTF-8 file, database or page can hold), else None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value
-        return None
-    if isinstance(value, dict):
-        value = [*value, *value.values()]
-    if isinstance(value, list):
-        return next((bad for item in value if (bad := _lone_surrogate(item)) is not None), None)
+    pending = [value]  # (a stack, not recursion: the decoder reads values nested nearly as deep as it can go)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return value
+        elif isinstance(value, dict):
+            pending += reversed([*value, *value.values()])
+        elif isinstance(value, list):
+            pending += reversed(value)
     return None
 
 
@@ -119,12 +123,19 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, object_pairs_hook=_object)
+            row = jsontext.loads(line, object_pairs_hook=_object)
         except _Repeated as exc:
             raise InputError(f"items table {path} line {number} names the key {exc.key!r} more than once: give each "
                              f"column one value") from None
-        except ValueError:
-            raise InputError(f"items table {path} line {number} is not JSON: fix or remove it") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"items table {path} line {number} is not JSON ({exc.msg} at column {exc.colno}): fix "
+                             f"or remove it") from None
+        except jsontext.TooDeep:
+            raise InputError(f"items table {path} line {number} nests lists or objects too deep to read: flatten "
+                             f"it, or remove it") from None
+        except ValueError:  # valid JSON past what Python reads: an integer of more than sys.get_int_max_str_digits()
+            raise InputError(f"items table {path} line {number} holds a whole number of more than "
+                             f"{sys.get_int_max_str_digits():,} digits: write it as a string") from None
         if not isinstance(row, dict):
             raise InputError(f"items table {path} line {number} is not a JSON object: write one object per line")
         if "\\u" in line and (bad := _lone_surrogate(row)) is not None:

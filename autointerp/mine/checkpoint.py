@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from autointerp import jsontext
 from autointerp.errors import InputError
 
 FORMAT = "autointerp-mine-state/2"
@@ -135,8 +136,8 @@ def read_state(path: Path, template: dict[str, Any]) -> SavedState:
     if metadata.get("sha256") != digest(tensors, metadata):
         raise ValueError("its contents do not match its checksum: the file was changed or damaged after it was written")
     try:
-        identity = json.loads(metadata["identity"])
-        scalars = json.loads(metadata["scalars"])
+        identity = jsontext.loads(metadata["identity"])
+        scalars = jsontext.loads(metadata["scalars"])
         next_item = int(metadata["next_item"])
     except (KeyError, ValueError, TypeError):
         raise ValueError("its metadata is damaged") from None

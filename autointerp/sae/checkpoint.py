@@ -7,7 +7,6 @@ line naming the file, the tensor, and what was expected against what was found.
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import re
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autointerp import jsontext
 from autointerp.errors import InputError, warn
 
 TRUST_FIX = "pass --trust-pickle (or set [sae] trust_pickle = true) only if you trust where the file came from"
@@ -44,7 +44,7 @@ def read_json(path: Path, what: str = "SAE config") -> dict[str, Any]:
     """A JSON object; NaN, Infinity and numbers beyond a float's range are refused (Python's json accepts
     them, and no config size or k can be one)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite)
+        data = jsontext.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{what} {path} cannot be read ({first_line(exc)}): restore the checkpoint's "
                          f"{path.name}") from None

@@ -17,6 +17,7 @@ from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuch
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import visitors
 
+from autointerp import jsontext
 from autointerp.errors import StoreError
 from autointerp.resources import resource_dir
 from autointerp.store.deferred import DeferredDeletes
@@ -97,7 +98,7 @@ DRIVER_EXTRAS = {"postgresql": "postgres"}
 def _create(url: str) -> Engine:
     """The engine for a URL, or one line saying what is wrong with it (bad URL, driver not installed)."""
     try:
-        return create_engine(url)
+        return create_engine(url, json_deserializer=jsontext.loads)  # (JSON columns nested too deep: a ValueError)
     except ArgumentError as exc:
         raise StoreError(f"--db {url!r} is not a database URL ({exc}): give a SQLite file path or a URL such as "
                          f"postgresql+psycopg://user@host/dbname") from None

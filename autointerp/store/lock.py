@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from autointerp import jsontext
 from autointerp.errors import StoreError
 
 ADVISORY_KEY = (0x61757469, 1)
@@ -43,7 +44,7 @@ def file_lock(database: Path, command: str) -> Iterator[None]:
     except BlockingIOError:
         handle.seek(0)
         try:
-            holder = json.loads(handle.read() or "{}")
+            holder = jsontext.loads(handle.read() or "{}")
         except ValueError:
             holder = {}
         handle.close()

@@ -166,14 +166,31 @@ class Json(_Checked):
     """As JSON's own: None is stored as JSON null."""
 
 
-UNCHECKED = (Integer, Float, String, DateTime, JSON)
-"""Types a column may not have unwrapped (Text is a String). Boolean stays unwrapped: a TypeDecorator over
-it compares `IS $1` where PostgreSQL wants `IS false`; SQLite reads any value as a bool, no crash."""
+class Bool(_Checked):
+    """BOOLEAN, read back as a bool from true/false or SQLite's 0/1 (SQLite's own reading takes any value,
+    'x' as true). Compare it with `.is_(false())`: a plain False is a bound parameter that PostgreSQL
+    refuses after IS."""
+    cache_ok = True
+    impl = Boolean
+    belongs = "true or false"
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        def read(value: Any) -> Any:
+            if value is None or value.__class__ is bool:
+                return value
+            if value.__class__ is int and value in (0, 1):
+                return bool(value)
+            raise self.refuse(value)
+        return read
+
+
+UNCHECKED = (Integer, Float, String, DateTime, JSON, Boolean)
+"""Types a column may not have unwrapped (Text is a String)."""
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: Json(), list[Any]: Json(), int: Int(), float: Dbl(), str: Str(),
-                           datetime: Time()}
+                           datetime: Time(), bool: Bool()}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give each table's checked columns their own type instance, named table.column; refuse a column
@@ -186,7 +203,7 @@ class Base(DeclarativeBase):
                 column.type = kind.named(f"{table.name}.{column.name}")
             elif isinstance(kind, UNCHECKED):
                 raise TypeError(f"{table.name}.{column.name}: use the checked {type(kind).__name__} of "
-                                f"autointerp.store.schema (Int, Real, Dbl, Str, Txt, Time, Json)")
+                                f"autointerp.store.schema (Int, Real, Dbl, Str, Txt, Time, Json, Bool)")
 
 
 class SchemaInfo(Base):
@@ -270,7 +287,7 @@ class Feature(Base):
     max_act: Mapped[float]
     mean_act: Mapped[float]
     """Mean activation over the rows where the feature fires."""
-    dead: Mapped[bool] = mapped_column(Boolean)
+    dead: Mapped[bool] = mapped_column(Bool)
     neighbors: Mapped[list[Any] | None] = mapped_column(Json)
     """The nearest features by decoder direction: [[feature, cosine], ...], closest first."""
     histogram: Mapped[dict[str, Any] | None] = mapped_column(Json)
@@ -376,7 +393,7 @@ class Refinement(Base):
     reasoning: Mapped[str | None] = mapped_column(Txt)
     score: Mapped[float | None]
     """The new label's balanced accuracy on the fresh examples."""
-    kept: Mapped[bool] = mapped_column(Boolean, default=False)
+    kept: Mapped[bool] = mapped_column(Bool, default=False)
     details: Mapped[dict[str, Any] | None] = mapped_column(Json)
     """Item ids shown (missed, wrongly picked) and judged fresh; the new label's judgement."""
     provider: Mapped[str] = mapped_column(Str(32))

@@ -162,7 +162,8 @@ def test_deleted_or_edited_page_is_rendered_again(atlas):
                                   '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, Infinity]}}',
                                   '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, 1e400]}}',
                                   '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1.5, 2]}}',
-                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, 2, 3]}}'])
+                                  '{"format": 1, "fingerprint": "%s", "pages": {"index.html": ["d", 1, 2, 3]}}',
+                                  "[" * 10**5 + "]" * 10**5])
 def test_corrupt_manifest_renders_everything_with_a_warning(atlas, caplog, text):
     store, audio_root, out, _, rendered = atlas
     manifest = out / MANIFEST

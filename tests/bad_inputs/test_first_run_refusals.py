@@ -1,9 +1,10 @@
 """New members of the bad-input classes met by a first run (nothing mined yet): config files whose values
 TOML types differently from the key, or name no path; corpus files (vectors, items, audio) that are
-empty, corrupt, hold nulls, half-characters, repeated keys, numbers past a float, or audio paths no file
-system holds. Each gives exactly one stderr line that starts with "autointerp: error:", names the input
-file and says what to fix, exits 2 with no traceback, and leaves the project folder byte for byte as it
-was: no database, no output folder, no file changed."""
+empty, corrupt, hold nulls, half-characters, repeated keys, numbers past a float or past Python's digits,
+values nested past the JSON decoder, or audio paths no file system holds. Each gives exactly one stderr
+line that starts with "autointerp: error:", names the input file and says what to fix, exits 2 with no
+traceback, and leaves the project folder byte for byte as it was: no database, no output folder, no file
+changed."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ def items_jsonl(root: Path, first: str) -> None:
     lines[0] = "{" + first + "}"
     (root / "items.jsonl").write_text("\n".join(lines) + "\n")
     set_config(root, 'items = "items.csv"', 'items = "items.jsonl"')
+
+
+def csv_tokens(root: Path, first: str) -> None:
+    """items.csv with a tokens column, `first` in the first row's (the others empty)."""
+    lines = (root / "items.csv").read_text().splitlines()
+    lines = [lines[0] + ",tokens", f'{lines[1]},"{first}"', *(line + "," for line in lines[2:])]
+    (root / "items.csv").write_text("\n".join(lines) + "\n")
 
 
 def parquet_vectors(root: Path, column: pa.Array) -> None:
@@ -134,6 +142,21 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "items.jsonl", "line 1 names the key 'color' more than once"),
     ("JSONL half a surrogate pair", lambda r: items_jsonl(r, '"id": "item0000", "text": "caf\\ud800"'), "items.jsonl",
      "line 1 holds 'caf\\ud800', half of a UTF-16 surrogate pair"),
+    ("JSONL nested past the decoder", lambda r: items_jsonl(r, '"id": "item0000", "x": ' + "[" * 10**5 + "]" * 10**5),
+     "items.jsonl", "line 1 nests lists or objects too deep to read"),
+    ("JSONL nested nearly that deep, escaped", lambda r: items_jsonl(
+        r, '"id": "item0000", "x": ' + "[" * 800 + '"\\u0041"' + "]" * 800), "items.jsonl",
+     "row 1: x = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[... is not a tag value"),
+    ("JSONL whole number past Python's digits", lambda r: items_jsonl(r, '"id": "item0000", "n": ' + "7" * 5000),
+     "items.jsonl", "line 1 holds a whole number of more than 4,300 digits: write it as a string"),
+    ("JSONL not JSON says where", lambda r: items_jsonl(r, '"id": "item0000", "n": tru'), "items.jsonl",
+     "line 1 is not JSON (Expecting value at column 25)"),
+    ("CSV tokens nested past the decoder", lambda r: csv_tokens(r, "[" * 10**5 + "]" * 10**5), "items.csv",
+     "row 1: tokens = '[[[[[[[[[[[[[[[["),
+    ("SAE config nested past the decoder", lambda r: (r / "sae/model/config.json").write_text("[" * 10**5 + "]" * 10**5),
+     "config.json", "cannot be read (lists or objects nested too deep to read)"),
+    ("config nested past the parser", lambda r: add_config(r, "[llm]\nnote = " + "[" * 10**5 + "]" * 10**5),
+     "config.toml", "nests arrays or tables too deep to read"),
     ("JSONL tag of a blank name", lambda r: items_jsonl(r, '"id": "item0000", " ": "loud"'), "items.jsonl",
      "row 1: a column with the blank name ' ' holds a value"),
     ("JSONL tags entry of an empty name", lambda r: items_jsonl(r, '"id": "item0000", "tags": {"": "loud"}'),

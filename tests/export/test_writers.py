@@ -3,10 +3,9 @@ values checked against the database."""
 
 import json
 import math
-from typing import Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import RootModel
 from sqlalchemy import func, select
 
 from autointerp.cli import main

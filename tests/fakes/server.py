@@ -194,10 +194,17 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if reply.trickle:
                 server.trickle_ends.append(_trickle(self.wfile, data, reply.trickle, server._closing))
                 return
-            if reply.status == 200:  # (counted before the body goes: the client may act on it at once)
+            counted = reply.status == 200  # (before the body goes, as the client may act on it at once; not
+            if counted:                    # when it cannot go: the client hung up)
                 with server._lock:
                     server.ok_count += 1
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except OSError:
+                if counted:
+                    with server._lock:
+                        server.ok_count -= 1
+                raise
 
         do_POST = do_GET = _serve
 

@@ -261,7 +261,7 @@ def test_score_through_batch_resumes_the_submitted_job_after_a_kill(tmp_path, mo
                                   '{"custom_id": "%s", "response": {"status_code": "200", "body": {}}}',
                                   '{"custom_id": "%s", "response": {"status_code": 1e400}, "error": "boom"}',
                                   '{"custom_id": "%s", "response": {"status_code": 400, "body": {"error": "x"}}, '
-                                  '"error": {"code": 5}}'])
+                                  '"error": {"code": 5}}', '{"custom_id": "%s", "x": ' + "[" * 10**5 + "]" * 10**5 + "}"])
 def test_damaged_batch_output_lines_are_data(store, text):
     """A line of the job's output file that is not the Batch API's (not JSON, no custom_id, fields of
     other types) fails only its own request, which the next run sends again; the others land."""

@@ -28,6 +28,7 @@ from google.genai import errors, types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from autointerp import jsontext
 from autointerp.config import LLMConfig
 from autointerp.llm.base import (MAX_TOKENS, BatchStatus, Completion, FatalError, KeyedModel, Request, Structured,
                                  TransientError)
@@ -164,8 +165,8 @@ class GeminiModel(KeyedModel):
     def _json(self, body: str | None) -> Any:
         """An answer's body as JSON (NaN, Infinity and 1e400 read as floats, which no count accepts)."""
         try:
-            return json.loads(body) if body else None
-        except (ValueError, RecursionError) as exc:
+            return jsontext.loads(body) if body else None
+        except ValueError as exc:
             raise TransientError(f"Gemini model {self.model_id!r}: the response is not JSON "
                                  f"({type(exc).__name__}: {str(exc)[:_SAID]})") from None
 

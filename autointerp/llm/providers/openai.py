@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.chat.chat_completion import Choice
 from pydantic import BaseModel, ValidationError
 
+from autointerp import jsontext
 from autointerp.config import LLMConfig
 from autointerp.llm.base import BatchStatus, Completion, FatalError, KeyedModel, Request, Structured, TransientError
 from autointerp.llm.http import http_error
@@ -200,7 +201,7 @@ class OpenAIChatModel(KeyedModel):
             content = await self.guard(self._client.files.content(file_id))
             for line in content.text.splitlines():
                 try:
-                    row = json.loads(line) if line.strip() else None
+                    row = jsontext.loads(line) if line.strip() else None
                 except ValueError:
                     row = None
                 if isinstance(row, dict) and isinstance(row.get("custom_id"), str):  # else no request's answer:
