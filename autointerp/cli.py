@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -179,11 +180,12 @@ def _overrides(args: argparse.Namespace) -> dict:
               "sae.device": "device", "sae.format": "sae_format", "sae.layer": "sae_layer",
               "sae.trust_pickle": "trust_pickle", "sae.precision": "sae_precision", "output.bundle": "bundle"}
     out = {key: getattr(args, name, None) for key, name in values.items()}
-    # paths given on the command line are relative to the current folder, not to the config file
+    # paths given on the command line are relative to the current folder, not to the config file (made
+    # absolute, not resolved: a link is followed where the path is used, and a loop refused there)
     if out["output.db"] and "://" not in out["output.db"]:
-        out["output.db"] = str(Path(out["output.db"]).expanduser().resolve())
-    out["output.dir"] = str(args.out.resolve()) if getattr(args, "out", None) else None
-    out["explain.prompts_dir"] = str(args.prompts.resolve()) if getattr(args, "prompts", None) else None
+        out["output.db"] = os.path.abspath(Path(out["output.db"]).expanduser())
+    out["output.dir"] = os.path.abspath(args.out) if getattr(args, "out", None) else None
+    out["explain.prompts_dir"] = os.path.abspath(args.prompts) if getattr(args, "prompts", None) else None
     out["explain.retry_failed"] = True if getattr(args, "retry_failed", False) else None
     ray = getattr(args, "ray", None)
     out["cluster.engine"], out["cluster.address"] = ("ray", ray or None) if ray is not None else (None, None)

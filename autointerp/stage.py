@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from sqlalchemy import delete, false, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from autointerp.store.schema import Base, Feature
@@ -141,7 +141,7 @@ def pending(session: Session, output, subset: set[int] | None, limit: int = 0, *
     """Live features (in the subset) with no successful row in `output` (a table keyed by feature_id).
     Failed rows count as left, so a re-run retries them. `filters` narrow `output` (e.g. method=...)."""
     done = select(output.feature_id).where(output.status == "done", *(getattr(output, k) == v for k, v in filters.items()))
-    query = select(Feature.id).where(Feature.dead.is_(false()), Feature.id.not_in(done)).order_by(Feature.id)
+    query = select(Feature.id).where(Feature.dead.is_(False), Feature.id.not_in(done)).order_by(Feature.id)
     ids = [fid for fid in session.scalars(query) if subset is None or fid in subset]
     return ids[:limit] if limit else ids
 

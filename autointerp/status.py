@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import false, func, select
+from sqlalchemy import func, select
 
 from autointerp.errors import StoreError
 
 from autointerp.stage import Stage, counts
-from autointerp.store.engine import Store
+from autointerp.store.engine import Store, sqlite_file
 from autointerp.store.schema import SAE, Feature
 
 if TYPE_CHECKING:
@@ -23,10 +23,8 @@ def require_database(config: Config, command: str) -> None:
     """`report`, `export`, `status` and the stages after `mine` work on what was mined: with no database
     there is nothing to do, and they say so (naming `mine`, or the checkpoint it would need) instead of
     creating an empty one."""
-    if not config.db_url.startswith("sqlite:///"):
-        return  # a server database: Store(create=False) refuses it when it is empty
-    db = Path(config.db_url.removeprefix("sqlite:///"))
-    if db.is_file():
+    db = sqlite_file(config.db_url)
+    if db is None or db.is_file():  # (a server database: Store(create=False) refuses it when it is empty)
         return
     sae = Path(config.sae.path)
     need = (f"the SAE checkpoint {sae} does not exist either: fix [sae] path, then run `autointerp mine`"
@@ -58,7 +56,7 @@ def stage_counts(store: Store, stages: list[Stage]) -> tuple[list[StageCount], d
         sae = s.scalars(select(SAE)).first()
         total = sae.d_sae if sae else 0
         mined = s.scalar(select(func.count()).select_from(Feature)) or 0
-        live = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(false()))) or 0
+        live = s.scalar(select(func.count()).select_from(Feature).where(Feature.dead.is_(False))) or 0
         found = {stage.name: counts(s, stage) for stage in stages if stage.results is not None}
         calls = call_totals(s)
         by_stage = {purpose: call_totals(s, purpose) for purpose in dict.fromkeys(g[0] for g in calls.groups)}

@@ -149,7 +149,10 @@ def page_inputs(store: Store, placed: Callable[[list[int]], dict[int, str]]) -> 
         # every neighbours column in one JSON text, [[id, neighbours], ...], decoded at once
         pair = "[" + cast(Feature.id, Text) + "," + func.coalesce(cast(Feature.neighbors, Text), "null") + "]"
         text = s.scalar(select(func.aggregate_strings(pair, ",")))
-    neighbors = dict(jsontext.loads(f"[{text or ''}]"))
+        try:
+            neighbors = dict(jsontext.loads(f"[{text or ''}]"))
+        except ValueError:  # a neighbours value that is not JSON: read them one by one through the checked
+            neighbors = dict(s.execute(select(Feature.id, Feature.neighbors)).all())  # type, which names it
     ids = [row.id for row in features]
     inputs = Inputs([row.id for row in features if not row.dead])
     clips = placed(inputs.live)

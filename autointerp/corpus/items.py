@@ -19,6 +19,7 @@ import math
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,18 @@ class Corpus:
     @property
     def is_sequence(self) -> bool:
         return self.items.starts is not None
+
+    @cached_property
+    def longest(self) -> int:
+        """The most positions (vector rows) of one item."""
+        starts = self.items.starts
+        return int(np.diff(starts).max()) if starts is not None and len(starts) > 1 else 1
+
+    def window(self, trace_window: int) -> int:
+        """The half-width of activation windows ([mine] trace_window) within this corpus: at most its
+        longest item's positions - 1, since a wider window reaches only positions no item has (what is
+        stored, cut to the item, is the same; memory is not 2 x trace_window + 1 per trace)."""
+        return max(0, min(trace_window, self.longest - 1))
 
     def row_of(self, items: Any) -> Any:
         """The first vector row of an item (an int) or of each item (an array); len(items) gives the total."""
@@ -305,8 +318,9 @@ def check_audio(names: Iterable[str] | Mapping[str, float], audio_root: Path, ta
     for name in files:  # a name no file system can hold (a NUL byte, a component too long) cannot be looked up
         try:
             (audio_root / name).resolve().is_file()
-        except (ValueError, OSError) as exc:
-            why = "a NUL character" if isinstance(exc, ValueError) else exc.strerror or str(exc)
+        except (ValueError, OSError, RuntimeError) as exc:  # (RuntimeError: a symbolic link loop, Python 3.11)
+            why = ("a NUL character" if isinstance(exc, ValueError) else "a symbolic link loop"
+                   if isinstance(exc, RuntimeError) else exc.strerror or str(exc))
             raise InputError(f"audio path {name[:80]!r} in {table} is not a usable file name ({why}): fix the "
                              f"path") from None
     if not allow_outside_root:

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import aclosing
 
-from sqlalchemy import false, select
+from sqlalchemy import select
 
 from autointerp.config import Config
 from autointerp.errors import ConfigError
@@ -39,7 +39,7 @@ class ExplainStage(BaseStage):
         if model is None:
             return
         with store.session() as s:
-            sample = s.scalars(select(Feature.id).where(Feature.dead.is_(false())).order_by(Feature.id).limit(1)).first()
+            sample = s.scalars(select(Feature.id).where(Feature.dead.is_(False)).order_by(Feature.id).limit(1)).first()
             info = corpus_info(s)
         if sample is not None:
             Evidence(store, context.config, context.prompts(), offline.TagStats.from_items([]), False, info).request(sample)

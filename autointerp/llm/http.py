@@ -14,7 +14,7 @@ from autointerp.llm.base import FatalError, FormatRefused, NotFound, TransientEr
 _FORMAT_STATUSES = (400, 422, 500)
 _NAMES_FORMAT = re.compile(r"response_format|json_schema|json_object", re.I)
 SAID_CHARS = 500
-_HTML = re.compile(r"\s*<(!doctype|html|head|body|\?xml)", re.I)
+_HTML = re.compile(r"<(!doctype|html|head|body|\?xml)\b", re.I)
 _HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]*>")
 
@@ -55,7 +55,7 @@ def http_error(status: int, said: str, *, where: str, key_env: str, headers: Any
 def one_line(said: str, limit: int = SAID_CHARS) -> str:
     """What a server said, as one line of at most `limit` characters: an HTML error page's text without
     its tags, every run of whitespace one space (the error goes to one log line and to llm_calls.error)."""
-    if _HTML.match(said):
+    if _HTML.search(said):  # (anywhere: a provider may put its status word before the page)
         said = _TAG.sub(" ", _HIDDEN.sub(" ", said))
     said = " ".join(said.split())
     return said if len(said) <= limit else said[:limit - 1] + "…"

@@ -88,16 +88,17 @@ class Candidates:
 
 class Accumulator:
     def __init__(self, d_in: int, features: int, config: MineConfig, device: torch.device,
-                 sequence: bool = False) -> None:
-        """sequence: the corpus has items of several rows, whose top and sample entries keep their
-        activation windows (within HELD_MEMORY and WINDOW_MEMORY)."""
+                 trace_window: int | None = None) -> None:
+        """trace_window: the corpus has items of several rows, whose top and sample entries keep their
+        activation windows of this half-width (Corpus.window; within HELD_MEMORY and WINDOW_MEMORY)."""
         self.config, self.features, self.device = config, features, device
         F = features
         self.fire_count = torch.zeros(F, dtype=torch.int64, device=device)
         self.act_sum = torch.zeros(F, dtype=torch.float64, device=device)
         self.max_act = torch.zeros(F, dtype=torch.float32, device=device)
         self.hist = torch.zeros(F * HIST_BINS, dtype=torch.int64, device=device)
-        self.window = 2 * config.trace_window + 1 if sequence else 0
+        self.trace_window = trace_window or 0
+        self.window = 2 * trace_window + 1 if trace_window is not None else 0
         self.top = TopPerFeature(F, config.n_top, device, self.window, self._keep(config.n_top))
         self.bottom = TopPerFeature(F, config.n_bottom, device)
         self.near = TopPerFeature(F, config.n_hard, device)
@@ -132,7 +133,7 @@ class Accumulator:
         r, f, v = active = encoder.active(pre)
         windows = None
         if self.window:
-            windows = BatchWindows(item, position, r.int(), f.int(), v, self.features, self.config.trace_window)
+            windows = BatchWindows(item, position, r.int(), f.int(), v, self.features, self.trace_window)
         reconstruction = self._reconstruction(encoder, x, active, row_id, recon_p) if recon_p > 0 else None
         multi_row = bool(item[-1] - item[0] + 1 < len(item))
         fire_item = item.index_select(0, r)  # (index_select: 3-4x faster than [] or take on the CPU)
@@ -418,7 +419,7 @@ class Accumulator:
         return out
 
     def windows(self, wanted: list[tuple[int, int]]) -> tuple[list[bool], torch.Tensor]:
-        """(found, rows [len(wanted), 2 * trace_window + 1]): for each (feature, item) of the top or sample
+        """(found, rows [len(wanted), 2 * self.trace_window + 1]): for each (feature, item) of the top or sample
         lists, whether the pass kept its activation window (see windows.py), and that window (NaN rows
         where not found)."""
         flat = np.fromiter(itertools.chain.from_iterable(wanted), dtype=np.int64, count=2 * len(wanted))

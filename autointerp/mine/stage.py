@@ -162,7 +162,8 @@ def run_pass(encoder: Encoder, corpus: Corpus, config: MineConfig, device: torch
     states leave them out)."""
     tune_allocator()
     enc = encoder.to(device)
-    acc = Accumulator(enc.d_in, enc.d_sae, config, device, corpus.is_sequence and windows)
+    acc = Accumulator(enc.d_in, enc.d_sae, config, device,
+                      corpus.window(config.trace_window) if corpus.is_sequence and windows else None)
     first_item, stop_item = shard.items(len(corpus.items))
     expected = identity(encoder, corpus, config, shard) if checkpoint is not None else {}
     next_item = resume(checkpoint, expected, acc, first_item, stop_item, corpus.first_row) if checkpoint is not None \

@@ -28,7 +28,7 @@ def traces(encoder: Encoder, corpus: Corpus, per_feature: dict[int, dict[str, li
     list of (feature, item), (found, rows): whether the pass kept each one's window, and the windows,
     each the activations at the 2 * trace_window + 1 positions centred on the peak, NaN where not seen
     (Accumulator.windows). quiet: no progress bar (the caller's counts this work)."""
-    w = config.trace_window
+    w = corpus.window(config.trace_window)
     out: dict[tuple[int, int], dict] = {}
     wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)  # item -> [(feature, peak)], to encode
     seen: list[tuple[int, int, int, int, int]] = []  # (feature, item, peak, start, end) with a kept window

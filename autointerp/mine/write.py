@@ -182,7 +182,7 @@ def _write(store: Store, acc: Accumulator, encoder: Encoder, corpus: Corpus, con
     sequence = corpus.is_sequence
     group = len(todo) or 1
     if sequence:  # traces for a group of features at a time (within TRACE_MEMORY)
-        traced = (config.n_top + config.n_holdout) * (2 * config.trace_window + 1) * TRACE_VALUE_BYTES
+        traced = (config.n_top + config.n_holdout) * (2 * corpus.window(config.trace_window) + 1) * TRACE_VALUE_BYTES
         group = max(1, min(group, TRACE_MEMORY // traced))
     no_window = {"start": None, "end": None, "trace_start": None, "trace": None}
     windows: dict[tuple[int, int], dict] = {}

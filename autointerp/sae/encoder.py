@@ -123,25 +123,31 @@ class Encoder:
         """Indices of features whose decoder row is all zeros (dead-looking: they can reconstruct nothing)."""
         return torch.nonzero(self.W_dec.float().norm(dim=1) == 0).flatten()
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each row's input-normalization statistics: (coefficient,) or (mean, std); () for none."""
         if self.input_norm == "constant_norm_rescale":
-            coeff = self.d_in ** 0.5 / x.norm(dim=-1, keepdim=True)
-            self._norm_stats = (coeff,)
-            return x * coeff
+            return (self.d_in ** 0.5 / x.norm(dim=-1, keepdim=True),)
         if self.input_norm == "layer_norm":
             mu = x.mean(dim=-1, keepdim=True)
-            x = x - mu
-            std = x.std(dim=-1, keepdim=True)
-            self._norm_stats = (mu, std)
-            return x / (std + LAYER_NORM_EPS)
-        return x
+            return mu, (x - mu).std(dim=-1, keepdim=True)
+        return ()
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm == "none":
+            return x
+        stats = self._stats(x)
+        self._norm_stats = stats  # (for a decode given no rows: the last preacts call's)
+        if self.input_norm == "constant_norm_rescale":
+            return x * stats[0]
+        mu, std = stats
+        return (x - mu) / (std + LAYER_NORM_EPS)
 
     def _denormalize(self, out: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """Back to the raw input space, with the statistics of the rows `x` (computed here: the pass's
+        lanes call preacts on other batches meanwhile), else of the last preacts call."""
         if self.input_norm == "none":
             return out
-        if x is not None:
-            self._normalize(x.float())
-        stats = self._norm_stats
+        stats = self._stats(x.float()) if x is not None else self._norm_stats
         if stats is None or stats[0].shape[:-1] != out.shape[:-1]:
             raise ValueError("decode of an input-normalizing SAE needs the input rows: pass x, or call preacts(x) "
                              "on the same batch first")

@@ -95,6 +95,16 @@ DRIVER_EXTRAS = {"postgresql": "postgres"}
 """The autointerp extra that installs a database's driver."""
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None: a server's database); a folder is refused."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.is_dir():
+        raise StoreError(f"--db {path} is a folder: name a database file, e.g. {path / 'autointerp.db'}")
+    return path
+
+
 def _create(url: str) -> Engine:
     """The engine for a URL, or one line saying what is wrong with it (bad URL, driver not installed)."""
     try:
@@ -120,8 +130,8 @@ class Store:
     def __init__(self, url: str, create: bool = True) -> None:
         """create=False: refuse a database that does not exist yet (commands that only read never create one)."""
         self.url = url
-        if url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
+        path = sqlite_file(url)
+        if path is not None:
             if not create and not path.is_file():
                 raise StoreError(f"no database at {path}: nothing to show yet; run `autointerp mine` (or `run`) "
                                  f"first, or point --db at an existing database")

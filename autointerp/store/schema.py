@@ -4,7 +4,7 @@ One database holds one run over one SAE: its config, the corpus items, per-featu
 examples (mine), labels (explain), scores (score), groups and bins (taxonomy), and every LLM call.
 
 The database is a file the program reads back, so what it hands back is data: every number, text,
-time and JSON column has a checked type (Int, Real, Dbl, Str, Txt, Time, Json below)
+time, JSON and boolean column has a checked type (Int, Real, Dbl, Str, Txt, Time, Json, Bool below)
 that refuses a value of the wrong kind (text where a number belongs, a fraction in an integer column,
 bytes in a text column, text that is not JSON, ...) with one DamagedDatabase error naming the
 table.column, the value and the fix. (Text whose bytes are not UTF-8 is refused as it is fetched:
@@ -168,11 +168,13 @@ class Json(_Checked):
 
 class Bool(_Checked):
     """BOOLEAN, read back as a bool from true/false or SQLite's 0/1 (SQLite's own reading takes any value,
-    'x' as true). Compare it with `.is_(false())`: a plain False is a bound parameter that PostgreSQL
-    refuses after IS."""
+    'x' as true)."""
     cache_ok = True
     impl = Boolean
     belongs = "true or false"
+    coerce_to_is_types = (type(None), bool)
+    """As Boolean's own: `.is_(False)` renders IS false (a TypeDecorator's default binds False as a
+    parameter, and PostgreSQL refuses IS $1)."""
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
         def read(value: Any) -> Any:

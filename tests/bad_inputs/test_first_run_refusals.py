@@ -170,6 +170,8 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "audio path 'clips/a\\x00.wav' in"),
     ("audio path too long", lambda r: audio_item(r, "a" * 400 + ".wav"), "items.csv",
      "is not a usable file name (File name too long)"),
+    ("audio path a symbolic link loop", lambda r: (r / "loop.wav").symlink_to("loop.wav") or audio_item(r, "loop.wav"),
+     "items.csv", "items.csv is not a usable file name (a symbolic link loop): fix the path"),
     ("audio file of no samples", lambda r: (empty_wav(r / "clips/silent.wav"), audio_item(r, "clips/silent.wav")),
      "clips/silent.wav", "holds no audio (0 samples)"),
     ("mp3 of noise", lambda r: (garbage(r / "clips/noise.mp3", np.random.default_rng(0).bytes(5000)),

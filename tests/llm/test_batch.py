@@ -137,6 +137,30 @@ def test_a_job_the_provider_no_longer_has_is_resent_by_the_next_run(store, provi
 
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_job_in_a_state_no_version_knew_is_polled_again_never_resent(store, provider):
+    """A status the provider adds later (here 'on hold') may be a job still running: its requests fail
+    for this run after max_attempts polls, the job stays open, and the next run collects it without
+    submitting (and paying for) the requests twice."""
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    with server(batch_polls=10**9) as fake:
+        config = config_for(provider, fake.url, max_attempts=3)
+        run(store, config, provider, requests(2), timeout=1.0)  # killed while the job runs
+        [job] = fake.batches.values()
+        if provider == "openai":
+            job["object"]["status"] = "on_hold"
+        else:
+            job["metadata"]["state"] = "BATCH_STATE_ON_HOLD"
+        got, _ = run(store, config, provider, requests(2))
+        assert all(r.value is None and "could not be read 3 times" in r.error and "does not know" in r.error
+                   and "on_hold" in r.error.lower() for r in got.values()), got
+        assert [b.status for b in rows(store, LLMBatch)] == ["submitted"]
+        fake.batch_polls = 0
+        got, runner = run(store, config, provider, requests(2))
+    assert runner.submitted == 0 and all(r.value is not None for r in got.values())
+    assert [b.status for b in rows(store, LLMBatch)] == ["collected"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
 def test_crash_between_submit_and_saving_the_id_finds_the_job_by_its_tag(store, provider, monkeypatch):
     server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
     cls = OpenAIChatModel if provider == "openai" else GeminiModel

@@ -126,6 +126,15 @@ def test_an_html_error_page_is_one_line_in_the_log(store):
     assert logged.endswith("…") and len(logged) < 700, logged
 
 
+def test_a_200_with_a_multiline_error_is_one_line(store):
+    body = {"error": {"message": "upstream failed:\n  Traceback (most recent call last):\n    boom\n" + "x" * 2000}}
+    with FakeOpenAIServer() as fake:
+        fake.enqueue(Reply(200, body), Reply(200, body))
+        result, _ = run(store, config_for(fake, max_attempts=2))
+    assert "answered 200 with an error: upstream failed: Traceback (most recent call last): boom xxx" in result.error
+    assert "\n" not in result.error and len(result.error) < 700 and result.error.endswith("…")
+
+
 @pytest.mark.parametrize("body, part", [
     ({"choices": "not a list", "usage": 7}, "choices[0]"),
     ({"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}],

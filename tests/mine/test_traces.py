@@ -235,3 +235,25 @@ def test_traces_are_written_a_group_of_features_at_a_time(tmp_path, monkeypatch,
                 for e in mined(path)["examples"]]
     grouped = rows(config)
     assert grouped == rows(whole) and sum(trace is not None for *_, trace in grouped) > 50
+
+
+@pytest.mark.parametrize("wide", [20, 10**9])
+def test_a_window_wider_than_any_item_is_cut_to_the_longest(tmp_path, wide):
+    """A trace_window past the longest item (20 positions) reaches only positions no item has: the mined
+    examples and their traces are those of trace_window = 19 (the longest - 1), each trace its whole
+    item, and the brute force's; memory does not grow with it (10**9 asked for 128 GB and stopped)."""
+    from tests.mine.test_sequence import check, mined, run
+    lengths = [2, 15, 1, 3, 20, 2, 4, 6, 6, 5]
+
+    def rows(window: int) -> list[tuple]:
+        (tmp_path / str(window)).mkdir()
+        config = make_corpus(tmp_path / str(window), lengths)
+        config.write_text(config.read_text().replace("trace_window = 2\n", f"trace_window = {window}\n"))
+        run(config, "mine")
+        check(config)
+        return [(e.feature_id, e.kind, e.rank, e.item_id, e.position, e.activation, e.trace_start, e.trace)
+                for e in mined(config)["examples"]]
+    got = rows(wide)
+    assert got == rows(19)
+    traced = [(item, start, trace) for *_, item, _, _, start, trace in got if trace is not None]
+    assert len(traced) > 50 and all(start == 0 and len(trace) == lengths[item] for item, start, trace in traced)

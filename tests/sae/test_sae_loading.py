@@ -2,6 +2,7 @@
 one-line errors for broken checkpoints, precision, and the config's list of formats."""
 
 import json
+import threading
 from typing import get_args
 
 import pytest
@@ -137,6 +138,33 @@ def test_decode_of_a_normalizing_sae_needs_its_input_rows(tmp_path):
         encoder.decode(torch.zeros(3, F))
     x = torch.randn(3, D)
     assert encoder.decode(torch.zeros(3, F), x).shape == (3, D)
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "constant_norm_rescale"])
+def test_a_decode_given_its_rows_ignores_other_threads_encoding(tmp_path, norm):
+    """The mining pass encodes one batch in a lane while another lane decodes its reconstruction sample
+    with that sample's rows: the decode must use those rows' statistics, never the other batch's (the
+    encoder's last preacts call), which gave wrong reconstructions or a ValueError."""
+    from tests.sae.test_sae_saelens import V6
+    write_saelens(tmp_path / "sae", "standard", {**V6, "architecture": "standard", "normalize_activations": norm})
+    encoder = load_sae(tmp_path / "sae")
+    g = torch.Generator().manual_seed(5)
+    x, other = torch.randn(7, D, generator=g) * 5 + 3, torch.randn(9, D, generator=g) * 100 - 50
+    acts = torch.relu(torch.randn(7, F, generator=g))
+    want = encoder.decode(acts, x)
+    stop = threading.Event()
+
+    def encode_others():
+        while not stop.is_set():
+            encoder.preacts(other)
+    thread = threading.Thread(target=encode_others)
+    thread.start()
+    try:
+        outcomes = [torch.equal(encoder.decode(acts, x), want) for _ in range(3000)]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(outcomes), f"{outcomes.count(False)} of {len(outcomes)} decodes used another batch's statistics"
 
 
 @pytest.mark.parametrize("kind", ["relu", "jumprelu", "gated", "topk", "batchtopk", "batchtopk-threshold",

@@ -1,8 +1,8 @@
 """A database whose values were changed outside autointerp (text where a number belongs, a fraction in an
-integer column, bytes in a text column, text that is not UTF-8 or not JSON, a boolean other than 0 or 1) is refused by the stage that
-reads them in one line naming the table.column and the fix, exit status 2, no traceback; the atlas and
-exports written before stay exactly as they were (`--redo report` forgets only the atlas's render
-manifest, a cache), and report and export leave the database as it was."""
+integer column, bytes in a text column, text that is not UTF-8 or not JSON, a boolean other than 0 or 1)
+is refused by the stage that reads them in one line naming the table.column and the fix, exit status 2,
+no traceback; the atlas and exports written before stay exactly as they were (`--redo report` forgets
+only the atlas's render manifest, a cache), and report and export leave the database as it was."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ CASES = [  # (id, SQL that damages the database, the table.column named, the sta
     ("dead-two", f"UPDATE features SET dead = 2 WHERE id = {LABELLED}", "features.dead", ["report", "export"]),
     ("histogram-nested-too-deep", f"UPDATE features SET histogram = '{'[' * 10**5}{']' * 10**5}' WHERE id = {LABELLED}",
      "features.histogram", ["report", "explain"]),
+    ("neighbors-not-json", f"UPDATE features SET neighbors = '[1, 2' WHERE id = {LABELLED}", "features.neighbors",
+     ["report"]),
+    ("neighbors-nested-too-deep", f"UPDATE features SET neighbors = '{'[' * 10**5}{']' * 10**5}' WHERE id = {LABELLED}",
+     "features.neighbors", ["report"]),
     ("bin-id-text", f"UPDATE placements SET bin_id = 'x' WHERE feature_id = {LABELLED}",
      "placements.bin_id", ["report", "export"]),
 ]

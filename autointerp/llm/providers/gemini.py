@@ -58,6 +58,9 @@ _TIMEOUTS, _TRANSPORT = _transport_errors()
 KEY = "autointerp_key"
 _RUNNING = {"JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_QUEUED", "JOB_STATE_UNSPECIFIED",
             "JOB_STATE_CANCELLING", "JOB_STATE_UPDATING", "JOB_STATE_PAUSED"}
+_ENDED = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+"""States of a job that ended without answers (its requests are sent again); a state in neither set is
+not taken for an end: the job is polled again (next run), never resent while it may still be running."""
 _TRANSIENT_CODES = {4, 8, 10, 13, 14}
 """google.rpc codes worth another try: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE."""
 _PAGES = 5
@@ -262,6 +265,8 @@ class GeminiModel(KeyedModel):
             return BatchStatus("running", state)
         if state == "JOB_STATE_SUCCEEDED":
             return BatchStatus("done", state)
+        if state not in _ENDED:
+            raise TransientError(f"Gemini batch job {batch_id} is in a state this version does not know ({state!r})")
         reason = f": {self.scrub(_said(job['error']))}" if job.get("error") else ""
         return BatchStatus("failed", f"{state}{reason}")
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from autointerp import jsontext
 from autointerp.config import LLMConfig
 from autointerp.llm.base import BatchStatus, Completion, FatalError, KeyedModel, Request, Structured, TransientError
-from autointerp.llm.http import http_error
+from autointerp.llm.http import http_error, one_line
 from autointerp.llm.registry import Provider, register
 from autointerp.llm.structured import answer_schema, instructions
 
@@ -38,6 +38,9 @@ _FINISH: dict[str, Finish] = {"length": "length", "content_filter": "filtered"}
 ENDPOINT = "/v1/chat/completions"
 TAG_KEY = "autointerp_tag"
 _RUNNING = {"validating", "in_progress", "finalizing", "cancelling"}
+_ENDED = {"failed", "expired", "cancelled"}
+"""Statuses of a batch that ended without results (its requests are sent again); a status in neither set
+is not taken for an end: the batch is polled again (next run), never resent while it may still run."""
 _PAGES = 5
 """How many pages of 100 recent batches `find_batch` looks through for a lost id."""
 
@@ -108,7 +111,8 @@ class OpenAIChatModel(KeyedModel):
         if isinstance(response, ChatCompletion) and (response.model_extra or {}).get("error"):
             error = response.model_extra["error"]
             said = error.get("message") if isinstance(error, dict) else None
-            raise TransientError(self.scrub(f"{self.base_url} answered 200 with an error: {said or error}"))
+            said = one_line(str(said or error))
+            raise TransientError(self.scrub(f"{self.base_url} answered 200 with an error: {said}"))
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise TransientError(f"{self.base_url} sent a response without choices: not a chat completion")
         # the SDK builds its models unvalidated: check the parts read here, whatever their types
@@ -189,6 +193,9 @@ class OpenAIChatModel(KeyedModel):
             return BatchStatus("running", detail, done, total)
         if batch.status == "completed" or batch.output_file_id or batch.error_file_id:
             return BatchStatus("done", detail, done, total)  # expired and cancelled jobs keep their partial results
+        if batch.status not in _ENDED:
+            raise TransientError(self.scrub(f"batch {batch_id} has a status this version does not know "
+                                            f"({str(batch.status)[:100]!r})"))
         errors = "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if batch.errors else ""
         return BatchStatus("failed", f"{detail}{': ' + errors if errors else ''}", done, total)
 

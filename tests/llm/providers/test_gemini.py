@@ -91,6 +91,16 @@ def test_server_errors_are_transient_and_not_retried_by_the_sdk(fake, status):
     assert len(fake.requests) == 1
 
 
+def test_an_html_error_page_is_said_in_one_line_without_tags(fake):
+    """A proxy's 502 page in front of the API: the SDK puts its status word before the page's text."""
+    page = ("<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n"
+            "<hr><center>nginx</center>\n</body>\n</html>\n")
+    fake.enqueue(Reply(502, page, {"Content-Type": "text/html"}))
+    error = str(fails(model_for(fake), TransientError))
+    assert "server error 502" in error and "502 Bad Gateway nginx" in error, error
+    assert "<" not in error and "\n" not in error
+
+
 def test_timeout_is_transient(fake):
     fake.slow(3.0)
     started = time.monotonic()
