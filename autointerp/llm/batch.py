@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from sqlalchemy import select
 
-from autointerp.errors import CostLimitReached
+from autointerp.errors import CostLimitReached, warn
 from autointerp.llm.base import BatchStatus, FatalError, NotFound, Request, TransientError
 from autointerp.llm.client import CallResult, LLMClient
 from autointerp.llm.pricing import cost_usd
@@ -160,19 +160,29 @@ class BatchRunner:
                 self._finish(row_id, "failed", str(exc))
                 raise self.client.stop(exc) from None
             except TransientError as exc:
-                batch_id = await self.model.find_batch(tag)  # it may have gone through before the error
-                if batch_id or attempt == self.config.max_attempts:
-                    if not batch_id:
-                        self._finish(row_id, "failed", f"gave up submitting after {attempt} attempts: {exc}")
-                        raise
-                    break
+                # The job may have been made before the error: wait first (a provider lists a new job
+                # after a moment), then look for it by its tag, and only then send it again.
                 await asyncio.sleep(exc.retry_after if exc.retry_after is not None
                                     else self.config.retry_base_s * 2 ** (attempt - 1))
+                batch_id = await self._listed(tag)
+                if batch_id:
+                    break
+                if attempt == self.config.max_attempts:
+                    self._finish(row_id, "failed", f"gave up submitting after {attempt} attempts: {exc}")
+                    raise
         with self.client.store.session() as s:
             stored = s.get(LLMBatch, row_id)
             stored.batch_id, stored.status = batch_id, "submitted"
         self.submitted += 1
         return row_id
+
+    async def _listed(self, tag: str) -> str | None:
+        """The job with this tag, or None when it is not listed or the list cannot be read."""
+        try:
+            return await self.model.find_batch(tag)
+        except TransientError as exc:
+            warn(f"could not list the {self.model.provider} batch jobs to look for {tag} ({exc}); sending it again")
+            return None
 
     # polling and collecting -----------------------------------------------------------------------------
     async def _collect(self, rows: set[int], waiting: dict[str, dict], schema) -> AsyncIterator[BatchAnswer]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,13 +127,14 @@ class FakeGeminiServer(FakeServer):
             batch = (received.body or {}).get("batch") or {}
             requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests") or []
             name = f"batches/fake{len(self.batches) + 1}"
-            self.batches[name] = {"requests": requests, "polls": 0, "metadata": {
+            self.batches[name] = {"requests": requests, "polls": 0, "made": time.monotonic(), "metadata": {
                 "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
                 "name": name, "displayName": batch.get("displayName", ""), "model": f"models/{match.group(2)}",
                 "state": "BATCH_STATE_PENDING", "createTime": "2025-01-01T00:00:00Z"}}
-            return Reply(200, {"name": name, "metadata": self.batches[name]["metadata"]})
+            return self.created(Reply(200, {"name": name, "metadata": self.batches[name]["metadata"]}))
         if _BATCH_LIST.match(path):
-            return Reply(200, {"operations": [{"name": n, "metadata": b["metadata"]} for n, b in self.batches.items()]})
+            return Reply(200, {"operations": [{"name": n, "metadata": b["metadata"]} for n, b in self.batches.items()
+                                              if self.listed(b["made"])]})
         name = "batches/" + _BATCH_GET.match(path).group(2)
         job = self.batches.get(name)
         if job is None:

@@ -123,10 +123,10 @@ class FakeOpenAIServer(FakeServer):
                 batch_id = f"batch_{len(self.batches) + 1}"
                 lines = [json.loads(x) for x in self.files[body["input_file_id"]].decode().splitlines() if x.strip()]
                 self.batches[batch_id] = {"object": self._batch_object(batch_id, body, len(lines)), "lines": lines,
-                                          "polls": 0}
-                return Reply(200, self.batches[batch_id]["object"])
+                                          "polls": 0, "made": time.monotonic()}
+                return self.created(Reply(200, self.batches[batch_id]["object"]))
             if received.method == "GET" and path == "/v1/batches":
-                data = [b["object"] for b in reversed(self.batches.values())]
+                data = [b["object"] for b in reversed(self.batches.values()) if self.listed(b["made"])]
                 return Reply(200, {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                                    "last_id": data[-1]["id"] if data else None, "has_more": False})
             match = re.match(r"^/v1/batches/([^/]+)$", path)

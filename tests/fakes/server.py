@@ -63,6 +63,10 @@ class FakeServer:
         self.ok_count = 0
         self.trickle_ends: list[float] = []
         """When each trickled reply ended (time.monotonic): the client hung up, or all of it was sent."""
+        self.lost_creates = 0
+        """Batch mode: the next this many batch jobs are made, but their creation is answered with a 503."""
+        self.list_lag_s = 0.0
+        """Batch mode: a job shows in the list of jobs only this many seconds after it was made."""
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
@@ -102,6 +106,17 @@ class FakeServer:
             self.queue.append(lambda received: _delayed(self.default_reply(received), delay))
         else:
             self.queue.append(_delayed(reply, delay))
+
+    def created(self, job: Reply) -> Reply:
+        """The answer to a batch job's creation (the job is made): `job`, or a 503 while lost_creates."""
+        if self.lost_creates:
+            self.lost_creates -= 1
+            return Reply(503, self.error_body(503, "the job was made, but this answer says it was not"))
+        return job
+
+    def listed(self, made: float) -> bool:
+        """Whether a batch job made at `made` (time.monotonic) shows in the list yet (see list_lag_s)."""
+        return time.monotonic() - made >= self.list_lag_s
 
     # to override ---------------------------------------------------------------------------------
     def handles(self, method: str, path: str) -> bool:

@@ -35,8 +35,8 @@ def requests(n: int, offset: int = 0) -> list:
 
 def config_for(provider: str, url: str, **extra) -> LLMConfig:
     model = "gpt-4.1-mini" if provider == "openai" else "gemini-2.5-flash"
-    return LLMConfig(provider=provider, model=model, base_url=url, batch=True, batch_poll_s=0.01,
-                     retry_base_s=0.01, **extra)
+    return LLMConfig(provider=provider, model=model, base_url=url, **{"batch": True, "batch_poll_s": 0.01,
+                                                                      "retry_base_s": 0.01, **extra})
 
 
 def make(provider: str, config: LLMConfig):
@@ -183,6 +183,35 @@ def test_crash_between_submit_and_saving_the_id_finds_the_job_by_its_tag(store, 
     assert created == 1 and runner.submitted == 0 and sorted(got) == [0, 1, 2]
     [job] = rows(store, LLMBatch)
     assert job.status == "collected" and job.batch_id
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_job_made_whose_answer_was_lost_is_found_once_the_list_shows_it_not_sent_twice(store, provider):
+    """The provider makes the job but its answer is lost (a 503), and its list of jobs shows a new job
+    only after a moment: the submitter waits before looking for the job by its tag, finds it and
+    collects it, instead of paying for a second job."""
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    with server() as fake:
+        fake.lost_creates, fake.list_lag_s = 1, 0.3
+        got, runner = run(store, config_for(provider, fake.url, retry_base_s=0.6), provider, requests(3))
+        created = posts(fake, "/batches" if provider == "openai" else ":batchGenerateContent")
+    assert created == 1 and len(fake.batches) == 1 and runner.submitted == 1
+    assert sorted(got) == [0, 1, 2] and all(r.value is not None for r in got.values())
+    [job] = rows(store, LLMBatch)
+    assert job.status == "collected" and job.batch_id == next(iter(fake.batches))
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_submit_whose_job_list_cannot_be_read_is_sent_again_with_a_warning(store, provider, capsys):
+    """Creating the job fails and so does listing the jobs: the list's failure is no stop; the job is sent
+    again (nothing was made) and collected."""
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    with server() as fake:
+        fake.fail(503, "busy")
+        fake.fail(500, "the list is down")
+        got, runner = run(store, config_for(provider, fake.url), provider, requests(2))
+    assert runner.submitted == 1 and len(fake.batches) == 1 and all(r.value is not None for r in got.values())
+    assert "could not list the" in capsys.readouterr().err
 
 
 def test_failed_lines_are_logged_and_only_they_are_resubmitted(store):
