@@ -1,10 +1,10 @@
 """Reading an items table (CSV, TSV, JSONL or Parquet) as a stream of rows of column -> value, refusing
 what would silently lose data: duplicate or unnamed columns (a JSON object naming a key twice), CSV
 rows with more fields than the header, lines that are not JSON objects, JSON strings that are not text
-(half a UTF-16 surrogate pair). A CSV field may be as long as a JSONL one (the csv module's default
-limit of 131,072 characters is lifted). Lines are split on newlines only, never on the other
-characters str.splitlines() treats as line breaks (U+2028, U+0085, ...), which are valid inside a JSON
-or a quoted CSV string. Rows are read one at a time (Parquet: one batch at a time), so a table of
+(half a UTF-16 surrogate pair), a NUL character anywhere (PostgreSQL cannot store one). A CSV field may
+be as long as a JSONL one (the csv module's default limit of 131,072 characters is lifted). Lines are
+split on newlines only, never on the other characters str.splitlines() treats as line breaks (U+2028,
+U+0085, ...), which are valid inside a JSON or a quoted CSV string. Rows are read one at a time (Parquet: one batch at a time), so a table of
 millions of rows is never held whole in memory."""
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 PARQUET_BATCH = 65_536
 """Rows of a Parquet items table decoded at a time."""
 BOM = codecs.BOM_UTF8
+NUL = jsontext.NUL
 
 
 def _duplicates(path: Path, names: list[str]) -> None:
+    if any(NUL in str(name) for name in names):
+        raise _nul(path, "header", next(str(name) for name in names if NUL in str(name)))
     twice = sorted(name for name, count in Counter(names).items() if count > 1)
     if twice:
         raise InputError(f"items table {path} has the column {twice[0]!r} more than once: give each column one name")
@@ -99,24 +102,6 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def _lone_surrogate(value: Any) -> str | None:
-    """The first string in a parsed JSON value that is not Unicode text (a \\ud800-style escape of half a
-    UTF-16 pair, which no UTF-8 file, database or page can hold), else None."""
-    pending = [value]  # (a stack, not recursion: the decoder reads values nested nearly as deep as it can go)
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return value
-        elif isinstance(value, dict):
-            pending += reversed([*value, *value.values()])
-        elif isinstance(value, list):
-            pending += reversed(value)
-    return None
-
-
 def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
     for number, raw in enumerate(handle, 1):  # binary lines: split on b"\n" only
         line = (raw[len(BOM):] if number == 1 and raw.startswith(BOM) else raw).decode("utf-8")
@@ -138,11 +123,21 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
                              f"{sys.get_int_max_str_digits():,} digits: write it as a string") from None
         if not isinstance(row, dict):
             raise InputError(f"items table {path} line {number} is not a JSON object: write one object per line")
-        if "\\u" in line and (bad := _lone_surrogate(row)) is not None:
+        if "\\u" in line and (bad := jsontext.not_text(row)) is not None:
+            if NUL in bad:
+                raise _nul(path, f"line {number}", bad)
             raise InputError(f"items table {path} line {number} holds {bad[:40]!r}, half of a UTF-16 surrogate pair "
                              f"(an escape like \\ud800 alone), which is not text: write the character itself or its "
                              f"whole pair")
         yield row
+
+
+
+def _nul(path: Path, where: str, value: str) -> InputError:
+    """A value holding a NUL character: text, but no PostgreSQL database can store it (and it is never meant)."""
+    at = value.index(NUL)
+    return InputError(f"items table {path} {where} holds a NUL character (\\x00) in {value[max(0, at - 20):at + 20]!r}, "
+                      f"which no PostgreSQL database can store and no file name can hold: remove it")
 
 
 FIELD_LIMIT = 1 << 30
@@ -165,6 +160,8 @@ def _csv(path: Path, text: IO[str], delimiter: str) -> Iterator[dict[str, Any]]:
             if len(record) > len(header):
                 raise InputError(f"items table {path} row {number} has {len(record)} fields but the header names "
                                  f"{len(header)}: quote values that contain the delimiter")
+            if any(NUL in field for field in record):
+                raise _nul(path, f"row {number}", next(field for field in record if NUL in field))
             yield dict(zip(header, record + [""] * (len(header) - len(record))))
     except csv.Error as exc:
         raise InputError(f"items table {path} is not valid CSV ({exc}): fix the quoting") from None
@@ -181,7 +178,37 @@ def _parquet(path: Path) -> Iterator[dict[str, Any]]:
                          f"add an id column, one unique value per item")
     _duplicates(path, names)
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
-            yield from batch.to_pylist()
+        for start, batch in enumerate(pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH)):
+            rows = batch.to_pylist()
+            if _holds_nul(batch):
+                number, bad = next((n, b) for n, row in enumerate(rows, start * PARQUET_BATCH + 1)
+                                   if (b := jsontext.not_text(row)) is not None)
+                raise _nul(path, f"row {number}", bad)
+            yield from rows
+    except InputError:
+        raise
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"items table {path} cannot be read ({str(exc).splitlines()[0]}): not a valid Parquet file") from None
+
+
+def _holds_nul(batch: Any) -> bool:
+    """Whether any string in a Parquet record batch (in any column, inside lists and structs too) holds NUL."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pending = list(batch.columns)
+    while pending:
+        array = pending.pop()
+        kind = array.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            if pc.any(pc.match_substring(array, NUL)).as_py():
+                return True
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+            pending.append(array.flatten())
+        elif pa.types.is_struct(kind):
+            pending += array.flatten()
+        elif pa.types.is_map(kind):
+            pending += [array.keys, array.items]
+        elif pa.types.is_dictionary(kind):
+            pending.append(array.dictionary)
+    return False

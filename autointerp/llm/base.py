@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from autointerp.jsontext import NUL
+
 MIME = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
 
 
@@ -120,8 +122,9 @@ class Completion:
 
     def __post_init__(self) -> None:
         """An answer's token counts are read as data, whatever the provider: whole numbers from 0 to
-        MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database); else the
-        answer is a failed attempt (TransientError), retried, or in a batch sent again next run."""
+        MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database), and its text
+        is text (no NUL character, which PostgreSQL cannot store); else the answer is a failed attempt
+        (TransientError), retried, or in a batch sent again next run."""
         counts = {"input": self.input_tokens, "output": self.output_tokens, "audio": self.audio_tokens}
         bad = {name: n for name, n in counts.items()
                if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_TOKENS}
@@ -129,6 +132,9 @@ class Completion:
             name, n = next(iter(bad.items()))
             raise TransientError(f"the answer counts {str(n)[:40]!r} {name} tokens: not a whole number from 0 to "
                                  f"{MAX_TOKENS:,}")
+        if NUL in self.text or NUL in (self.refusal or ""):  # (the log keeps the answer's text)
+            raise TransientError("the answer holds a NUL character (\\x00), which is not text: no PostgreSQL "
+                                 "database can store it")
 
 
 class TransientError(Exception):

@@ -58,9 +58,9 @@ class BatchRunner:
             fresh: dict[str, Request] = {}
             for request in chunk:
                 key = request.request_hash(self.model.provider, self.model.model_id)
-                previous = self.client.cached(key)
+                previous = self.client.cached(key, schema)
                 if previous is not None:
-                    yield BatchAnswer(key, request.meta(), self.client.from_log(previous, schema))
+                    yield BatchAnswer(key, request.meta(), previous)
                 elif key in waiting or key in fresh:  # an identical request: one answer serves both
                     waiting.setdefault(key, []).append(request.meta())
                 else:
@@ -227,9 +227,9 @@ class BatchRunner:
 
     def _land(self, row: LLMBatch, key: str, meta: dict, answer, detail: str, schema) -> CallResult:
         """One answer into llm_calls (unless an identical request was answered meanwhile)."""
-        previous = self.client.cached(key)
+        previous = self.client.cached(key, schema)
         if previous is not None:
-            return self.client.from_log(previous, schema)
+            return previous
         if answer is None:
             return self.client.record_error(meta, key, TransientError(f"batch job {row.batch_id} ended ({detail}) "
                                                                       f"without answering it; the next run resends it"),

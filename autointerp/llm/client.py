@@ -88,21 +88,23 @@ class LLMClient:
             s.flush()
             return row.id
 
-    def cached(self, request_hash: str) -> LLMCall | None:
-        """The last successful answer to an identical request, if one was ever paid for. The hashes of
-        all answered requests are read once, so a request never answered costs no query."""
+    def cached(self, request_hash: str, schema: type[T]) -> CallResult[T] | None:
+        """The last successful answer to an identical request, if one was ever paid for and it still reads
+        as an answer (checked as a live one is: a log written by an older version, or edited by hand, may
+        hold one that is not; the request is then asked again). The hashes of all answered requests are
+        read once, so a request never answered costs no query."""
         if self._answered is None:
             with self.store.session() as s:
                 self._answered = set(s.scalars(select(LLMCall.request_hash).where(LLMCall.status == "ok")))
         if request_hash not in self._answered:
             return None
         with self.store.session() as s:
-            return s.scalars(select(LLMCall).where(LLMCall.request_hash == request_hash, LLMCall.status == "ok")
-                             .order_by(LLMCall.id.desc()).limit(1)).first()
-
-    @staticmethod
-    def from_log(row: LLMCall, schema: type[T]) -> CallResult[T]:
-        value = schema.model_validate_json(json_text(row.response or ""))
+            row = s.scalars(select(LLMCall).where(LLMCall.request_hash == request_hash, LLMCall.status == "ok")
+                            .order_by(LLMCall.id.desc()).limit(1)).first()
+        try:
+            value = parse_response(Completion(row.response or "", row.input_tokens or 0, row.output_tokens or 0), schema)
+        except (ResponseInvalid, TransientError):
+            return None
         return CallResult(value, None, row.response, row.input_tokens, row.output_tokens, row.cost, cached=True)
 
     def record(self, meta: dict, request_hash: str, completion: Completion, schema: type[T], *, attempts: int = 1,
@@ -166,9 +168,9 @@ class LLMClient:
     async def call(self, request: Request, schema: type[T] | None = None) -> CallResult[T]:
         schema = schema or request.schema
         request_hash = request.request_hash(self.model.provider, self.model.model_id)
-        previous = self.cached(request_hash)
+        previous = self.cached(request_hash, schema)
         if previous is not None:
-            return self.from_log(previous, schema)
+            return previous
         meta = request.meta()
         estimate = request.estimated_tokens() + request.max_output_tokens
         async with self._semaphore:

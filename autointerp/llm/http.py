@@ -52,12 +52,17 @@ def http_error(status: int, said: str, *, where: str, key_env: str, headers: Any
     return FatalError(f"{where} rejected the request ({status}): {said}")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Control characters: a terminal's escape sequences, NUL (which PostgreSQL cannot store), line breaks."""
+
+
 def one_line(said: str, limit: int = SAID_CHARS) -> str:
     """What a server said, as one line of at most `limit` characters: an HTML error page's text without
-    its tags, every run of whitespace one space (the error goes to one log line and to llm_calls.error)."""
+    its tags, every control character a space and every run of whitespace one space (the error goes to
+    a terminal's line and to llm_calls.error: a server's escape sequences reach neither)."""
     if _HTML.search(said):  # (anywhere: a provider may put its status word before the page)
         said = _TAG.sub(" ", _HIDDEN.sub(" ", said))
-    said = " ".join(said.split())
+    said = " ".join(_CONTROL.sub(" ", said).split())
     return said if len(said) <= limit else said[:limit - 1] + "…"
 
 

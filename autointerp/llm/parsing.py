@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from autointerp.jsontext import NUL, not_text
 from autointerp.llm.base import Completion
 
 T = TypeVar("T", bound=BaseModel)
@@ -37,13 +38,18 @@ def parse_response(completion: Completion, schema: type[T], max_output_tokens: i
     if not text:
         raise ResponseInvalid("empty answer: no JSON came back")
     try:
-        return schema.model_validate_json(text)
+        value = schema.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid" and "EOF" in first["msg"] and limit and completion.output_tokens >= limit:
             raise ResponseInvalid(cut_message(limit)) from None
         where = ".".join(str(p) for p in first["loc"]) or "answer"
         raise ResponseInvalid(f"answer does not match the {schema.__name__} schema: {where}: {first['msg']}") from None
+    bad = not_text(value.model_dump())
+    if bad is not None:  # (a \\u0000 escape: the text itself has none, see Completion)
+        what = "a NUL character (\\x00)" if NUL in bad else "half a UTF-16 surrogate pair"
+        raise ResponseInvalid(f"the answer holds {bad[:40]!r}, {what}, which is not text: no database can store it")
+    return value
 
 
 def json_text(text: str) -> str:

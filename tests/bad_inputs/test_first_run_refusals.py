@@ -50,6 +50,21 @@ def csv_tokens(root: Path, first: str) -> None:
     (root / "items.csv").write_text("\n".join(lines) + "\n")
 
 
+def parquet_items(root: Path, **columns: list) -> None:
+    """The items as Parquet: the CSV's ids and these columns."""
+    ids = [line.split(",")[0] for line in (root / "items.csv").read_text().splitlines()[1:]]
+    pq.write_table(pa.table({"id": ids, **columns}), root / "items.parquet")
+    set_config(root, 'items = "items.csv"', 'items = "items.parquet"')
+
+
+def csv_text(root: Path, row: int, old: str, new: str) -> None:
+    """items.csv with `old` replaced by `new` in one row (0: the header)."""
+    lines = (root / "items.csv").read_text().splitlines()
+    assert old in lines[row]
+    lines[row] = lines[row].replace(old, new, 1)
+    (root / "items.csv").write_text("\n".join(lines) + "\n")
+
+
 def parquet_vectors(root: Path, column: pa.Array) -> None:
     pq.write_table(pa.table({"emb": column}), root / "v.parquet")
     set_config(root, 'vectors = "vectors.npy"', 'vectors = "v.parquet"')
@@ -142,6 +157,14 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "items.jsonl", "line 1 names the key 'color' more than once"),
     ("JSONL half a surrogate pair", lambda r: items_jsonl(r, '"id": "item0000", "text": "caf\\ud800"'), "items.jsonl",
      "line 1 holds 'caf\\ud800', half of a UTF-16 surrogate pair"),
+    ("CSV value with a NUL", lambda r: csv_text(r, 3, ",", ",a\x00b"), "items.csv",
+     "row 3 holds a NUL character (\\x00) in 'a\\x00b"),
+    ("CSV header with a NUL", lambda r: csv_text(r, 0, ",", ",col\x00"), "items.csv",
+     "header holds a NUL character (\\x00) in 'col\\x00"),
+    ("JSONL NUL escaped in a tag", lambda r: items_jsonl(r, '"id": "item0000", "tags": {"mood": "ca\\u0000lm"}'),
+     "items.jsonl", "line 1 holds a NUL character (\\x00) in 'ca\\x00lm', which no PostgreSQL database can store"),
+    ("Parquet token list with a NUL", lambda r: parquet_items(r, positions=[1] * 240, tokens=[["a"]] * 200 + [
+        ["b", "c\x00"]] + [["d"]] * 39), "items.parquet", "row 201 holds a NUL character (\\x00) in 'c\\x00'"),
     ("JSONL nested past the decoder", lambda r: items_jsonl(r, '"id": "item0000", "x": ' + "[" * 10**5 + "]" * 10**5),
      "items.jsonl", "line 1 nests lists or objects too deep to read"),
     ("JSONL nested nearly that deep, escaped", lambda r: items_jsonl(
@@ -167,7 +190,7 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "items.jsonl", "positions = 1000000000000000000000000000000 is not a whole count of vector rows from 1 to"),
     # audio
     ("audio path with a NUL", lambda r: audio_item(r, "clips/a\x00.wav"), "items.csv",
-     "audio path 'clips/a\\x00.wav' in"),
+     "row 1 holds a NUL character (\\x00) in 'clips/a\\x00.wav', which no PostgreSQL database can store"),
     ("audio path too long", lambda r: audio_item(r, "a" * 400 + ".wav"), "items.csv",
      "is not a usable file name (File name too long)"),
     ("audio path a symbolic link loop", lambda r: (r / "loop.wav").symlink_to("loop.wav") or audio_item(r, "loop.wav"),

@@ -171,6 +171,45 @@ def test_token_counts_no_answer_has_are_a_failed_attempt(store, usage, name):
                          for status, tokens_in, tokens_out, cost in calls)
 
 
+@pytest.mark.parametrize("reply, said", [
+    (lambda fake: Reply(200, fake.completion(json.dumps({"title": "Fr\u0000ench", "confidence": "high"}))),
+     "the answer holds 'Fr\\x00ench', a NUL character (\\x00), which is not text"),  # escaped in the answer's JSON
+    (lambda fake: Reply(200, fake.completion('{"title": "Fr\x00ench", "confidence": "high"}')),
+     "gave up after 2 attempts: the answer holds a NUL character (\\x00), which is not text"),  # in its text
+    (lambda fake: Reply(500, {"error": {"message": "bad\x00 \x1b[31mred\x1b[0m \x07bell"}}),
+     "server error 500: bad [31mred [0m bell"),  # in an error: a space, as every control character
+], ids=["escaped", "raw", "error"])
+def test_a_nul_in_an_answer_fails_it_and_postgresql_stores_the_reason(postgres_server, monkeypatch, reply, said):
+    """A NUL character, which PostgreSQL cannot store, anywhere in what a server says: the call fails with
+    the reason, and every row is written (no crash while logging it); a terminal's escape sequences in
+    an error never reach the log."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    store = Store(postgres_server.new_database())
+    try:
+        with FakeOpenAIServer() as fake:
+            fake.enqueue(reply(fake), reply(fake))
+            result, _ = run(store, config_for(fake, max_attempts=2))
+        with store.session() as s:
+            logged = s.execute(select(LLMCall.status, LLMCall.error).order_by(LLMCall.id)).all()
+    finally:
+        store.close()
+    assert result.value is None and said in result.error, result.error
+    assert logged and all(status != "ok" and "\x00" not in error and "\x1b" not in error for status, error in logged)
+
+
+def test_a_logged_answer_that_is_not_text_is_asked_again(store):
+    """An answer an older version logged as ok but that holds a NUL escape is no cached answer: the request
+    is sent again and the new answer used."""
+    with FakeOpenAIServer() as fake:
+        config = config_for(fake)
+        first, _ = run(store, config)
+        with store.session() as s:
+            s.execute(LLMCall.__table__.update().values(response='{"title": "a\\u0000b", "confidence": "high"}'))
+        again, _ = run(store, config)
+        assert len(fake.requests) == 2
+    assert first.value is not None and again.value is not None and not again.cached and "\x00" not in again.value.title
+
+
 def test_hostile_server_through_the_explain_stage(planted, config, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     store = Store(config.db_url)
