@@ -17,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from autointerp import paths
 from autointerp.errors import ConfigError
 from autointerp.selection import parse_feature_spec
 
@@ -25,19 +26,6 @@ def _kinds(annotation: Any) -> tuple[Any, ...]:
     """The types a field's annotation allows besides None (int | None -> (int,))."""
     args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
     return tuple(a for a in args if a is not NoneType)
-
-
-def _path_problem(value: Any) -> str | None:
-    """Why a path value cannot name a file or folder (None: it can, or it is not text and pydantic says why)."""
-    if isinstance(value, Path):
-        value = str(value)
-    if not isinstance(value, str):
-        return None
-    if not value.strip():
-        return "an empty path: name a file or folder, or leave the key out"
-    if "\x00" in value:
-        return "a path with a NUL character: no file has such a name"
-    return None
 
 
 class Section(BaseModel):
@@ -54,7 +42,7 @@ class Section(BaseModel):
         if value is None or len(kinds) != 1:
             return value
         kind = kinds[0]
-        if kind is Path and (why := _path_problem(value)):
+        if kind is Path and (why := paths.problem(value)):
             raise PydanticCustomError("path", why)
         if kind is bool and not isinstance(value, bool):
             raise PydanticCustomError("toml_bool", "Input should be a valid boolean: true or false, unquoted")
@@ -113,7 +101,7 @@ class CorpusConfig(Section):
         if isinstance(value, list) and not value:
             raise PydanticCustomError("path", "an empty list: name one or more vector files (a path, a glob or a list)")
         for entry in value if isinstance(value, list) else [value]:
-            if why := _path_problem(entry):
+            if why := paths.problem(entry):
                 raise PydanticCustomError("path", why)
         return value
 
@@ -359,6 +347,22 @@ class OutputConfig(Section):
     """Folder for the atlas (dir/atlas) and the exports (dir/export); default autointerp-out beside the config."""
     db: str = ""
     """SQLAlchemy URL or SQLite file path; default: dir/autointerp.db."""
+
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value) if "://" in value else None
+        except ArgumentError:
+            return value  # (the store names what is wrong with the URL)
+        if url is not None and url.get_backend_name() == "sqlite" and \
+                (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"):
+            raise ValueError("an in-memory database keeps nothing after the run, so no later stage would find "
+                             "what mine wrote: name a file (e.g. sqlite:///run.db) or a server's database")
+        return value
     bundle: bool = False
     """Also pack the atlas into one file, dir/atlas.tar, for publishing (`report --bundle`)."""
     audio_format: Literal["ogg", "mp3", "wav"] = "ogg"
@@ -372,14 +376,17 @@ class OutputConfig(Section):
 
 class SelectConfig(Section):
     features: str = ""
-    """Feature subset, e.g. "0-99,200,305"; empty means all."""
+    """Feature subset, e.g. "0-99,200,305" (or a list of indices, [3, 17, 42]); empty means all."""
     limit: int = Field(0, ge=0)
     """Process at most this many features per stage (0: no limit)."""
 
-    @field_validator("features")
+    @field_validator("features", mode="before")
     @classmethod
-    def _check_features(cls, value: str) -> str:
-        parse_feature_spec(value)
+    def _check_features(cls, value: Any) -> Any:
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            value = ",".join(map(str, value))  # a TOML list of indices
+        if isinstance(value, str):
+            parse_feature_spec(value)
         return value
 
 
@@ -439,8 +446,13 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
         if len(loc) == 1:
             return f"missing section [{loc[0]}]"
         return f"missing key {key!r} in {section}"
-    value = error.get("input")
-    return f"{section} {key} = {value!r}: {error['msg'].removeprefix('Value error, ')}"
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= SHOWN_CHARS else shown[:SHOWN_CHARS - 1] + "…"
+    return f"{section} {key} = {shown}: {error['msg'].removeprefix('Value error, ')}"
+
+
+SHOWN_CHARS = 120
+"""The longest value an error about a key repeats (a list of tables, a long string: their start)."""
 
 
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None,
@@ -454,6 +466,8 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         path = Path(path)
         if path.is_dir():
             raise ConfigError(f"config file {path} is a folder: pass the path of a TOML file")
+        if paths.special(path):
+            raise ConfigError(f"config file {path} is a pipe, device or socket, not a file: pass the path of a TOML file")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass the path of an existing TOML file")
         try:

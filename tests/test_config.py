@@ -36,6 +36,12 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
     ('[sae]\nformat = "auto"\n[corpus]\nvectors = "v.npy"\nitems = "i.csv"\n', "missing key 'path' in [sae]"),
     (MINIMAL + "[extra]\n", "unknown key 'extra' in the top level"),
     (MINIMAL + "[select]\nfeatures = '5-2'\n", "bad feature range '5-2'"),
+    (MINIMAL + "[select]\nfeatures = [4, -1]\n", "[select] features = [4, -1]: bad feature range '-1'"),
+    (MINIMAL + "[select]\nfeatures = [4, true]\n", "[select] features = [4, True]: Input should be a valid string"),
+    (MINIMAL + "[output]\ndb = 'sqlite://'\n", "[output] db = 'sqlite://': an in-memory database keeps nothing"),
+    (MINIMAL + "[output]\ndb = 'sqlite+pysqlite:///:memory:'\n", "an in-memory database keeps nothing after the run"),
+    (MINIMAL + "[output]\ndb = 'sqlite:///file:x?mode=memory&uri=true'\n", "an in-memory database keeps nothing"),
+    (MINIMAL + "[mine]\nn_top = '" + "m" * 5000 + "'\n", "[mine] n_top = '" + "m" * 118 + "…: Input should be"),
     ("[sae\n", "is not valid TOML"),
     (MINIMAL + "[mine]\nn_top = 10.0\n", "[mine] n_top = 10.0: Input should be a valid integer"),
     (MINIMAL + "[llm]\nbatch = 'true'\n", "[llm] batch = 'true': Input should be a valid boolean"),
@@ -84,6 +90,11 @@ def test_overrides_win_and_are_validated(tmp_path):
     assert config.llm.provider == "mock" and config.select.limit == 3
     with pytest.raises(ConfigError, match=r"\[select\] limit = -1"):
         load_config(write(tmp_path, MINIMAL), {"select.limit": -1})
+
+
+def test_a_list_of_feature_indices_selects_them(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + "[select]\nfeatures = [42, 3, 17]\n"))
+    assert parse_feature_spec(config.select.features) == {3, 17, 42}
 
 
 def test_feature_spec():

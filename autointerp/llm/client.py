@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError, CostLimitReached, ProviderError, warn
 from autointerp.llm.base import Completion, FatalError, FormatRefused, Model, Request, Structured, TransientError
-from autointerp.llm.parsing import ResponseInvalid, json_text, parse_response
+from autointerp.llm.parsing import ResponseInvalid, parse_response
 from autointerp.llm.pricing import cost_usd, merged_prices
 from autointerp.llm.ratelimit import RateLimiter
 from autointerp.llm.structured import Dialects

@@ -111,7 +111,8 @@ def check_selection(selected: set[int] | None, d_sae: int) -> None:
     """A --features selection must name features the SAE has."""
     outside = sorted(f for f in selected or () if f >= d_sae)
     if outside:
-        raise InputError(f"--features selects feature {outside[0]} ({len(outside)} outside in all), but the SAE "
+        raise InputError(f"--features ([select] features) selects feature {outside[0]} ({len(outside)} outside in "
+                         f"all), but the SAE "
                          f"has features 0-{d_sae - 1}: select features in that range")
 
 

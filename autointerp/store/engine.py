@@ -17,7 +17,7 @@ from sqlalchemy.exc import (ArgumentError, DatabaseError, IntegrityError, NoSuch
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import visitors
 
-from autointerp import jsontext
+from autointerp import jsontext, paths
 from autointerp.errors import StoreError
 from autointerp.resources import resource_dir
 from autointerp.store.deferred import DeferredDeletes
@@ -96,12 +96,14 @@ DRIVER_EXTRAS = {"postgresql": "postgres"}
 
 
 def sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL (None: a server's database); a folder is refused."""
+    """The database file of a SQLite URL (None: a server's database); a folder, a pipe or a device is refused."""
     if not url.startswith("sqlite:///"):
         return None
     path = Path(url.removeprefix("sqlite:///"))
     if path.is_dir():
         raise StoreError(f"--db {path} is a folder: name a database file, e.g. {path / 'autointerp.db'}")
+    if paths.special(path):
+        raise StoreError(f"--db {path} is a pipe, device or socket, not a file: name a database file")
     return path
 
 

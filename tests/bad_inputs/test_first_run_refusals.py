@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import wave
 from collections.abc import Callable
@@ -138,6 +139,16 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "[llm] api_key_env = 'sk-proj-abc123': not an environment variable name"),
     ("base_url without a scheme", lambda r: add_config(r, '[llm]\nbase_url = "localhost:8000/v1"'), "config.toml",
      "[llm] base_url = 'localhost:8000/v1': not an http:// or https:// URL"),
+    ("items a named pipe", lambda r: os.mkfifo(r / "pipe.csv") or set_config(
+        r, 'items = "items.csv"', 'items = "pipe.csv"'), "pipe.csv", "a pipe, device or socket, not a file or folder"),
+    ("vectors a device", lambda r: set_config(r, 'vectors = "vectors.npy"', 'vectors = "/dev/zero"'), "/dev/zero",
+     "[corpus] vectors = '/dev/zero': a pipe, device or socket"),
+    ("database a named pipe", lambda r: os.mkfifo(r / "pipe.db") or set_config(
+        r, 'dir = "out"', 'dir = "out"\ndb = "pipe.db"'), "pipe.db", "is a pipe, device or socket, not a file: name a database file"),
+    ("[select] features a list with a negative index", lambda r: add_config(r, "[select]\nfeatures = [3, -1]"),
+     "config.toml", "[select] features = [3, -1]: bad feature range '-1'"),
+    ("in-memory SQLite database", lambda r: set_config(r, 'dir = "out"', 'dir = "out"\ndb = "sqlite://"'), "config.toml",
+     "[output] db = 'sqlite://': an in-memory database keeps nothing after the run"),
     ("config not UTF-8", lambda r: (r / "config.toml").write_bytes((r / "config.toml").read_bytes() + b'\n# caf\xe9\n'),
      "config.toml", "is not UTF-8 (bad byte at offset"),
     # corpus vectors
