@@ -92,7 +92,7 @@ class Request:
     def logged(self) -> dict:
         """The request as the call log stores it (audio described, not embedded)."""
         out = {"system": self.system, "user": self.user, "schema": self.schema.__name__,
-               "temperature": self.temperature}
+               "temperature": self.temperature, "max_output_tokens": self.max_output_tokens}
         if self.audio:
             out["audio"] = [part.describe() for part in self.audio]
         return out

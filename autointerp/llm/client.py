@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError, CostLimitReached, ProviderError, warn
 from autointerp.llm.base import Completion, FatalError, FormatRefused, Model, Request, Structured, TransientError
-from autointerp.llm.parsing import ResponseInvalid, parse_response
+from autointerp.llm.parsing import CHARS_PER_TOKEN, ResponseInvalid, parse_response
 from autointerp.llm.pricing import cost_usd, merged_prices
 from autointerp.llm.ratelimit import RateLimiter
 from autointerp.llm.structured import Dialects
@@ -115,10 +115,16 @@ class LLMClient:
         scrub = self.model.scrub
         completion = dataclasses.replace(completion, text=scrub(completion.text),
                                          refusal=scrub(completion.refusal) if completion.refusal else None)
+        asked = meta.get("request")
+        asked = asked.get("max_output_tokens") if isinstance(asked, dict) else None  # (a batch job's request)
+        limit = max_output_tokens or (asked if type(asked) is int and asked > 0 else self.config.max_output_tokens)
         try:
-            value, error = parse_response(completion, schema, max_output_tokens), None
+            value, error = parse_response(completion, schema, limit), None
         except ResponseInvalid as exc:
             value, error = None, scrub(str(exc))
+            most = CHARS_PER_TOKEN * limit
+            if len(completion.text) > most:  # (what a server past its limit sent: its start is the evidence)
+                completion = dataclasses.replace(completion, text=completion.text[:most] + "…")
         row_id = self._log(meta, request_hash, structured, status="ok" if error is None else "invalid", error=error,
                            response=completion.text, input_tokens=completion.input_tokens,
                            output_tokens=completion.output_tokens, audio_tokens=completion.audio_tokens, cost=0.0,

@@ -18,6 +18,12 @@ class ResponseInvalid(Exception):
     pass
 
 
+CHARS_PER_TOKEN = 32
+"""More characters per token than any answer averages (a token is a few characters; the longest, runs of
+spaces, a few dozen): an answer longer than this times max_output_tokens did not come from within the
+limit (a server that ignores it), and is no answer; the log keeps its first characters only."""
+
+
 def cut_message(limit: int) -> str:
     at = f" ({limit})" if limit else ""
     return f"truncated: answer cut at max_output_tokens{at}: raise it ([llm] max_output_tokens)"
@@ -34,6 +40,9 @@ def parse_response(completion: Completion, schema: type[T], max_output_tokens: i
         raise ResponseInvalid("blocked by the provider's safety filter")
     if completion.finish == "length":
         raise ResponseInvalid(cut_message(limit))
+    if limit and len(completion.text) > CHARS_PER_TOKEN * limit:
+        raise ResponseInvalid(f"the answer is {len(completion.text):,} characters, more than {limit:,} tokens can hold "
+                              f"(max_output_tokens): the server did not keep to the limit")
     text = json_text(completion.text)
     if not text:
         raise ResponseInvalid("empty answer: no JSON came back")

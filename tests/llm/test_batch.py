@@ -214,6 +214,17 @@ def test_a_submit_whose_job_list_cannot_be_read_is_sent_again_with_a_warning(sto
     assert "could not list the" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_batch_answer_longer_than_its_token_limit_allows_is_no_answer(store, provider):
+    """The limit is each request's max_output_tokens (100), kept with the job: an answer past it fails
+    its request, and the log keeps only its start."""
+    server = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
+    with server(answer={"title": "y" * 50_000, "confidence": "low"}) as fake:
+        got, _ = run(store, config_for(provider, fake.url, max_output_tokens=5000), provider, requests(2))
+    assert all(r.value is None and "more than 100 tokens can hold" in r.error for r in got.values()), got
+    assert all(len(call.response) == 3201 for call in rows(store, LLMCall))
+
+
 def test_failed_lines_are_logged_and_only_they_are_resubmitted(store):
     with FakeOpenAIServer() as fake:
         config = config_for("openai", fake.url)

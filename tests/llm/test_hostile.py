@@ -197,6 +197,17 @@ def test_a_nul_in_an_answer_fails_it_and_postgresql_stores_the_reason(postgres_s
     assert logged and all(status != "ok" and "\x00" not in error and "\x1b" not in error for status, error in logged)
 
 
+def test_an_answer_longer_than_its_token_limit_allows_is_no_answer_and_logged_cut(store):
+    """A server that ignores max_output_tokens (here 200) sends a 300,000-character title: the answer is
+    invalid with the reason, and the log keeps its first 32 x 200 characters, not all of it."""
+    with FakeOpenAIServer(answer={"title": "x" * 300_000, "confidence": "high"}) as fake:
+        result, _ = run(store, config_for(fake, max_attempts=1))
+    assert result.value is None and "300,0" in result.error and "more than 200 tokens can hold" in result.error
+    with store.session() as s:
+        [(status, response)] = s.execute(select(LLMCall.status, LLMCall.response)).all()
+    assert status == "invalid" and len(response) == 32 * 200 + 1 and response.endswith("x…")
+
+
 def test_a_logged_answer_that_is_not_text_is_asked_again(store):
     """An answer an older version logged as ok but that holds a NUL escape is no cached answer: the request
     is sent again and the new answer used."""
