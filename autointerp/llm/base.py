@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from autointerp.jsontext import NUL
+from autointerp.jsontext import NUL, not_text
 
 MIME = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
 
@@ -123,7 +123,8 @@ class Completion:
     def __post_init__(self) -> None:
         """An answer's token counts are read as data, whatever the provider: whole numbers from 0 to
         MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database), and its text
-        is text (no NUL character, which PostgreSQL cannot store); else the answer is a failed attempt
+        is text (no NUL character, which PostgreSQL cannot store, no half of a surrogate pair, which no
+        database can); else the answer is a failed attempt
         (TransientError), retried, or in a batch sent again next run."""
         counts = {"input": self.input_tokens, "output": self.output_tokens, "audio": self.audio_tokens}
         bad = {name: n for name, n in counts.items()
@@ -132,9 +133,10 @@ class Completion:
             name, n = next(iter(bad.items()))
             raise TransientError(f"the answer counts {str(n)[:40]!r} {name} tokens: not a whole number from 0 to "
                                  f"{MAX_TOKENS:,}")
-        if NUL in self.text or NUL in (self.refusal or ""):  # (the log keeps the answer's text)
-            raise TransientError("the answer holds a NUL character (\\x00), which is not text: no PostgreSQL "
-                                 "database can store it")
+        bad = not_text([self.text, self.refusal])  # (the log keeps the answer's text)
+        if bad is not None:
+            what = "a NUL character (\\x00)" if NUL in bad else "half a UTF-16 surrogate pair"
+            raise TransientError(f"the answer holds {what}, which is not text: no database can store it")
 
 
 class TransientError(Exception):

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from autointerp.errors import CostLimitReached, warn
 from autointerp.llm.base import BatchStatus, FatalError, NotFound, Request, TransientError
 from autointerp.llm.client import CallResult, LLMClient
+from autointerp.llm.http import printable
 from autointerp.llm.pricing import cost_usd
 from autointerp.store.schema import LLMBatch, utcnow
 
@@ -242,7 +243,7 @@ class BatchRunner:
     def _finish(self, row_id: int, status: str, detail: str) -> None:
         with self.client.store.session() as s:
             row = s.get(LLMBatch, row_id)
-            row.status, row.detail = status, detail
+            row.status, row.detail = status, printable(detail)  # (a job's status and errors as the server said them)
             if status in ("collected", "failed"):
                 row.finished_at = utcnow()
 

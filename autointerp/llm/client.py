@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError, CostLimitReached, ProviderError, warn
 from autointerp.llm.base import Completion, FatalError, FormatRefused, Model, Request, Structured, TransientError
+from autointerp.llm.http import printable
 from autointerp.llm.parsing import CHARS_PER_TOKEN, ResponseInvalid, parse_response
 from autointerp.llm.pricing import cost_usd, merged_prices
 from autointerp.llm.ratelimit import RateLimiter
@@ -121,7 +122,7 @@ class LLMClient:
         try:
             value, error = parse_response(completion, schema, limit), None
         except ResponseInvalid as exc:
-            value, error = None, scrub(str(exc))
+            value, error = None, printable(scrub(str(exc)))
             most = CHARS_PER_TOKEN * limit
             if len(completion.text) > most:  # (what a server past its limit sent: its start is the evidence)
                 completion = dataclasses.replace(completion, text=completion.text[:most] + "…")
@@ -151,7 +152,7 @@ class LLMClient:
                      latency: float = 0.0, batch_id: str | None = None, status: str | None = None,
                      structured: Structured | None = None) -> CallResult:
         status = status or ("fatal" if isinstance(error, FatalError) else "error")
-        message = self.model.scrub(str(error))
+        message = printable(self.model.scrub(str(error)))  # (a batch line's error, a job's: as the server said it)
         self._log(meta, request_hash, structured, status=status, error=message, attempts=attempts,
                   latency_s=latency, batch_id=batch_id)
         return CallResult(None, message, None)

@@ -56,13 +56,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """Control characters: a terminal's escape sequences, NUL (which PostgreSQL cannot store), line breaks."""
 
 
+def printable(text: str) -> str:
+    """Text from a server as a terminal and any database take it: every control character a space (an
+    escape sequence, NUL, a line break), half a UTF-16 surrogate pair (from a JSON escape) a "?"."""
+    return _CONTROL.sub(" ", text.encode("utf-8", "replace").decode("utf-8"))
+
+
 def one_line(said: str, limit: int = SAID_CHARS) -> str:
     """What a server said, as one line of at most `limit` characters: an HTML error page's text without
-    its tags, every control character a space and every run of whitespace one space (the error goes to
-    a terminal's line and to llm_calls.error: a server's escape sequences reach neither)."""
+    its tags, printable (above), every run of whitespace one space (the error goes to a terminal's line
+    and to llm_calls.error: a server's escape sequences reach neither)."""
     if _HTML.search(said):  # (anywhere: a provider may put its status word before the page)
         said = _TAG.sub(" ", _HIDDEN.sub(" ", said))
-    said = " ".join(_CONTROL.sub(" ", said).split())
+    said = " ".join(printable(said).split())
     return said if len(said) <= limit else said[:limit - 1] + "…"
 
 

@@ -214,6 +214,44 @@ def test_a_submit_whose_job_list_cannot_be_read_is_sent_again_with_a_warning(sto
     assert "could not list the" in capsys.readouterr().err
 
 
+def test_a_failed_job_s_errors_are_stored_printable(store):
+    """What a failed job's errors say goes to llm_batches.detail and the requests' errors with its
+    control characters (NUL, which PostgreSQL cannot store; a terminal's escape sequences) and half
+    surrogate pairs made printable."""
+    with FakeOpenAIServer(batch_polls=10**9) as fake:
+        config = config_for("openai", fake.url)
+        run(store, config, "openai", requests(2), timeout=1.0)  # killed while the job runs
+        [job] = fake.batches.values()
+        job["object"].update(status="failed", errors={"object": "list", "data": [
+            {"code": "bad", "message": "line\x00 one \x1b[2J\ud800 two", "param": None, "line": 1}]})
+        got, _ = run(store, config, "openai", requests(2))
+    [row] = rows(store, LLMBatch)
+    assert row.status == "failed" and row.detail.endswith("line  one  [2J? two"), row.detail
+    assert all(r.value is None for r in got.values())
+    assert not any(ch in call.error for call in rows(store, LLMCall) for ch in "\x00\x1b\ud800")
+
+
+@pytest.mark.parametrize("batch_id", [None, 7, "batch_\x00", "batch_\ud800", "../../files", "b" * 300])
+def test_an_openai_batch_id_that_is_no_id_is_a_failed_submit_retried(store, batch_id):
+    """The id a created job comes back with is kept and put in URLs: one that is not an id (null, a
+    number, control characters, half a surrogate pair, a path, 300 characters) is a failed attempt at
+    submitting; the job, made all the same, is then found by its tag in the list (under its real id),
+    not sent again."""
+    with FakeOpenAIServer() as fake:
+        real = fake.batch_reply
+
+        def first_id_damaged(received):
+            reply = real(received)
+            if received.method == "POST" and received.path.split("?")[0] == "/v1/batches" and len(fake.batches) == 1:
+                reply = Reply(200, {**reply.body, "id": batch_id})
+            return reply
+        fake.batch_reply = first_id_damaged
+        got, runner = run(store, config_for("openai", fake.url), "openai", requests(2))
+    assert runner.submitted == 1 and len(fake.batches) == 1 and all(r.value is not None for r in got.values())
+    [job] = rows(store, LLMBatch)
+    assert job.batch_id == "batch_1" and job.status == "collected"
+
+
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
 def test_a_batch_answer_longer_than_its_token_limit_allows_is_no_answer(store, provider):
     """The limit is each request's max_output_tokens (100), kept with the job: an answer past it fails

@@ -178,11 +178,16 @@ def test_token_counts_no_answer_has_are_a_failed_attempt(store, usage, name):
      "gave up after 2 attempts: the answer holds a NUL character (\\x00), which is not text"),  # in its text
     (lambda fake: Reply(500, {"error": {"message": "bad\x00 \x1b[31mred\x1b[0m \x07bell"}}),
      "server error 500: bad [31mred [0m bell"),  # in an error: a space, as every control character
-], ids=["escaped", "raw", "error"])
-def test_a_nul_in_an_answer_fails_it_and_postgresql_stores_the_reason(postgres_server, monkeypatch, reply, said):
-    """A NUL character, which PostgreSQL cannot store, anywhere in what a server says: the call fails with
-    the reason, and every row is written (no crash while logging it); a terminal's escape sequences in
-    an error never reach the log."""
+    (lambda fake: Reply(200, fake.completion('{"title": "Fr\ud800", "confidence": "high"}')),
+     "gave up after 2 attempts: the answer holds half a UTF-16 surrogate pair, which is not text"),
+    (lambda fake: Reply(503, {"error": {"message": "half \udc00 a pair"}}), "server error 503: half ? a pair"),
+], ids=["escaped", "raw", "error", "surrogate", "surrogate-in-error"])
+def test_an_answer_that_is_not_text_fails_and_postgresql_stores_the_reason(postgres_server, monkeypatch, reply,
+                                                                            said):
+    """A NUL character, which PostgreSQL cannot store, or half a UTF-16 surrogate pair (a JSON escape
+    like \\ud800 alone), which no database can, anywhere in what a server says: the call fails with the
+    reason, and every row is written (no crash while logging it); a terminal's escape sequences in an
+    error never reach the log."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     store = Store(postgres_server.new_database())
     try:

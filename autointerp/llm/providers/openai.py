@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -41,6 +42,8 @@ _RUNNING = {"validating", "in_progress", "finalizing", "cancelling"}
 _ENDED = {"failed", "expired", "cancelled"}
 """Statuses of a batch that ended without results (its requests are sent again); a status in neither set
 is not taken for an end: the batch is polled again (next run), never resent while it may still run."""
+_BATCH_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+"""A batch job's id as OpenAI writes them (batch_...): kept in llm_batches and sent back in URLs."""
 _PAGES = 5
 """How many pages of 100 recent batches `find_batch` looks through for a lost id."""
 
@@ -171,14 +174,21 @@ class OpenAIChatModel(KeyedModel):
                                                             purpose="batch"))
         batch = await self.guard(self._client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT,
                                                              completion_window="24h", metadata={TAG_KEY: tag}))
-        return batch.id
+        return self._batch_id(batch.id)
+
+    def _batch_id(self, value: Any) -> str:
+        """A batch id as the server gave it, checked before it is kept and asked for (the SDK does not)."""
+        if not isinstance(value, str) or not _BATCH_ID.fullmatch(value):
+            raise TransientError(self.scrub(f"{self.base_url}: the batch job came back without an id to ask for it "
+                                            f"by ({str(value)[:100]!r})"))
+        return value
 
     async def find_batch(self, tag: str) -> str | None:
         page = await self.guard(self._client.batches.list(limit=100))
         for _ in range(_PAGES):
             for batch in page.data:
-                if (batch.metadata or {}).get(TAG_KEY) == tag:
-                    return batch.id
+                if isinstance(batch.metadata, dict) and batch.metadata.get(TAG_KEY) == tag:
+                    return self._batch_id(batch.id)
             if not page.has_next_page():
                 return None
             page = await self.guard(page.get_next_page())
