@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,12 +56,16 @@ def read_json(path: Path, what: str = "SAE config") -> dict[str, Any]:
 
 
 def _torch_load(path: Path, weights_only: bool, mmap: bool) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
-    except RuntimeError as exc:
-        if mmap and "mmap" in str(exc):  # the legacy (non-zip) format cannot be memory-mapped
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
-        raise
+    """torch.load onto the CPU; what torch warns about while reading the file (deprecated storages and
+    dtypes in it) is not printed: the file is data, and what is wrong with it is said by its checks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+        except RuntimeError as exc:
+            if mmap and "mmap" in str(exc):  # the legacy (non-zip) format cannot be memory-mapped
+                return torch.load(path, map_location="cpu", weights_only=weights_only)
+            raise
 
 
 def load_pickled(path: Path, trust_pickle: bool) -> Any:
@@ -159,6 +164,7 @@ class Tensors:
         if not isinstance(value, torch.Tensor):
             raise InputError(f"SAE weights {self.file}: {key} is a {type(value).__name__}, expected a tensor: not "
                              f"the {self.layout} layout")
+        self._plain(key, value)
         if not value.is_floating_point():  # (an int8 or 4-bit quantized file needs its scales applied first)
             raise InputError(f"SAE weights {self.file}: {key} holds {dtype_name(value)} values, expected floating "
                              f"point (float32, float16 or bfloat16): not an SAE's weights, or a quantized checkpoint "
@@ -169,6 +175,17 @@ class Tensors:
         self._check_shape(key, tuple(value.shape), shape)
         self.used.add(key)
         return value.detach().to(torch.float32)
+
+    def _plain(self, key: str, value: torch.Tensor) -> None:
+        """A tensor of this file is dense and holds its values: not sparse, nested or on the meta device
+        (a tensor of shapes only), which no SAE's weights are."""
+        if value.is_meta:
+            raise InputError(f"SAE weights {self.file}: {key} is on the meta device (a shape without values): "
+                             f"save the checkpoint from a model whose weights are loaded")
+        if value.layout != torch.strided or value.is_nested:
+            kind = "nested" if value.is_nested else str(value.layout).removeprefix("torch.")
+            raise InputError(f"SAE weights {self.file}: {key} is a {kind} tensor, expected a dense one: save it "
+                             f"with .to_dense()")
 
     def _check_shape(self, key: str, found: tuple[int, ...], shape: tuple[Dim, ...]) -> None:
         if len(found) == len(shape):
@@ -203,6 +220,8 @@ class Tensors:
         value = self.state.get(key)
         if value is None:
             return None
+        if isinstance(value, torch.Tensor):
+            self._plain(key, value)
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() \
                 and value.dtype != torch.bool:
             number = float(value.item())

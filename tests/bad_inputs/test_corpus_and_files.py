@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +105,15 @@ def sae_tensor(root: Path, name: str, change: Callable[[torch.Tensor], None]) ->
     path = root / "sae/model/state_dict.pth"
     state = torch.load(path, weights_only=True)
     change(state[name])
+    torch.save(state, path)
+    return []
+
+
+def sae_replaced(root: Path, name: str, make: Callable[[torch.Tensor], torch.Tensor]) -> list[str]:
+    """The SAE's tensor `name` replaced by make(it)."""
+    path = root / "sae/model/state_dict.pth"
+    state = torch.load(path, weights_only=True)
+    state[name] = make(state[name])
     torch.save(state, path)
     return []
 
@@ -212,6 +222,15 @@ CASES: list[tuple[str, Prepare, str]] = [
     ("NaN in the latent bias", lambda r: sae_tensor(r, "latent_bias", lambda t: t[19].fill_(float("nan"))),
      "b_enc has NaN or Inf in 1 of 20 features (first: 19)"),
     ("two checkpoint layouts in one folder", two_layouts, "holds files of 2 layouts (majestrino"),
+    ("a sparse encoder", lambda r: sae_replaced(r, "encoder.weight", lambda t: t.to_sparse()),
+     "encoder.weight is a sparse_coo tensor, expected a dense one"),
+    ("a CSR decoder", lambda r: sae_replaced(r, "decoder.weight", lambda t: t.to_sparse_csr()),
+     "decoder.weight is a sparse_csr tensor, expected a dense one"),
+    ("a bias on the meta device", lambda r: sae_replaced(r, "latent_bias", lambda t: t.to("meta")),
+     "latent_bias is on the meta device (a shape without values)"),
+    ("a quantized encoder, loaded without torch's warnings", lambda r: sae_replaced(
+        r, "encoder.weight", lambda t: torch.quantize_per_tensor(t, 0.1, 0, torch.qint8)),
+     "encoder.weight holds qint8 values, expected floating point"),
     # the corpus changed after mining
     ("vectors edited after mining", changed_vectors, "vectors file vectors.npy changed content: run again with --redo mine"),
     ("item tags edited after mining", lambda r: edit_row(r, 9, color="purple"), "items table items.csv changed"),
@@ -254,12 +273,14 @@ def test_bad_input(mined_template, tmp_path, capsys, name, prepare, fragment):
     args = prepare(root)
     before = sql_dump(db)
     capsys.readouterr()
-    if args and args[0] == "extract":
-        code = main(args)
-    elif args and args[0] == "merge":
-        code = main(["merge", str(root / "config.toml"), *args[1:]])
-    else:
-        code = main(["run", str(root / "config.toml"), *args])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a library's warning about a file (it would print) fails the case
+        if args and args[0] == "extract":
+            code = main(args)
+        elif args and args[0] == "merge":
+            code = main(["merge", str(root / "config.toml"), *args[1:]])
+        else:
+            code = main(["run", str(root / "config.toml"), *args])
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1] if err.strip() else ""
     assert code == 2, err
