@@ -27,6 +27,16 @@ COMMANDS = {
 STAGE_OF_COMMAND = {"run": ["mine", "explain", "score", "taxonomy", "report", "export"]}
 
 
+
+def _path(text: str) -> Path:
+    """A path argument, checked as the config's path keys are (autointerp.paths): not empty, no NUL, not
+    a pipe or device."""
+    from autointerp import paths
+
+    if why := paths.problem(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is {why}")
+    return Path(text)
+
 def demo_config() -> Path:
     from autointerp import demo
     return Path(demo.__file__).parent / "demo.toml"
@@ -65,7 +75,7 @@ def _group(name: str) -> argparse.ArgumentParser:
     p = Parser(add_help=False)
     if name == "db":
         p.add_argument("--db", help="database: a SQLite file path or any SQLAlchemy URL")
-        p.add_argument("--out", type=Path, help="output folder (atlas in OUT/atlas, exports in OUT/export)")
+        p.add_argument("--out", type=_path, help="output folder (atlas in OUT/atlas, exports in OUT/export)")
     elif name == "llm":
         from autointerp.llm.registry import choices
         p.add_argument("--llm", choices=choices(), help="LLM provider (plugins add theirs)")
@@ -75,7 +85,7 @@ def _group(name: str) -> argparse.ArgumentParser:
         p.add_argument("--batch", action="store_true", default=None,
                        help="send LLM requests through the provider's batch API (half price, within 24 h); "
                             "a re-run resumes polling the jobs already submitted")
-        p.add_argument("--prompts", type=Path, help="folder of prompt templates overriding the bundled ones")
+        p.add_argument("--prompts", type=_path, help="folder of prompt templates overriding the bundled ones")
     elif name == "select":
         p.add_argument("--features", help='feature subset, e.g. "0-99,200"')
         p.add_argument("--limit", type=int, help="at most this many features per stage")
@@ -107,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autointerp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     common = Parser(add_help=False)
-    common.add_argument("config", nargs="?", type=Path, help="TOML config file (default: the bundled demo)")
+    common.add_argument("config", nargs="?", type=_path, help="TOML config file (default: the bundled demo)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     groups = {name: _group(name) for name in dict.fromkeys(g for names in OPTION_GROUPS.values() for g in names)}
     for name, help_text in COMMANDS.items():
@@ -116,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect-sae", help="describe an SAE checkpoint: format, shapes, activation rule, dtype, "
                        "parameters, dead-looking features", description="Load an SAE checkpoint (local files only) "
                        "and describe it as autointerp understands it.")
-    p.add_argument("path", type=Path, help="checkpoint folder or file, or a folder of several (see --sae-layer)")
+    p.add_argument("path", type=_path, help="checkpoint folder or file, or a folder of several (see --sae-layer)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_sae_options(p)
     _add_extract_parser(sub)
@@ -128,10 +138,10 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
                        "over audio files or texts", description="Run a local Hugging Face transformers model over "
                        "audio files or texts and write a hooked layer's activations in the corpus format "
                        "(vectors-NNNNN.npy, items.jsonl, corpus.toml). Needs the extra: pip install 'autointerp[extract]'.")
-    p.add_argument("model", type=Path, help="local model folder (config.json, weights, feature extractor or tokenizer)")
-    p.add_argument("inputs", type=Path, help="a folder of audio files, a manifest (.csv/.tsv/.jsonl/.parquet: id, "
+    p.add_argument("model", type=_path, help="local model folder (config.json, weights, feature extractor or tokenizer)")
+    p.add_argument("inputs", type=_path, help="a folder of audio files, a manifest (.csv/.tsv/.jsonl/.parquet: id, "
                    "audio or text, start, end, tags) or a .txt file (one text per line)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=_path, required=True, help="output folder")
     p.add_argument("--layer", required=True, help="module path of the hooked layer, e.g. encoder.layers.6, h.3")
     p.add_argument("--pool", choices=["mean", "none"], default="mean",
                    help="mean: one vector per clip or text window; none: one per frame or token (default mean)")
@@ -140,13 +150,13 @@ def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="model dtype")
-    p.add_argument("--audio-root", type=Path, help="folder a manifest's audio paths are relative to")
-    p.add_argument("--sae", type=Path, help="SAE checkpoint to name in corpus.toml (makes it ready for `mine`)")
+    p.add_argument("--audio-root", type=_path, help="folder a manifest's audio paths are relative to")
+    p.add_argument("--sae", type=_path, help="SAE checkpoint to name in corpus.toml (makes it ready for `mine`)")
     p.add_argument("--shard-mb", type=float, default=256.0, help="size of each vectors-NNNNN.npy shard (default 256)")
     p.add_argument("--overwrite", action="store_true", help="replace a corpus already in the output folder")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="extract and mine on a Ray cluster (ADDRESS, "
                    "else RAY_ADDRESS or a local one), each task its slice of the inputs; needs --sae or --config")
-    p.add_argument("--config", type=Path, help="run config whose [sae], [mine], [output], [cluster] apply to --ray's mining")
+    p.add_argument("--config", type=_path, help="run config whose [sae], [mine], [output], [cluster] apply to --ray's mining")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 

@@ -14,7 +14,7 @@ def problem(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     if not value.strip():
-        return "an empty path: name a file or folder, or leave the key out"
+        return "an empty path: name a file or folder"
     if "\x00" in value:
         return "a path with a NUL character: no file has such a name"
     if special(Path(value)):

@@ -70,6 +70,8 @@ CASES: list[Case] = [
     ("invalid TOML", lambda r: append(r / "config.toml", "\n[llm\n") or [], "not valid TOML"),
     ("bad feature range", lambda r: ["--features", "9-2"], "bad feature range '9-2'"),
     ("bad shard", lambda r: ["--shard", "3/2"], "--shard '3/2'"),
+    ("shard of 10^20 parts", lambda r: ["--shard", "1/" + "9" * 20],
+     "splits the corpus into 99,999,999,999,999,999,999 shards, more than 100,000"),
     ("bad device", lambda r: ["--device", "tpu"], "device 'tpu'"),
     ("missing prompts folder", lambda r: ["--llm", "mock", "--prompts", str(r / "no-prompts")], "prompts folder"),
     ("missing API key", lambda r: ["--llm", "openai", "--model", "gpt-4.1-mini"], "OPENAI_API_KEY"),

@@ -185,3 +185,26 @@ def test_a_bad_features_flag_is_blamed_on_the_flag(project, capsys):
     line = capsys.readouterr().err.strip()
     assert line.startswith("autointerp: error: --features 3-x: bad feature range '3-x'")
     assert "config" not in line and "Value error" not in line
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["inspect-sae", ""], "argument path: '' is an empty path"),
+    (["run", ""], "argument config: '' is an empty path"),
+    (["report", "--out", " "], "argument --out: ' ' is an empty path"),
+    (["run", "PIPE"], "argument config: 'PIPE' is a pipe, device or socket"),
+    (["inspect-sae", "/dev/zero"], "argument path: '/dev/zero' is a pipe, device or socket"),
+    (["extract", "model", "PIPE", "--out", "x"], "argument inputs: 'PIPE' is a pipe, device or socket"),
+])
+def test_a_path_argument_is_checked_as_config_paths_are(argv, named, tmp_path, monkeypatch, capsys):
+    """Path arguments go through the config's path check (autointerp.paths): an empty one is not the
+    current folder, and a named pipe is not read (it would wait forever)."""
+    monkeypatch.chdir(tmp_path)
+    import os
+    os.mkfifo(tmp_path / "pipe")
+    argv = [str(tmp_path / "pipe") if a == "PIPE" else a for a in argv]
+    with pytest.raises(SystemExit) as exited:  # (argparse's way out, as for any bad argument)
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and named.replace("PIPE", str(tmp_path / "pipe")) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]

@@ -19,6 +19,8 @@ from autointerp.mine.checkpoint import normalized, read_state
 from autointerp.sae import Encoder
 
 SUFFIX = ".safetensors"
+MAX_SHARDS = 100_000
+"""More shards than any cluster runs at once, and still a number of files merge can read."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Shard:
             index, count = -1, 0
         if not 0 <= index < count:
             raise InputError(f"--shard {text!r} is not a shard: write i/n with 0 <= i < n, e.g. 0/4")
+        if count > MAX_SHARDS:
+            raise InputError(f"--shard {text!r} splits the corpus into {count:,} shards, more than {MAX_SHARDS:,} "
+                             f"(merge reads one file per shard): use fewer")
         return cls(index, count)
 
     def items(self, n_items: int) -> tuple[int, int]:
