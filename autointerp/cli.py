@@ -27,7 +27,6 @@ COMMANDS = {
 STAGE_OF_COMMAND = {"run": ["mine", "explain", "score", "taxonomy", "report", "export"]}
 
 
-
 def _path(text: str) -> Path:
     """A path argument, checked as the config's path keys are (autointerp.paths): not empty, no NUL, not
     a pipe or device."""
@@ -36,6 +35,7 @@ def _path(text: str) -> Path:
     if why := paths.problem(text):
         raise argparse.ArgumentTypeError(f"{text!r} is {why}")
     return Path(text)
+
 
 def demo_config() -> Path:
     from autointerp import demo

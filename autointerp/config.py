@@ -347,6 +347,15 @@ class OutputConfig(Section):
     """Folder for the atlas (dir/atlas) and the exports (dir/export); default autointerp-out beside the config."""
     db: str = ""
     """SQLAlchemy URL or SQLite file path; default: dir/autointerp.db."""
+    bundle: bool = False
+    """Also pack the atlas into one file, dir/atlas.tar, for publishing (`report --bundle`)."""
+    audio_format: Literal["ogg", "mp3", "wav"] = "ogg"
+    """Atlas clips: ogg (Vorbis), mp3, or wav (uncompressed, about 10x larger)."""
+    audio_budget_mb: float = Field(1000.0, ge=0)
+    """Cap on the atlas's total audio in MB: clips are made best example first until it is reached, and
+    later examples show "audio omitted: size cap" with their transcript (0: no audio)."""
+    audio_clip_seconds: float = Field(30.0, gt=0)
+    """Longest atlas clip: a longer window (an item, or a whole file) is cut around its centre."""
 
     @field_validator("db")
     @classmethod
@@ -363,15 +372,6 @@ class OutputConfig(Section):
             raise ValueError("an in-memory database keeps nothing after the run, so no later stage would find "
                              "what mine wrote: name a file (e.g. sqlite:///run.db) or a server's database")
         return value
-    bundle: bool = False
-    """Also pack the atlas into one file, dir/atlas.tar, for publishing (`report --bundle`)."""
-    audio_format: Literal["ogg", "mp3", "wav"] = "ogg"
-    """Atlas clips: ogg (Vorbis), mp3, or wav (uncompressed, about 10x larger)."""
-    audio_budget_mb: float = Field(1000.0, ge=0)
-    """Cap on the atlas's total audio in MB: clips are made best example first until it is reached, and
-    later examples show "audio omitted: size cap" with their transcript (0: no audio)."""
-    audio_clip_seconds: float = Field(30.0, gt=0)
-    """Longest atlas clip: a longer window (an item, or a whole file) is cut around its centre."""
 
 
 class SelectConfig(Section):
@@ -467,7 +467,8 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         if path.is_dir():
             raise ConfigError(f"config file {path} is a folder: pass the path of a TOML file")
         if paths.special(path):
-            raise ConfigError(f"config file {path} is a pipe, device or socket, not a file: pass the path of a TOML file")
+            raise ConfigError(f"config file {path} is a pipe, device or socket, not a file: pass the path of a "
+                              f"TOML file")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found: pass the path of an existing TOML file")
         try:

@@ -4,8 +4,8 @@ rows with more fields than the header, lines that are not JSON objects, JSON str
 (half a UTF-16 surrogate pair), a NUL character anywhere (PostgreSQL cannot store one). A CSV field may
 be as long as a JSONL one (the csv module's default limit of 131,072 characters is lifted). Lines are
 split on newlines only, never on the other characters str.splitlines() treats as line breaks (U+2028,
-U+0085, ...), which are valid inside a JSON or a quoted CSV string. Rows are read one at a time (Parquet: one batch at a time), so a table of
-millions of rows is never held whole in memory."""
+U+0085, ...), which are valid inside a JSON or a quoted CSV string. Rows are read one at a time
+(Parquet: one batch at a time), so a table of millions of rows is never held whole in memory."""
 
 from __future__ import annotations
 
@@ -132,12 +132,12 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
         yield row
 
 
-
 def _nul(path: Path, where: str, value: str) -> InputError:
     """A value holding a NUL character: text, but no PostgreSQL database can store it (and it is never meant)."""
     at = value.index(NUL)
-    return InputError(f"items table {path} {where} holds a NUL character (\\x00) in {value[max(0, at - 20):at + 20]!r}, "
-                      f"which no PostgreSQL database can store and no file name can hold: remove it")
+    return InputError(f"items table {path} {where} holds a NUL character (\\x00) in "
+                      f"{value[max(0, at - 20):at + 20]!r}, which no PostgreSQL database can store and no file "
+                      f"name can hold: remove it")
 
 
 FIELD_LIMIT = 1 << 30

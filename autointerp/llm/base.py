@@ -124,8 +124,8 @@ class Completion:
         """An answer's token counts are read as data, whatever the provider: whole numbers from 0 to
         MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database), and its text
         is text (no NUL character, which PostgreSQL cannot store, no half of a surrogate pair, which no
-        database can); else the answer is a failed attempt
-        (TransientError), retried, or in a batch sent again next run."""
+        database can); else the answer is a failed attempt (TransientError), retried, or in a batch sent
+        again next run."""
         counts = {"input": self.input_tokens, "output": self.output_tokens, "audio": self.audio_tokens}
         bad = {name: n for name, n in counts.items()
                if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_TOKENS}
