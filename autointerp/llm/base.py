@@ -17,8 +17,6 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from autointerp.jsontext import NUL, not_text
-
 MIME = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
 
 
@@ -122,10 +120,9 @@ class Completion:
 
     def __post_init__(self) -> None:
         """An answer's token counts are read as data, whatever the provider: whole numbers from 0 to
-        MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database), and its text
-        is text (no NUL character, which PostgreSQL cannot store, no half of a surrogate pair, which no
-        database can); else the answer is a failed attempt (TransientError), retried, or in a batch sent
-        again next run."""
+        MAX_TOKENS (a negative count would price as a refund, 10**30 overflows the database); else the
+        answer is a failed attempt (TransientError), retried, or in a batch sent again next run. (Its text
+        is checked as an answer: parsing.parse_response.)"""
         counts = {"input": self.input_tokens, "output": self.output_tokens, "audio": self.audio_tokens}
         bad = {name: n for name, n in counts.items()
                if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_TOKENS}
@@ -133,10 +130,6 @@ class Completion:
             name, n = next(iter(bad.items()))
             raise TransientError(f"the answer counts {str(n)[:40]!r} {name} tokens: not a whole number from 0 to "
                                  f"{MAX_TOKENS:,}")
-        bad = not_text([self.text, self.refusal])  # (the log keeps the answer's text)
-        if bad is not None:
-            what = "a NUL character (\\x00)" if NUL in bad else "half a UTF-16 surrogate pair"
-            raise TransientError(f"the answer holds {what}, which is not text: no database can store it")
 
 
 class TransientError(Exception):

@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from autointerp.config import LLMConfig
 from autointerp.errors import ConfigError, CostLimitReached, ProviderError, warn
 from autointerp.llm.base import Completion, FatalError, FormatRefused, Model, Request, Structured, TransientError
-from autointerp.llm.http import printable
+from autointerp.llm.http import printable, storable
 from autointerp.llm.parsing import CHARS_PER_TOKEN, ResponseInvalid, parse_response
 from autointerp.llm.pricing import cost_usd, merged_prices
 from autointerp.llm.ratelimit import RateLimiter
@@ -127,6 +127,7 @@ class LLMClient:
             most = CHARS_PER_TOKEN * limit
             if len(completion.text) > most:  # (what a server past its limit sent: its start is the evidence)
                 completion = dataclasses.replace(completion, text=completion.text[:most] + "…")
+            completion = dataclasses.replace(completion, text=storable(completion.text))
         row_id = self._log(meta, request_hash, structured, status="ok" if error is None else "invalid", error=error,
                            response=completion.text, input_tokens=completion.input_tokens,
                            output_tokens=completion.output_tokens, audio_tokens=completion.audio_tokens, cost=0.0,

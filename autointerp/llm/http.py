@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+from autointerp.jsontext import NUL, not_text
 from autointerp.llm.base import FatalError, FormatRefused, NotFound, TransientError
 
 _FORMAT_STATUSES = (400, 422, 500)
@@ -56,10 +57,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """Control characters: a terminal's escape sequences, NUL (which PostgreSQL cannot store), line breaks."""
 
 
+def storable(text: str) -> str:
+    """Text from a server as any database takes it: NUL (which PostgreSQL cannot store) and half a UTF-16
+    surrogate pair (from a JSON escape; no database can) each a U+FFFD."""
+    if not_text(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace(NUL, "\ufffd")
+
+
 def printable(text: str) -> str:
     """Text from a server as a terminal and any database take it: every control character a space (an
-    escape sequence, NUL, a line break), half a UTF-16 surrogate pair (from a JSON escape) a "?"."""
-    return _CONTROL.sub(" ", text.encode("utf-8", "replace").decode("utf-8"))
+    escape sequence, NUL, a line break), half a UTF-16 surrogate pair a U+FFFD (storable)."""
+    return storable(_CONTROL.sub(" ", text))
 
 
 def one_line(said: str, limit: int = SAID_CHARS) -> str:

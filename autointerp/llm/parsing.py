@@ -40,6 +40,9 @@ def parse_response(completion: Completion, schema: type[T], max_output_tokens: i
         raise ResponseInvalid("blocked by the provider's safety filter")
     if completion.finish == "length":
         raise ResponseInvalid(cut_message(limit))
+    bad = not_text([completion.text, completion.refusal])
+    if bad is not None:  # (the log keeps the text made storable: http.storable)
+        raise ResponseInvalid(_not_text(bad))
     if limit and len(completion.text) > CHARS_PER_TOKEN * limit:
         raise ResponseInvalid(f"the answer is {len(completion.text):,} characters, more than {limit:,} tokens can hold "
                               f"(max_output_tokens): the server did not keep to the limit")
@@ -55,10 +58,16 @@ def parse_response(completion: Completion, schema: type[T], max_output_tokens: i
         where = ".".join(str(p) for p in first["loc"]) or "answer"
         raise ResponseInvalid(f"answer does not match the {schema.__name__} schema: {where}: {first['msg']}") from None
     bad = not_text(value.model_dump())
-    if bad is not None:  # (a \\u0000 escape: the text itself has none, see Completion)
-        what = "a NUL character (\\x00)" if NUL in bad else "half a UTF-16 surrogate pair"
-        raise ResponseInvalid(f"the answer holds {bad[:40]!r}, {what}, which is not text: no database can store it")
+    if bad is not None:  # (a \\u0000 escape in the JSON: the text itself held none)
+        raise ResponseInvalid(_not_text(bad))
     return value
+
+
+def _not_text(bad: str) -> str:
+    """Why a string of an answer (not_text's) is no answer, with the characters around the culprit."""
+    at = next(i for i, ch in enumerate(bad) if ch == NUL or "\ud800" <= ch <= "\udfff")
+    what = "a NUL character (\\x00)" if bad[at] == NUL else "half a UTF-16 surrogate pair"
+    return f"the answer holds {bad[max(0, at - 20):at + 20]!r}, {what}, which is not text: no database can store it"
 
 
 def json_text(text: str) -> str:

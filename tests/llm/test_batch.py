@@ -226,7 +226,7 @@ def test_a_failed_job_s_errors_are_stored_printable(store):
             {"code": "bad", "message": "line\x00 one \x1b[2J\ud800 two", "param": None, "line": 1}]})
         got, _ = run(store, config, "openai", requests(2))
     [row] = rows(store, LLMBatch)
-    assert row.status == "failed" and row.detail.endswith("line  one  [2J? two"), row.detail
+    assert row.status == "failed" and row.detail.endswith("line  one  [2J\ufffd two"), row.detail
     assert all(r.value is None for r in got.values())
     assert not any(ch in call.error for call in rows(store, LLMCall) for ch in "\x00\x1b\ud800")
 

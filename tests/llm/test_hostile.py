@@ -175,18 +175,21 @@ def test_token_counts_no_answer_has_are_a_failed_attempt(store, usage, name):
     (lambda fake: Reply(200, fake.completion(json.dumps({"title": "Fr\u0000ench", "confidence": "high"}))),
      "the answer holds 'Fr\\x00ench', a NUL character (\\x00), which is not text"),  # escaped in the answer's JSON
     (lambda fake: Reply(200, fake.completion('{"title": "Fr\x00ench", "confidence": "high"}')),
-     "gave up after 2 attempts: the answer holds a NUL character (\\x00), which is not text"),  # in its text
+     "the answer holds '{\"title\": \"Fr\\x00ench\", \"confidence\"', a NUL character (\\x00), which is not "
+     "text"),  # in its text (a JSON string may not hold it raw): logged with a U+FFFD in its place
     (lambda fake: Reply(500, {"error": {"message": "bad\x00 \x1b[31mred\x1b[0m \x07bell"}}),
      "server error 500: bad [31mred [0m bell"),  # in an error: a space, as every control character
     (lambda fake: Reply(200, fake.completion('{"title": "Fr\ud800", "confidence": "high"}')),
-     "gave up after 2 attempts: the answer holds half a UTF-16 surrogate pair, which is not text"),
-    (lambda fake: Reply(503, {"error": {"message": "half \udc00 a pair"}}), "server error 503: half ? a pair"),
+     "the answer holds '{\"title\": \"Fr\\ud800\", \"confidence\": \"h', half a UTF-16 surrogate pair, which is not "
+     "text"),
+    (lambda fake: Reply(503, {"error": {"message": "half \udc00 a pair"}}), "server error 503: half \ufffd a pair"),
 ], ids=["escaped", "raw", "error", "surrogate", "surrogate-in-error"])
 def test_an_answer_that_is_not_text_fails_and_postgresql_stores_the_reason(postgres_server, monkeypatch, reply,
                                                                             said):
     """A NUL character, which PostgreSQL cannot store, or half a UTF-16 surrogate pair (a JSON escape
-    like \\ud800 alone), which no database can, anywhere in what a server says: the call fails with the
-    reason, and every row is written (no crash while logging it); a terminal's escape sequences in an
+    like \\ud800 alone), which no database can, anywhere in what a server says: an answer is invalid
+    with the reason and logged (its tokens paid) with those characters as U+FFFD, an error is stored
+    printable; every row is written (no crash while logging it), and a terminal's escape sequences in an
     error never reach the log."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     store = Store(postgres_server.new_database())
@@ -195,11 +198,12 @@ def test_an_answer_that_is_not_text_fails_and_postgresql_stores_the_reason(postg
             fake.enqueue(reply(fake), reply(fake))
             result, _ = run(store, config_for(fake, max_attempts=2))
         with store.session() as s:
-            logged = s.execute(select(LLMCall.status, LLMCall.error).order_by(LLMCall.id)).all()
+            logged = s.execute(select(LLMCall.status, LLMCall.error, LLMCall.response).order_by(LLMCall.id)).all()
     finally:
         store.close()
     assert result.value is None and said in result.error, result.error
-    assert logged and all(status != "ok" and "\x00" not in error and "\x1b" not in error for status, error in logged)
+    assert logged and all(status != "ok" and "\x00" not in error and "\x1b" not in error for status, error, _ in logged)
+    assert all("\x00" not in (text or "") for _, _, text in logged)
 
 
 def test_an_answer_longer_than_its_token_limit_allows_is_no_answer_and_logged_cut(store):
