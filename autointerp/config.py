@@ -490,7 +490,7 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
             continue
         section, key = dotted.split(".", 1)
         data.setdefault(section, {})[key] = value
-    if isinstance(data.get("output", {}), dict) and not data.get("output", {}).get("dir"):
+    if isinstance(data.get("output", {}), dict) and data.get("output", {}).get("dir") is None:
         data.setdefault("output", {})["dir"] = "autointerp-out"
     where = f"config file {path}" if path is not None else "config"
 

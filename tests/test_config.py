@@ -39,6 +39,7 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
     (MINIMAL + "[select]\nfeatures = [4, -1]\n", "[select] features = [4, -1]: bad feature range '-1'"),
     (MINIMAL + "[select]\nfeatures = [4, true]\n", "[select] features = [4, True]: Input should be a valid string"),
     (MINIMAL + "[output]\ndb = 'sqlite://'\n", "[output] db = 'sqlite://': an in-memory database keeps nothing"),
+    (MINIMAL + "[output]\ndir = ''\n", "[output] dir = '': an empty path: name a file or folder"),
     (MINIMAL + "[output]\ndb = 'sqlite+pysqlite:///:memory:'\n", "an in-memory database keeps nothing after the run"),
     (MINIMAL + "[output]\ndb = 'sqlite:///file:x?mode=memory&uri=true'\n", "an in-memory database keeps nothing"),
     (MINIMAL + "[mine]\nn_top = '" + "m" * 5000 + "'\n", "[mine] n_top = '" + "m" * 118 + "…: Input should be"),
