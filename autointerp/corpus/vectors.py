@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from autointerp.paths import special
 from autointerp.errors import InputError
 
 
@@ -242,8 +243,12 @@ def open_vectors(spec: str | Path | list, key: str = "", column: str = "") -> Ve
         if path.is_dir():
             raise InputError(f"corpus vectors {path} is a folder: name the files in it (a list, or a glob such as "
                              f"'{path / '*.npy'}') in [corpus] vectors")
+        if special(path):  # (one a glob matched: the config checked the paths it names)
+            raise InputError(f"corpus vectors {path} is a pipe, device or socket, not a file: name .npy, "
+                             f".safetensors or .parquet files in [corpus] vectors")
         if not path.is_file():
-            raise InputError(f"corpus vectors {path} not found: set [corpus] vectors to existing .npy, .safetensors or .parquet files")
+            raise InputError(f"corpus vectors {path} not found: set [corpus] vectors to existing .npy, .safetensors "
+                             f"or .parquet files")
         suffix = path.suffix.lower()
         if suffix == ".npy":
             readers.append(_Npy(path))

@@ -141,6 +141,9 @@ CASES: list[tuple[str, Prepare, str, str]] = [
      "[llm] base_url = 'localhost:8000/v1': not an http:// or https:// URL"),
     ("items a named pipe", lambda r: os.mkfifo(r / "pipe.csv") or set_config(
         r, 'items = "items.csv"', 'items = "pipe.csv"'), "pipe.csv", "a pipe, device or socket, not a file or folder"),
+    ("vectors glob matching a named pipe", lambda r: (os.mkfifo(r / "v-2.npy"), (r / "vectors.npy").rename(
+        r / "v-1.npy"), set_config(r, 'vectors = "vectors.npy"', 'vectors = "v-*.npy"')), "v-2.npy",
+     "is a pipe, device or socket, not a file"),
     ("vectors a device", lambda r: set_config(r, 'vectors = "vectors.npy"', 'vectors = "/dev/zero"'), "/dev/zero",
      "[corpus] vectors = '/dev/zero': a pipe, device or socket"),
     ("database a named pipe", lambda r: os.mkfifo(r / "pipe.db") or set_config(
