@@ -9,6 +9,7 @@ only the row starts of sequence corpora (8 bytes per item; none when every item 
 from __future__ import annotations
 
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -45,6 +46,7 @@ class ItemTable:
 
     def __init__(self, rows: Iterable[ItemRow]) -> None:
         self._file = tempfile.TemporaryFile(prefix="autointerp-items-")
+        weakref.finalize(self, self._file.close)  # (closed with the table, even one whose rows were refused)
         self.count = 0
         chunks: list[np.ndarray | int] = []
         """Each chunk's positions, or its length when every item in it is one vector row (the common

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from contextlib import closing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -245,7 +246,13 @@ def iter_items(path: Path) -> Iterator[ItemRow]:
     """The items of the table, one at a time, typed and checked; that ids are unique is checked at the
     end, on 8-byte hashes of them (a repeated hash is confirmed on the ids themselves)."""
     hashes = array("q")
-    for number, row in enumerate(read_table(path), 1):
+    with closing(read_table(path)) as rows:  # (closed when a row is refused, not when the reader is collected)
+        yield from _typed(path, rows, hashes)
+    _unique(path, np.frombuffer(hashes, dtype=np.int64) if hashes else np.zeros(0, np.int64))  # a view: sorted in place
+
+
+def _typed(path: Path, rows: Iterator[dict], hashes: array) -> Iterator[ItemRow]:
+    for number, row in enumerate(rows, 1):
         where = (path, number)
         key = _key(row.get("id"), where)
         hashes.append(hash(key))
@@ -256,7 +263,6 @@ def iter_items(path: Path) -> Iterator[ItemRow]:
         yield ItemRow(key=key, audio=_string(row.get("audio"), where, "audio"),
                       text=_string(row.get("text"), where, "text"), start=start, end=end,
                       tags=_tags(row, where), positions=positions, tokens=_tokens(row.get("tokens"), where, positions))
-    _unique(path, np.frombuffer(hashes, dtype=np.int64) if hashes else np.zeros(0, np.int64))  # a view: sorted in place
 
 
 def _unique(path: Path, hashes: np.ndarray) -> None:
@@ -268,12 +274,13 @@ def _unique(path: Path, hashes: np.ndarray) -> None:
     if not repeated:
         return
     seen: set[str] = set()
-    for number, row in enumerate(read_table(path), 1):
-        key = _key(row.get("id"), (path, number))
-        if hash(key) in repeated:
-            if key in seen:
-                raise InputError(f"items table {path} row {number}: id {key!r} appears twice: ids must be unique")
-            seen.add(key)
+    with closing(read_table(path)) as rows:
+        for number, row in enumerate(rows, 1):
+            key = _key(row.get("id"), (path, number))
+            if hash(key) in repeated:
+                if key in seen:
+                    raise InputError(f"items table {path} row {number}: id {key!r} appears twice: ids must be unique")
+                seen.add(key)
 
 
 def load_corpus(config: CorpusConfig, d_in: int | None = None) -> Corpus:

@@ -54,11 +54,12 @@ def read_table(path: Path) -> Iterator[dict[str, Any]]:
     if suffix in (".jsonl", ".ndjson"):
         return _decoded(path, handle, _jsonl(path, handle))
     text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")  # lines end at \n, \r\n or \r only
-    return _decoded(path, handle, _csv(path, text, "\t" if suffix == ".tsv" else ","))
+    return _decoded(path, text, _csv(path, text, "\t" if suffix == ".tsv" else ","))
 
 
-def _decoded(path: Path, handle: IO[bytes], rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The rows, the file closed at the end; a byte that is not UTF-8 is named by its offset."""
+def _decoded(path: Path, handle: IO[Any], rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The rows, the file closed at the end (or when the generator is closed: a caller that refuses a row
+    closes it); a byte that is not UTF-8 is named by its offset."""
     with handle:
         try:
             yield from rows

@@ -265,6 +265,7 @@ def mined_template(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # (a file left open)
 @pytest.mark.parametrize("name, prepare, fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(mined_template, tmp_path, capsys, name, prepare, fragment):
     root = tmp_path / "corpus"

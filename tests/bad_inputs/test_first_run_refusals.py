@@ -234,6 +234,7 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # (a file left open)
 @pytest.mark.parametrize("name, prepare, names, fragment", CASES, ids=[c[0] for c in CASES])
 def test_first_run_refused_in_one_line_writing_nothing(template, tmp_path, capfd, monkeypatch, name, prepare,
                                                       names, fragment):
