@@ -28,7 +28,10 @@ KEY = "sk-hostile-0123456789abcdefXYZ"
 TIMEOUT_S = 1.0
 TRICKLE_S = 0.2
 """Far below the SDK's per-read timeout: only a deadline on the whole request can stop it."""
-MARGIN_S = 0.75
+MARGIN_S = 1.5
+"""How late past the deadline a cut request may be seen to end: the server notices the hang-up at its
+next byte or the one after (up to 2 x TRICKLE_S), later on a loaded 2-core machine (0.78 s once in CI
+with a margin of 0.75). Uncut, the trickled answer (546 bytes) takes 109 s, so the margin still tells."""
 
 
 def trickled(fake: FakeOpenAIServer) -> Reply:
