@@ -167,6 +167,26 @@ def describe_threads() -> str:
     return f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
 
 
+def describe_memory() -> str:
+    """One thread's read speed for the block extremes' reduction (torch.amax over 16-row blocks) from a
+    64 MB buffer and from a 1 MB one (in the cache): the pass's memory-bound parts scale with it, the
+    encode does not, so machines that differ here differ in the overhead (README, session 13)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    speeds = []
+    for blocks in (256, 4):
+        x = torch.randn(blocks, 16, 4096)
+        out = torch.empty(blocks, 4096)
+        torch.amax(x, 1, out=out)
+        repeats = 2048 // blocks
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.amax(x, 1, out=out)
+        speeds.append(x.nbytes * repeats / (time.perf_counter() - started) / 1e9)
+    torch.set_num_threads(threads)
+    return f"block extremes read {speeds[0]:.0f} GB/s from 64 MB, {speeds[1]:.0f} GB/s from 1 MB (one thread)"
+
+
 def bench_encoder(args) -> Encoder:
     encoder = make_encoder(args.dim, args.features, args.k, args.activation)
     if args.activation == "batchtopk":  # a learned threshold: about k of F standard-normal pre-activations pass
@@ -243,6 +263,8 @@ def main() -> None:
     print(f"device {device}, {describe_threads()}; shape {args.shape}: d={args.dim} F={args.features} "
           f"{args.activation} k={args.k}, N={args.rows:,}, batch {batch_rows(args.batch, args.features, device):,} "
           f"rows, {args.positions} row(s) per item")
+    if device.type == "cpu":
+        print(describe_memory())
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "n.npy", Path(tmp) / "4n.npy"
         make_vectors(small, args.rows, args.dim)
