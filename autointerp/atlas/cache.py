@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table, Text, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from autointerp import __version__, jsontext
+from autointerp import __version__, jsontext, paths
 from autointerp.atlas.data import SHOWN_KINDS
 from autointerp.store.engine import Store
 from autointerp.store.schema import SAE, Bin, Example, Feature, Group, Item, Label, Placement, Score
@@ -203,6 +203,9 @@ class Manifest:
         renderer (a template, the code or the version changed), or when `use` is False."""
         manifest = cls(path, fingerprint)
         if not use:
+            return manifest
+        if paths.special(path):  # (a pipe would be read forever; saving replaces it with a file)
+            log.warning("render manifest %s is a pipe, device or socket, not a file: rendering every page", path)
             return manifest
         try:
             data = jsontext.loads(path.read_text("utf-8"))

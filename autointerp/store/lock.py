@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from autointerp import jsontext
+from autointerp import jsontext, paths
 from autointerp.errors import StoreError
 
 ADVISORY_KEY = (0x61757469, 1)
@@ -38,7 +38,10 @@ def _now() -> str:
 @contextmanager
 def file_lock(database: Path, command: str) -> Iterator[None]:
     """flock on DATABASE.lock, which also records who holds it (JSON: pid, command, since)."""
-    handle = Path(f"{database}.lock").open("a+")
+    lock = Path(f"{database}.lock")
+    if paths.special(lock):
+        raise StoreError(f"lock file {lock} is a pipe, device or socket, not a file: remove it (no run holds it)")
+    handle = lock.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

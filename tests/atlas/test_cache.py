@@ -181,6 +181,17 @@ def test_corrupt_manifest_renders_everything_with_a_warning(atlas, caplog, text)
     assert write_atlas(store, out, audio_root).pages_rendered == 0 and rendered == []
 
 
+def test_a_manifest_that_is_a_named_pipe_is_no_manifest(atlas, caplog):
+    """Read, it would wait forever for a writer: every page is rendered, and a file replaces it."""
+    store, audio_root, out, _, rendered = atlas
+    (out / MANIFEST).unlink()
+    os.mkfifo(out / MANIFEST)
+    with caplog.at_level(logging.WARNING, logger="autointerp.atlas.cache"):
+        write_atlas(store, out, audio_root)
+    assert any("is a pipe, device or socket" in r.getMessage() for r in caplog.records)
+    assert sorted(rendered) == sorted(ALL) and set(json.loads((out / MANIFEST).read_text())["pages"]) == ALL
+
+
 def test_manifest_is_json_and_left_out_of_the_bundle(atlas):
     store, audio_root, out, templates, _ = atlas
     data = json.loads((out / MANIFEST).read_text())

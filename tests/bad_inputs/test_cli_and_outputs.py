@@ -5,6 +5,7 @@ file anywhere in the project folder. Disk full and two first runs at once are te
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -59,6 +60,13 @@ def empty_file(root: Path) -> list[str]:
     return ["--db", str(root / "zero.db")]
 
 
+def a_pipe_as_lock(root: Path) -> list[str]:
+    lock = root / "out/autointerp.db.lock"
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock)
+    return []
+
+
 def a_file_as_out(root: Path) -> list[str]:
     (root / "taken").write_text("not a folder")
     return ["--db", str(root / "out/autointerp.db"), "--out", str(root / "taken")]
@@ -67,6 +75,7 @@ def a_file_as_out(root: Path) -> list[str]:
 MISTYPED = ["--db", "out/autointerp.bd"]
 
 CASES: list[tuple[str, list[str], Prepare, str]] = [
+    ("the lock file a named pipe", ["export"], a_pipe_as_lock, "autointerp.db.lock is a pipe, device or socket"),
     # each subcommand takes only its options, and says whose they are
     ("export --llm", ["export", "--llm", "openai"], lambda r: [], "`export` does not take --llm"),
     ("export --batch", ["export", "--batch"], lambda r: [], "`export` does not take --batch"),
