@@ -43,3 +43,11 @@ def not_text(value: Any) -> str | None:
         elif isinstance(value, (list, tuple)):
             pending += reversed(value)
     return None
+
+
+def culprit(bad: str) -> tuple[str, str]:
+    """For a string not_text found: the characters around its first NUL or half surrogate pair (20 on each
+    side), and what that character is, in words."""
+    at = next(i for i, ch in enumerate(bad) if ch == NUL or "\ud800" <= ch <= "\udfff")
+    what = "a NUL character (\\x00)" if bad[at] == NUL else "half a UTF-16 surrogate pair"
+    return bad[max(0, at - 20):at + 20], what

@@ -135,10 +135,8 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Iterator[dict[str, Any]]:
 
 def _nul(path: Path, where: str, value: str) -> InputError:
     """A value holding a NUL character: text, but no PostgreSQL database can store it (and it is never meant)."""
-    at = value.index(NUL)
-    return InputError(f"items table {path} {where} holds a NUL character (\\x00) in "
-                      f"{value[max(0, at - 20):at + 20]!r}, which no PostgreSQL database can store and no file "
-                      f"name can hold: remove it")
+    return InputError(f"items table {path} {where} holds a NUL character (\\x00) in {jsontext.culprit(value)[0]!r}, "
+                      f"which no PostgreSQL database can store and no file name can hold: remove it")
 
 
 FIELD_LIMIT = 1 << 30

@@ -103,8 +103,7 @@ class LLMClient:
             row = s.scalars(select(LLMCall).where(LLMCall.request_hash == request_hash, LLMCall.status == "ok")
                             .order_by(LLMCall.id.desc()).limit(1)).first()
         try:
-            value = parse_response(Completion(row.response or "", row.input_tokens or 0, row.output_tokens or 0),
-                                   schema)
+            value = parse_response(Completion(row.response or ""), schema)
         except (ResponseInvalid, TransientError):
             return None
         return CallResult(value, None, row.response, row.input_tokens, row.output_tokens, row.cost, cached=True)

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from autointerp.jsontext import NUL, not_text
+from autointerp.jsontext import culprit, not_text
 from autointerp.llm.base import Completion
 
 T = TypeVar("T", bound=BaseModel)
@@ -65,9 +65,8 @@ def parse_response(completion: Completion, schema: type[T], max_output_tokens: i
 
 def _not_text(bad: str) -> str:
     """Why a string of an answer (not_text's) is no answer, with the characters around the culprit."""
-    at = next(i for i, ch in enumerate(bad) if ch == NUL or "\ud800" <= ch <= "\udfff")
-    what = "a NUL character (\\x00)" if bad[at] == NUL else "half a UTF-16 surrogate pair"
-    return f"the answer holds {bad[max(0, at - 20):at + 20]!r}, {what}, which is not text: no database can store it"
+    around, what = culprit(bad)
+    return f"the answer holds {around!r}, {what}, which is not text: no database can store it"
 
 
 def json_text(text: str) -> str:
